@@ -1,0 +1,15 @@
+//! pbxgate: Microsoft 365 sign-in and Microsoft 365 data in front of a 3CX phone system.
+//!
+//! Errors: each module has its own `thiserror` type; `anyhow` is used only by the binary
+//! (`main.rs`), where errors are reported to a person.
+
+pub mod clock;
+pub mod config;
+pub mod metrics;
+pub mod proxy;
+pub mod sandbox;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod tls;
+pub mod web;

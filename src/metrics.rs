@@ -1,0 +1,178 @@
+//! Prometheus metrics: requests by route class and status, latency, upstream errors, open
+//! WebSockets. Labels are bounded (a handful of classes and status codes), never paths or users.
+
+use std::fmt::Write;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// What kind of route answered a request.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum RouteClass {
+    /// `/healthz`, `/readyz`, `/metrics`.
+    Ops,
+    /// `/auth/*`.
+    Auth,
+    /// Proxied without a session (`[pbx] passthrough`).
+    Passthrough,
+    /// Proxied behind a valid session.
+    Session,
+    /// Refused for want of a session (redirect or 401).
+    Unauthenticated,
+    /// Refused before routing (malformed path).
+    Rejected,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    class: RouteClass,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    class: RouteClass,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    Connect,
+    Timeout,
+    Protocol,
+}
+
+impl RouteClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ops => "ops",
+            Self::Auth => "auth",
+            Self::Passthrough => "passthrough",
+            Self::Session => "session",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+impl UpstreamErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Protocol => "protocol",
+        }
+    }
+}
+
+impl EncodeLabelValue for RouteClass {
+    fn encode(&self, e: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        e.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for UpstreamErrorKind {
+    fn encode(&self, e: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        e.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    kind: UpstreamErrorKind,
+}
+
+type HistogramFamily = Family<ClassLabels, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: HistogramFamily,
+    upstream_errors: Family<UpstreamLabels, Counter>,
+    websockets_open: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms … ~4 s: proxy overhead lives at the bottom, slow 3CX answers at the top.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("pbxgate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = HistogramFamily::new_with_constructor(latency_histogram);
+        let upstream_errors = Family::<UpstreamLabels, Counter>::default();
+        let websockets_open = Gauge::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route class and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to response headers, by route class",
+            latency.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Requests 3CX could not answer, by failure kind",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "websockets_open",
+            "WebSocket connections currently relayed to 3CX",
+            websockets_open.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            upstream_errors,
+            websockets_open,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_request(&self, class: RouteClass, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels { class, status })
+            .inc();
+        self.latency
+            .get_or_create(&ClassLabels { class })
+            .observe(seconds);
+    }
+
+    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+        self.upstream_errors
+            .get_or_create(&UpstreamLabels { kind })
+            .inc();
+    }
+
+    /// Counts a relayed WebSocket until the returned guard drops.
+    pub fn websocket_opened(&self) -> WebSocketGuard {
+        self.websockets_open.inc();
+        WebSocketGuard(self.websockets_open.clone())
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+pub struct WebSocketGuard(Gauge);
+
+impl Drop for WebSocketGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,519 @@
+//! The reverse proxy to 3CX: streamed HTTP/1.1 bodies over pooled keep-alive connections,
+//! WebSocket upgrades relayed byte for byte, and header hygiene in both directions.
+//!
+//! Hygiene rules: hop-by-hop headers never cross; `X-Forwarded-*` from a peer outside
+//! `trusted_proxies` are replaced, never believed; pbxgate's own cookie never reaches 3CX.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Response, Uri};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use ipnet::IpNet;
+use percent_encoding::percent_decode_str;
+
+use crate::config::PbxConfig;
+use crate::metrics::{Metrics, UpstreamErrorKind};
+use crate::session::cookie_pairs;
+use crate::tls::{self, TlsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot connect to 3CX: {0}")]
+    Connect(String),
+    #[error("3CX did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("3CX answered badly: {0}")]
+    Protocol(String),
+}
+
+impl ProxyError {
+    fn kind(&self) -> UpstreamErrorKind {
+        match self {
+            Self::Connect(_) => UpstreamErrorKind::Connect,
+            Self::Timeout(_) => UpstreamErrorKind::Timeout,
+            Self::Protocol(_) => UpstreamErrorKind::Protocol,
+        }
+    }
+}
+
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus old aliases.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Client-identity headers that only pbxgate may set on what goes to 3CX.
+const FORWARDING: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+];
+
+/// Who is really asking, as far as pbxgate can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The client's address (from a trusted proxy's `X-Forwarded-For`, else the peer).
+    pub ip: IpAddr,
+    /// `http` or `https`, as the browser sees it.
+    pub proto: &'static str,
+    /// The host name the browser used.
+    pub host: Option<String>,
+    /// The `X-Forwarded-For` chain to send upstream.
+    forwarded_for: String,
+}
+
+impl ClientInfo {
+    /// Believes `X-Forwarded-*` only when the peer itself is a trusted proxy.
+    pub fn resolve(peer: SocketAddr, tls: bool, headers: &HeaderMap, trusted: &[IpNet]) -> Self {
+        let peer_ip = peer.ip().to_canonical();
+        let own_proto = if tls { "https" } else { "http" };
+        let host_header = header_str(headers, header::HOST).map(str::to_string);
+        let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+        if !is_trusted(&peer_ip) {
+            return Self {
+                ip: peer_ip,
+                proto: own_proto,
+                host: host_header,
+                forwarded_for: peer_ip.to_string(),
+            };
+        }
+        let chain: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map_while(|s| s.trim().parse::<IpAddr>().ok())
+            .map(|ip| ip.to_canonical())
+            .collect();
+        // Rightmost address that is not one of our proxies; the leftmost if all are.
+        let ip = chain
+            .iter()
+            .rev()
+            .find(|ip| !is_trusted(ip))
+            .or(chain.first())
+            .copied()
+            .unwrap_or(peer_ip);
+        let proto = match first_value(headers, "x-forwarded-proto") {
+            Some(p) if p.eq_ignore_ascii_case("https") => "https",
+            Some(p) if p.eq_ignore_ascii_case("http") => "http",
+            _ => own_proto,
+        };
+        let host = first_value(headers, "x-forwarded-host")
+            .map(str::to_string)
+            .or(host_header);
+        let mut forwarded_for: Vec<String> = chain.iter().map(IpAddr::to_string).collect();
+        forwarded_for.push(peer_ip.to_string());
+        Self {
+            ip,
+            proto,
+            host,
+            forwarded_for: forwarded_for.join(", "),
+        }
+    }
+}
+
+fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn first_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    header_str(headers, name)
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// True for a WebSocket handshake (`Connection: upgrade` + `Upgrade: websocket`).
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    connection_upgrade
+        && header_str(headers, header::UPGRADE).is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+}
+
+/// A top-level browser navigation, which may be redirected to sign-in. Anything else
+/// (XHR/fetch, WebSocket) gets a 401: a redirect would surface only as a CORS error.
+pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
+    if !(method == Method::GET || method == Method::HEAD) || is_websocket_upgrade(headers) {
+        return false;
+    }
+    if let Some(mode) = header_str(headers, "sec-fetch-mode") {
+        return mode.eq_ignore_ascii_case("navigate");
+    }
+    if headers.contains_key("x-requested-with") {
+        return false;
+    }
+    header_str(headers, header::ACCEPT).is_some_and(|a| a.contains("text/html"))
+}
+
+/// Rejects paths whose meaning could change between here and 3CX: dot segments (also
+/// percent-encoded), encoded slashes or backslashes. Without this, a passthrough prefix
+/// could be stretched to reach a protected path (`/provisioning/../webclient`).
+pub fn path_is_safe(path: &str) -> bool {
+    if !path.starts_with('/') || path.contains('\\') {
+        return false;
+    }
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
+        return false;
+    }
+    path.split('/').all(|seg| {
+        let decoded = percent_decode_str(seg).decode_utf8_lossy();
+        let bare = decoded.split(';').next().unwrap_or("");
+        bare != "." && bare != ".."
+    })
+}
+
+/// The passthrough prefix `path` falls under, if any.
+pub fn passthrough_prefix<'a>(path: &str, prefixes: &'a [String]) -> Option<&'a str> {
+    prefixes
+        .iter()
+        .find(|p| path.starts_with(p.as_str()))
+        .map(String::as_str)
+}
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// The pooled client to one 3CX origin.
+pub struct Upstream {
+    client: HttpsClient,
+    scheme: Scheme,
+    authority: Authority,
+    response_timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+/// What the proxy needs to know about the request besides the request itself.
+pub struct Forward<'a> {
+    pub client: &'a ClientInfo,
+    pub request_id: &'a str,
+    /// pbxgate's session cookie, removed before the request leaves.
+    pub cookie_name: &'a str,
+}
+
+impl Upstream {
+    pub fn new(config: &PbxConfig, metrics: Arc<Metrics>) -> Result<Self, TlsError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout.get()));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let tls = tls::client_config(config.ca_file.as_deref())?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        let url = &config.url;
+        let scheme = if url.scheme() == "https" {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        let authority = url[url::Position::BeforeHost..url::Position::AfterPort]
+            .parse()
+            .map_err(|_| TlsError::Pem {
+                path: "pbx.url".into(),
+                message: "host is not a valid authority".into(),
+            })?;
+        Ok(Self {
+            client,
+            scheme,
+            authority,
+            response_timeout: config.response_timeout.get(),
+            metrics,
+        })
+    }
+
+    fn uri(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, ProxyError> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query.map_or("/", PathAndQuery::as_str))
+            .build()
+            .map_err(|e| ProxyError::Protocol(e.to_string()))
+    }
+
+    /// Sends `req` to 3CX and returns its answer with a streamed body. A WebSocket handshake
+    /// that 3CX accepts (101) is relayed in a background task until either side closes.
+    pub async fn forward(
+        &self,
+        mut req: Request<Body>,
+        fwd: Forward<'_>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let websocket = is_websocket_upgrade(req.headers());
+        let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+        *req.uri_mut() = self.uri(req.uri().path_and_query())?;
+        *req.version_mut() = http::Version::HTTP_11;
+        prepare_request_headers(req.headers_mut(), &fwd, websocket);
+
+        let sent = tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
+        let mut res = match sent {
+            Err(_) => Err(ProxyError::Timeout(self.response_timeout)),
+            Ok(Err(e)) if e.is_connect() => Err(ProxyError::Connect(error_chain(&e))),
+            Ok(Err(e)) => Err(ProxyError::Protocol(error_chain(&e))),
+            Ok(Ok(res)) => Ok(res),
+        }
+        .inspect_err(|e| self.metrics.upstream_error(e.kind()))?;
+
+        let switching = res.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+        match client_upgrade {
+            Some(client_upgrade) if switching => {
+                let upstream_upgrade = hyper::upgrade::on(&mut res);
+                let guard = self.metrics.websocket_opened();
+                let request_id = fwd.request_id.to_string();
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    relay(client_upgrade, upstream_upgrade, &request_id).await;
+                });
+            }
+            _ => strip_hop_by_hop(res.headers_mut()),
+        }
+        Ok(res.map(Body::new))
+    }
+
+    /// Whether 3CX answers at all (any status below 500), for `/readyz`.
+    pub async fn probe(&self, timeout: Duration) -> Result<u16, ProxyError> {
+        let req = Request::get(self.uri(None)?)
+            .header(header::USER_AGENT, "pbxgate-readyz")
+            .body(Body::empty())
+            .map_err(|e| ProxyError::Protocol(e.to_string()))?;
+        let res = tokio::time::timeout(timeout, self.client.request(req))
+            .await
+            .map_err(|_| ProxyError::Timeout(timeout))?
+            .map_err(|e| ProxyError::Connect(error_chain(&e)))?;
+        let status = res.status().as_u16();
+        if status >= 500 {
+            return Err(ProxyError::Protocol(format!("status {status}")));
+        }
+        Ok(status)
+    }
+}
+
+async fn relay(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, id: &str) {
+    match tokio::try_join!(client, upstream) {
+        Ok((c, u)) => {
+            let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+            match tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                Ok((up, down)) => {
+                    tracing::debug!(request_id = id, up, down, "websocket closed")
+                }
+                Err(e) => tracing::debug!(request_id = id, error = %e, "websocket ended"),
+            }
+        }
+        Err(e) => tracing::warn!(request_id = id, error = %e, "websocket upgrade failed"),
+    }
+}
+
+/// Removes hop-by-hop headers, including any that `Connection` names.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        h.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        h.remove(*name);
+    }
+}
+
+fn prepare_request_headers(h: &mut HeaderMap, fwd: &Forward<'_>, websocket: bool) {
+    strip_hop_by_hop(h);
+    if websocket {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+    for name in FORWARDING {
+        h.remove(*name);
+    }
+    // The client sets Host from the upstream URI, as nginx's default `proxy_set_header`.
+    h.remove(header::HOST);
+    let c = fwd.client;
+    if let Ok(v) = HeaderValue::from_str(&c.forwarded_for) {
+        h.insert("x-forwarded-for", v);
+    }
+    h.insert("x-forwarded-proto", HeaderValue::from_static(c.proto));
+    if let Some(v) = c.host.as_deref().and_then(|s| HeaderValue::from_str(s).ok()) {
+        h.insert("x-forwarded-host", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&c.ip.to_string()) {
+        h.insert("x-real-ip", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(fwd.request_id) {
+        h.insert("x-request-id", v);
+    }
+    strip_cookie(h, fwd.cookie_name);
+}
+
+/// Rewrites `Cookie` without pbxgate's own cookie (and as one header, as HTTP/1.1 wants).
+fn strip_cookie(h: &mut HeaderMap, name: &str) {
+    if !h.contains_key(header::COOKIE) {
+        return;
+    }
+    let kept: Vec<String> = cookie_pairs(h)
+        .filter(|(k, _)| *k != name)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    h.remove(header::COOKIE);
+    if let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+        && !kept.is_empty()
+    {
+        h.insert(header::COOKIE, v);
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn peer(ip: &str) -> SocketAddr {
+        SocketAddr::new(ip.parse().unwrap(), 40000)
+    }
+
+    #[test]
+    fn untrusted_peer_cannot_spoof() {
+        let h = headers(&[
+            ("host", "pbx.example.com"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "evil.example"),
+        ]);
+        let c = ClientInfo::resolve(peer("203.0.113.9"), true, &h, &[]);
+        assert_eq!(c.ip, "203.0.113.9".parse::<IpAddr>().unwrap());
+        assert_eq!(c.proto, "https");
+        assert_eq!(c.host.as_deref(), Some("pbx.example.com"));
+        assert_eq!(c.forwarded_for, "203.0.113.9");
+    }
+
+    #[test]
+    fn trusted_proxy_chain_is_walked_from_the_right() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = headers(&[
+            ("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.5"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "pbx.example.com"),
+        ]);
+        let c = ClientInfo::resolve(peer("10.0.0.1"), false, &h, &trusted);
+        assert_eq!(c.ip, "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(c.proto, "https");
+        assert_eq!(c.host.as_deref(), Some("pbx.example.com"));
+        assert_eq!(c.forwarded_for, "6.6.6.6, 198.51.100.7, 10.0.0.5, 10.0.0.1");
+    }
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        for p in [
+            "/provisioning/../webclient",
+            "/provisioning/%2e%2e/x",
+            "/provisioning/%2E./x",
+            "/a/%2fb",
+            "/a\\b",
+            "/./x",
+            "/provisioning/..;/x",
+            "x",
+        ] {
+            assert!(!path_is_safe(p), "{p}");
+        }
+        for p in ["/", "/provisioning/abc/0001.xml", "/a..b/c.d", "/%41"] {
+            assert!(path_is_safe(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_and_named_headers_are_removed() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn own_cookie_is_removed_and_others_kept() {
+        let mut h = headers(&[("cookie", "a=1; __Host-pbxgate=SECRET"), ("cookie", "b=2")]);
+        strip_cookie(&mut h, "__Host-pbxgate");
+        assert_eq!(h.get("cookie").unwrap(), "a=1; b=2");
+        let mut h = headers(&[("cookie", "__Host-pbxgate=SECRET")]);
+        strip_cookie(&mut h, "__Host-pbxgate");
+        assert!(!h.contains_key("cookie"));
+    }
+
+    #[test]
+    fn navigation_detection() {
+        let nav = |pairs: &[(&str, &str)], m: Method| is_navigation(&m, &headers(pairs));
+        assert!(nav(&[("accept", "text/html,*/*")], Method::GET));
+        assert!(nav(&[("sec-fetch-mode", "navigate")], Method::GET));
+        assert!(!nav(
+            &[("sec-fetch-mode", "cors"), ("accept", "text/html")],
+            Method::GET
+        ));
+        assert!(!nav(&[("accept", "application/json")], Method::GET));
+        assert!(!nav(&[("accept", "text/html")], Method::POST));
+        assert!(!nav(
+            &[("accept", "text/html"), ("x-requested-with", "XMLHttpRequest")],
+            Method::GET
+        ));
+        assert!(!nav(
+            &[("connection", "Upgrade"), ("upgrade", "websocket"), ("accept", "text/html")],
+            Method::GET
+        ));
+    }
+}

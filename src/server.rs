@@ -1,0 +1,543 @@
+//! The gateway process: the router (pbxgate's own routes, then the session-checked proxy),
+//! the request-observing middleware, and an HTTP/1.1 accept loop with optional TLS and
+//! graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{HeaderMap, StatusCode};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::metrics::{Metrics, RouteClass};
+use crate::proxy::{self, ClientInfo, Forward, Upstream};
+use crate::session::{Rejection, Sessions};
+use crate::store::{Store, StoreError};
+use crate::tls::{self, TlsError};
+use crate::web::{self, Page};
+
+/// Everything a request handler may need; shared by all connections.
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub sessions: Sessions,
+    pub upstream: Upstream,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The TCP peer of a connection and whether it came over TLS; set by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+/// The request id (accepted from `X-Request-Id` or generated); the correlation id on pages.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// A bound, ready-to-run gateway.
+pub struct Gateway {
+    pub app: Arc<App>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+}
+
+impl Gateway {
+    /// Opens the store, builds the upstream client, binds the listener.
+    pub async fn bind(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(cert, key)?)),
+            _ => None,
+        };
+        let metrics = Arc::new(Metrics::default());
+        let upstream = Upstream::new(&config.pbx, metrics.clone())?;
+        let store = Store::open(&config.store.url).await?;
+        let sessions = Sessions::new(store.clone(), clock.clone(), &config);
+        let addr = config.server.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let app = Arc::new(App {
+            config,
+            store,
+            sessions,
+            upstream,
+            metrics,
+            clock,
+        });
+        Ok(Self { app, listener, tls })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.app.config.server.listen)
+    }
+
+    /// Serves until `shutdown` resolves, then lets open requests finish (up to 10 s).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        let app = self.app.clone();
+        let purge = tokio::spawn(purge_sessions(app.clone()));
+        tracing::info!(
+            addr = %self.local_addr(),
+            tls = self.tls.is_some(),
+            upstream = %app.config.pbx.url,
+            "listening"
+        );
+        serve(self.listener, self.tls, router(app.clone()), shutdown).await;
+        purge.abort();
+        app.store.close().await;
+    }
+}
+
+/// pbxgate's own routes first; every other path belongs to 3CX.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/auth", get(sign_in_unavailable))
+        .route("/auth/{*rest}", get(sign_in_unavailable))
+        .fallback(gateway)
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
+        .with_state(app)
+}
+
+fn classed(class: RouteClass, res: impl IntoResponse) -> Response {
+    let mut res = res.into_response();
+    res.extensions_mut().insert(class);
+    res
+}
+
+/// Request id, timing, metrics and the access log line; the outermost layer.
+async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let id = request_id(req.headers());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut res = next.run(req).instrument(span.clone()).await;
+    let elapsed = start.elapsed();
+    let class = res
+        .extensions()
+        .get::<RouteClass>()
+        .copied()
+        .unwrap_or(RouteClass::Ops);
+    let status = res.status().as_u16();
+    app.metrics
+        .observe_request(class, status, elapsed.as_secs_f64());
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    let _enter = span.enter();
+    tracing::info!(
+        target: "pbxgate::access",
+        %method,
+        path = %log_path(class, &path, &app.config.pbx.passthrough),
+        status,
+        class = class.as_str(),
+        ms = elapsed.as_secs_f64() * 1000.0,
+    );
+    res
+}
+
+/// Paths without their query (which may carry credentials, e.g. `/ws/webclient?pass=`), and
+/// passthrough paths cut to their prefix (provisioning folder names are secrets).
+fn log_path(class: RouteClass, path: &str, passthrough: &[String]) -> String {
+    match proxy::passthrough_prefix(path, passthrough) {
+        Some(prefix) if class == RouteClass::Passthrough => format!("{prefix}…"),
+        _ => path.chars().take(256).collect(),
+    }
+}
+
+/// Accepts a caller's `X-Request-Id` when it is short and plain; otherwise makes one.
+fn request_id(headers: &HeaderMap) -> String {
+    let given = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        });
+    if let Some(id) = given {
+        return id.to_string();
+    }
+    let mut raw = [0u8; 16];
+    // A failing system RNG leaves zeros: a weak request id, never a security problem.
+    let _ = SystemRandom::new().fill(&mut raw);
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn correlation(parts: &Parts) -> Option<String> {
+    parts.extensions.get::<RequestId>().map(|r| r.0.clone())
+}
+
+async fn healthz() -> Response {
+    classed(RouteClass::Ops, "ok\n")
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    const LIMIT: Duration = Duration::from_secs(2);
+    let started = Instant::now();
+    let (store, pbx) = tokio::join!(
+        tokio::time::timeout(LIMIT, app.store.ping()),
+        app.upstream.probe(LIMIT)
+    );
+    let store = match store {
+        Ok(Ok(())) => serde_json::json!({ "ok": true, "backend": format!("{:?}", app.store.backend()).to_lowercase() }),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: store is down");
+            serde_json::json!({ "ok": false, "error": "query failed" })
+        }
+        Err(_) => serde_json::json!({ "ok": false, "error": "timeout" }),
+    };
+    let pbx = match pbx {
+        Ok(status) => serde_json::json!({ "ok": true, "status": status }),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: 3CX is down");
+            let kind = match e {
+                proxy::ProxyError::Connect(_) => "connect failed",
+                proxy::ProxyError::Timeout(_) => "timeout",
+                proxy::ProxyError::Protocol(_) => "bad answer",
+            };
+            serde_json::json!({ "ok": false, "error": kind })
+        }
+    };
+    let ready = store["ok"] == true && pbx["ok"] == true;
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "checks": { "store": store, "pbx": pbx },
+        "ms": started.elapsed().as_millis() as u64,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    classed(RouteClass::Ops, (status, axum::Json(body)))
+}
+
+async fn metrics(State(app): State<Arc<App>>, req: Request) -> Response {
+    let (req, _) = req.into_parts();
+    let client = client_info(&app, &req);
+    if !app
+        .config
+        .server
+        .metrics_allow
+        .iter()
+        .any(|n| n.contains(&client.ip))
+    {
+        let page = Page::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "Metrics are not available from this address.",
+        );
+        return classed(RouteClass::Ops, page.with_correlation_id(correlation(&req).as_deref()));
+    }
+    let mut res = app.metrics.render().into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    classed(RouteClass::Ops, res)
+}
+
+/// `/auth/*` is reserved for pbxgate: never proxied, so it can never loop back to itself.
+async fn sign_in_unavailable(req: Request) -> Response {
+    let (req, _) = req.into_parts();
+    let page = Page::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "Sign-in is not available",
+        "This pbxgate build does not include Microsoft Entra ID sign-in yet.",
+    );
+    classed(RouteClass::Auth, page.with_correlation_id(correlation(&req).as_deref()))
+}
+
+fn client_info(app: &App, req: &Parts) -> ClientInfo {
+    let peer = req.extensions.get::<Peer>().copied().unwrap_or(Peer {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls: false,
+    });
+    ClientInfo::resolve(
+        peer.addr,
+        peer.tls,
+        &req.headers,
+        &app.config.server.trusted_proxies,
+    )
+}
+
+/// Everything that is not pbxgate's own: passthrough, or a valid session, then 3CX.
+async fn gateway(State(app): State<Arc<App>>, req: Request) -> Response {
+    // Parts, not the request: the body is not Sync, so it must not be borrowed across awaits.
+    let (parts, body) = req.into_parts();
+    let rid = correlation(&parts);
+    let path = parts.uri.path();
+    if !proxy::path_is_safe(path) {
+        let page = Page::new(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "The address contains path segments pbxgate does not forward.",
+        );
+        return classed(RouteClass::Rejected, page.with_correlation_id(rid.as_deref()));
+    }
+    let class = if proxy::passthrough_prefix(path, &app.config.pbx.passthrough).is_some() {
+        RouteClass::Passthrough
+    } else {
+        match check_session(&app, &parts).await {
+            Ok(()) => RouteClass::Session,
+            Err(res) => return res,
+        }
+    };
+    let client = client_info(&app, &parts);
+    let fwd = Forward {
+        client: &client,
+        request_id: rid.as_deref().unwrap_or("-"),
+        cookie_name: app.sessions.cookie_name(),
+    };
+    match app.upstream.forward(Request::from_parts(parts, body), fwd).await {
+        Ok(res) => classed(class, res),
+        Err(e) => {
+            tracing::error!(error = %e, "3CX request failed");
+            let page = Page::new(
+                StatusCode::BAD_GATEWAY,
+                "The phone system is not reachable",
+                "pbxgate could not reach the 3CX phone system. Please try again in a minute.",
+            );
+            classed(class, page.with_correlation_id(rid.as_deref()))
+        }
+    }
+}
+
+/// Ok when the request carries a live session; otherwise the answer to send instead.
+async fn check_session(app: &App, req: &Parts) -> Result<(), Response> {
+    let rid = correlation(req);
+    let presented = app.sessions.id_from_headers(&req.headers);
+    let verdict = match presented {
+        Some(id) => app.sessions.validate(id).await,
+        None => Ok(Err(Rejection::Unknown)),
+    };
+    let rejection = match verdict {
+        Ok(Ok(_session)) => return Ok(()),
+        Ok(Err(why)) => why,
+        Err(e) => {
+            tracing::error!(error = %e, "session lookup failed");
+            let page = Page::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in is temporarily unavailable",
+                "pbxgate cannot check your session right now. Please try again in a minute.",
+            );
+            return Err(classed(
+                RouteClass::Unauthenticated,
+                page.with_correlation_id(rid.as_deref()),
+            ));
+        }
+    };
+    if presented.is_some() {
+        tracing::info!(reason = ?rejection, "session refused");
+    }
+    let mut res = if proxy::is_navigation(&req.method, &req.headers) {
+        let target = req
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let location = format!(
+            "/auth/login?return_to={}",
+            percent_encoding::utf8_percent_encode(&target, percent_encoding::NON_ALPHANUMERIC)
+        );
+        Redirect::to(&location).into_response()
+    } else {
+        let mut res = (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({
+                "error": "unauthenticated",
+                "login": "/auth/login",
+                "request_id": rid,
+            })),
+        )
+            .into_response();
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Cookie realm=\"pbxgate\""),
+        );
+        res
+    };
+    web::security_headers(res.headers_mut());
+    if presented.is_some()
+        && let Ok(v) = HeaderValue::from_str(&app.sessions.clear_cookie())
+    {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    Err(classed(RouteClass::Unauthenticated, res))
+}
+
+async fn purge_sessions(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        match app.sessions.purge().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "purged ended sessions"),
+            Err(e) => tracing::warn!(error = %e, "session purge failed"),
+        }
+    }
+}
+
+/// Accepts connections until `shutdown`, serving `router` over HTTP/1.1 (with upgrades), over
+/// TLS when `tls` is set. Then stops accepting and gives open connections 10 s to finish.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, addr) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        while conns.try_join_next().is_some() {}
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let tls = tls.clone();
+        let stop = stop_rx.clone();
+        conns.spawn(async move {
+            let peer = Peer {
+                addr,
+                tls: tls.is_some(),
+            };
+            match tls {
+                None => serve_connection(tcp, peer, router, stop).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                    {
+                        Ok(Ok(stream)) => serve_connection(stream, peer, router, stop).await,
+                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+    let _ = stop_tx.send(true);
+    drop(listener);
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(open = conns.len(), "closing connections still open after 10 s");
+        conns.abort_all();
+    }
+}
+
+async fn serve_connection<I>(io: I, peer: Peer, router: Router, mut stop: watch::Receiver<bool>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(peer);
+        let router = router.clone();
+        async move {
+            Ok::<_, Infallible>(
+                tower::ServiceExt::oneshot(router, req)
+                    .await
+                    .unwrap_or_else(|never| match never {}),
+            )
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => log_conn_end(res, peer),
+        _ = async move { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            log_conn_end(conn.await, peer);
+        }
+    }
+}
+
+fn log_conn_end(res: Result<(), hyper::Error>, peer: Peer) {
+    if let Err(e) = res
+        && !e.is_incomplete_message()
+    {
+        tracing::debug!(addr = %peer.addr, error = %e, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_accepted_or_made() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert("x-request-id", HeaderValue::from_static("bad id <script>"));
+        let made = request_id(&h);
+        assert_eq!(made.len(), 32);
+        assert_ne!(made, request_id(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn log_paths_hide_secrets() {
+        let pt = vec!["/provisioning/".to_string()];
+        assert_eq!(
+            log_path(RouteClass::Passthrough, "/provisioning/s3cr3t/a.xml", &pt),
+            "/provisioning/…"
+        );
+        assert_eq!(log_path(RouteClass::Session, "/webclient/", &pt), "/webclient/");
+    }
+}

@@ -1,0 +1,295 @@
+//! Server-side sessions: a random 256-bit id in the cookie, the record in the store, a short-lived
+//! moka cache in front so that a request costs no database round trip.
+//!
+//! The cache TTL bounds how long another replica may keep honouring a session revoked
+//! elsewhere; a revocation on this replica takes effect at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::HeaderMap;
+use http::header::COOKIE;
+use moka::sync::Cache;
+use ring::digest::{SHA256, digest};
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::clock::{Clock, UnixTime};
+use crate::config::Config;
+use crate::store::{SessionRow, Store, StoreError};
+
+/// How long a looked-up session (or a miss) is trusted without asking the store again.
+pub const CACHE_TTL: Duration = Duration::from_secs(10);
+/// `last_seen_at` is written at most this often per session (bounded by idle_timeout / 10).
+const MAX_TOUCH_INTERVAL: i64 = 60;
+/// Ended sessions stay this long in the store (for the audit trail), then are purged.
+const KEEP_ENDED: i64 = 7 * 24 * 3600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the system random number generator failed")]
+    Random,
+}
+
+/// Who a new session is for.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub user_key: String,
+    pub upn: String,
+    pub extension: String,
+    pub idp_sid: Option<String>,
+}
+
+/// A live, validated session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user_key: String,
+    pub upn: String,
+    pub extension: String,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+}
+
+/// Why a presented session id does not authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    Unknown,
+    Revoked,
+    Expired,
+    Idle,
+}
+
+pub struct Sessions {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    cache: Cache<String, Option<Arc<SessionRow>>>,
+    rng: SystemRandom,
+    cookie_name: String,
+    lifetime: i64,
+    idle: i64,
+}
+
+impl Sessions {
+    pub fn new(store: Store, clock: Arc<dyn Clock>, config: &Config) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(CACHE_TTL)
+            .support_invalidation_closures()
+            .build();
+        Self {
+            store,
+            clock,
+            cache,
+            rng: SystemRandom::new(),
+            cookie_name: cookie_name(config),
+            lifetime: config.session.lifetime.get().as_secs() as i64,
+            idle: config.session.idle_timeout.get().as_secs() as i64,
+        }
+    }
+
+    /// The cookie's name: `__Host-` prefixed when browsers reach us over https.
+    pub fn cookie_name(&self) -> &str {
+        &self.cookie_name
+    }
+
+    /// Starts a session; returns the id to put in the cookie (never stored as such).
+    pub async fn create(&self, new: NewSession) -> Result<String, SessionError> {
+        let mut raw = [0u8; 32];
+        self.rng.fill(&mut raw).map_err(|_| SessionError::Random)?;
+        let id = URL_SAFE_NO_PAD.encode(raw);
+        let now = self.clock.now();
+        let row = SessionRow {
+            id_hash: hash_id(&id),
+            user_key: new.user_key,
+            upn: new.upn,
+            extension: new.extension,
+            idp_sid: new.idp_sid,
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + self.lifetime,
+            revoked_at: None,
+        };
+        self.store.insert_session(&row).await?;
+        self.cache.insert(row.id_hash.clone(), Some(Arc::new(row)));
+        Ok(id)
+    }
+
+    /// Validates a session id from a cookie and records the activity.
+    pub async fn validate(&self, id: &str) -> Result<Result<Session, Rejection>, SessionError> {
+        if !looks_like_id(id) {
+            return Ok(Err(Rejection::Unknown));
+        }
+        let key = hash_id(id);
+        let row = match self.cache.get(&key) {
+            Some(cached) => cached,
+            None => {
+                let fresh = self.store.session(&key).await?.map(Arc::new);
+                self.cache.insert(key.clone(), fresh.clone());
+                fresh
+            }
+        };
+        let Some(row) = row else {
+            return Ok(Err(Rejection::Unknown));
+        };
+        let now = self.clock.now();
+        if let Some(why) = self.ended(&row, now) {
+            return Ok(Err(why));
+        }
+        if now - row.last_seen_at >= self.touch_interval() {
+            self.store.touch_session(&key, now).await?;
+            let mut touched = (*row).clone();
+            touched.last_seen_at = now;
+            self.cache.insert(key, Some(Arc::new(touched)));
+        }
+        Ok(Ok(Session {
+            user_key: row.user_key.clone(),
+            upn: row.upn.clone(),
+            extension: row.extension.clone(),
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+        }))
+    }
+
+    fn ended(&self, row: &SessionRow, now: UnixTime) -> Option<Rejection> {
+        if row.revoked_at.is_some() {
+            Some(Rejection::Revoked)
+        } else if now >= row.expires_at {
+            Some(Rejection::Expired)
+        } else if now - row.last_seen_at >= self.idle {
+            Some(Rejection::Idle)
+        } else {
+            None
+        }
+    }
+
+    fn touch_interval(&self) -> i64 {
+        (self.idle / 10).clamp(1, MAX_TOUCH_INTERVAL)
+    }
+
+    /// Ends one session (sign-out).
+    pub async fn revoke(&self, id: &str) -> Result<bool, SessionError> {
+        let key = hash_id(id);
+        let found = self.store.revoke_session(&key, self.clock.now()).await?;
+        self.cache.invalidate(&key);
+        Ok(found)
+    }
+
+    /// Ends every session of a user (disabled in Entra, or an admin's decision).
+    pub async fn revoke_user(&self, user_key: &str) -> Result<u64, SessionError> {
+        let n = self
+            .store
+            .revoke_user_sessions(user_key, self.clock.now())
+            .await?;
+        let user_key = user_key.to_string();
+        let _ = self
+            .cache
+            .invalidate_entries_if(move |_, v| v.as_ref().is_some_and(|r| r.user_key == user_key));
+        Ok(n)
+    }
+
+    /// Deletes sessions that ended more than a week ago.
+    pub async fn purge(&self) -> Result<u64, SessionError> {
+        Ok(self
+            .store
+            .purge_sessions(self.clock.now() - KEEP_ENDED, self.idle)
+            .await?)
+    }
+
+    /// The session id in a request's cookies, if any.
+    pub fn id_from_headers<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
+        cookie_value(headers, &self.cookie_name)
+    }
+
+    /// `Set-Cookie` value that stores `id` in the browser.
+    pub fn set_cookie(&self, id: &str) -> String {
+        format!(
+            "{}={id}; Path=/; Max-Age={}; Secure; HttpOnly; SameSite=Lax",
+            self.cookie_name, self.lifetime
+        )
+    }
+
+    /// `Set-Cookie` value that removes the cookie.
+    pub fn clear_cookie(&self) -> String {
+        format!(
+            "{}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax",
+            self.cookie_name
+        )
+    }
+}
+
+fn cookie_name(config: &Config) -> String {
+    if config.secure_origin() {
+        format!("__Host-{}", config.session.cookie_name)
+    } else {
+        config.session.cookie_name.clone()
+    }
+}
+
+/// The store key of a session id: its SHA-256, hex.
+fn hash_id(id: &str) -> String {
+    digest(&SHA256, id.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// 32 bytes in unpadded base64url are 43 characters; anything else is not ours.
+fn looks_like_id(id: &str) -> bool {
+    id.len() == 43
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Iterates the `name=value` pairs of every `Cookie` header.
+pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            Some((k.trim(), v.trim()))
+        })
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    cookie_pairs(headers).find(|(k, _)| *k == name).map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn ids_are_recognised_by_shape() {
+        assert!(looks_like_id(&URL_SAFE_NO_PAD.encode([7u8; 32])));
+        assert!(!looks_like_id("short"));
+        assert!(!looks_like_id(&"a".repeat(42)));
+        assert!(!looks_like_id(&format!("{}=", "a".repeat(42))));
+    }
+
+    #[test]
+    fn hash_is_hex_sha256() {
+        assert_eq!(
+            hash_id("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn cookie_value_finds_exact_name_across_headers() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("a=1; pbxgate_x=2"));
+        h.append(COOKIE, HeaderValue::from_static("pbxgate=three"));
+        assert_eq!(cookie_value(&h, "pbxgate"), Some("three"));
+        assert_eq!(cookie_value(&h, "a"), Some("1"));
+        assert_eq!(cookie_value(&h, "b"), None);
+    }
+}

@@ -1,0 +1,271 @@
+//! Persistence behind one type: SQLite (an embedded file, the default) or PostgreSQL (shared by
+//! several replicas), through sqlx's `Any` driver so that every query is written once.
+//!
+//! The SQL in `migrations/` and here keeps to the common subset of both dialects: `$N`
+//! placeholders, `TEXT`/`BIGINT` columns, Unix-second timestamps. A migration that ever needs
+//! dialect-specific SQL gets a per-backend variant in [`migrator`].
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Row};
+
+use crate::clock::UnixTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store URL {0:?}: expected sqlite://PATH or postgres://…")]
+    BadUrl(String),
+    #[error("cannot create the directory for the SQLite file {path}: {source}")]
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the store: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("store migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("store query failed: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A handle to the store; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// One row of `sessions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    pub id_hash: String,
+    pub user_key: String,
+    pub upn: String,
+    pub extension: String,
+    pub idp_sid: Option<String>,
+    pub created_at: UnixTime,
+    pub last_seen_at: UnixTime,
+    pub expires_at: UnixTime,
+    pub revoked_at: Option<UnixTime>,
+}
+
+fn migrator() -> Migrator {
+    let m = |version, description: &'static str, sql: &'static str| {
+        Migration::new(
+            version,
+            Cow::Borrowed(description),
+            MigrationType::Simple,
+            Cow::Borrowed(sql),
+            false,
+        )
+    };
+    Migrator {
+        migrations: Cow::Owned(vec![m(
+            1,
+            "sessions",
+            include_str!("../migrations/0001_sessions.sql"),
+        )]),
+        ..Migrator::DEFAULT
+    }
+}
+
+impl Store {
+    /// Opens (creating an SQLite file and its directory if needed) and migrates the store.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::BadUrl(url.to_string()));
+        };
+        let url = match backend {
+            Backend::Sqlite => prepare_sqlite(url)?,
+            Backend::Postgres => url.to_string(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 4,
+                Backend::Postgres => 16,
+            })
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers proceed during a write; NORMAL is durable in WAL mode.
+                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(StoreError::Connect)?;
+        migrator().run(&pool).await?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A round trip to the database, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn insert_session(&self, s: &SessionRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, user_key, upn, extension, idp_sid, created_at, \
+             last_seen_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&s.id_hash)
+        .bind(&s.user_key)
+        .bind(&s.upn)
+        .bind(&s.extension)
+        .bind(&s.idp_sid)
+        .bind(s.created_at)
+        .bind(s.last_seen_at)
+        .bind(s.expires_at)
+        .bind(s.revoked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn session(&self, id_hash: &str) -> Result<Option<SessionRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id_hash, user_key, upn, extension, idp_sid, created_at, last_seen_at, \
+             expires_at, revoked_at FROM sessions WHERE id_hash = $1",
+        )
+        .bind(id_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(SessionRow {
+                id_hash: r.try_get(0)?,
+                user_key: r.try_get(1)?,
+                upn: r.try_get(2)?,
+                extension: r.try_get(3)?,
+                idp_sid: r.try_get(4)?,
+                created_at: r.try_get(5)?,
+                last_seen_at: r.try_get(6)?,
+                expires_at: r.try_get(7)?,
+                revoked_at: r.try_get(8)?,
+            })
+        })
+        .transpose()
+        .map_err(StoreError::Query)
+    }
+
+    /// Moves `last_seen_at` forward (never back, whichever replica writes last).
+    pub async fn touch_session(&self, id_hash: &str, now: UnixTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2 AND last_seen_at < $1")
+            .bind(now)
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Revokes one session; returns whether a live one was found.
+    pub async fn revoke_session(&self, id_hash: &str, now: UnixTime) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 WHERE id_hash = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Revokes every live session of a user; returns how many.
+    pub async fn revoke_user_sessions(
+        &self,
+        user_key: &str,
+        now: UnixTime,
+    ) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 WHERE user_key = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(user_key)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Revokes every live session started in Entra session `sid` (front-channel logout).
+    pub async fn revoke_idp_sessions(&self, sid: &str, now: UnixTime) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 WHERE idp_sid = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(sid)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Deletes sessions that ended (expired, idle or revoked) before `cutoff`.
+    pub async fn purge_sessions(
+        &self,
+        cutoff: UnixTime,
+        idle_secs: i64,
+    ) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "DELETE FROM sessions WHERE expires_at < $1 OR revoked_at < $1 \
+             OR last_seen_at < $2",
+        )
+        .bind(cutoff)
+        .bind(cutoff - idle_secs)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+}
+
+/// Makes sure the SQLite file can be created: its directory exists and `mode=rwc` is set.
+fn prepare_sqlite(url: &str) -> Result<String, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| StoreError::BadUrl(url.to_string()))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" {
+        return Ok(url.to_string());
+    }
+    if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: path.to_string(),
+            source,
+        })?;
+    }
+    let query = if query.contains("mode=") {
+        query.to_string()
+    } else if query.is_empty() {
+        "mode=rwc".to_string()
+    } else {
+        format!("{query}&mode=rwc")
+    };
+    Ok(format!("sqlite://{path}?{query}"))
+}

@@ -1,0 +1,112 @@
+//! The few pages pbxgate renders itself. Each failure page is short, names a correlation id
+//! (the request id, also in the log line with the details) and never shows internals.
+
+use axum::response::{IntoResponse, Response};
+use http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY};
+use http::{HeaderValue, StatusCode};
+
+/// A short HTML page with a title, one sentence and a correlation id.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub status: StatusCode,
+    pub title: &'static str,
+    pub message: String,
+    pub correlation_id: Option<String>,
+}
+
+impl Page {
+    pub fn new(status: StatusCode, title: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            title,
+            message: message.into(),
+            correlation_id: None,
+        }
+    }
+
+    pub fn with_correlation_id(mut self, id: Option<&str>) -> Self {
+        self.correlation_id = id.map(str::to_string);
+        self
+    }
+
+    pub fn render(&self) -> String {
+        let reference = self
+            .correlation_id
+            .as_deref()
+            .map(|id| {
+                format!(
+                    "<p class=\"ref\">If you contact your IT department, give them this reference: \
+                     <code>{}</code></p>",
+                    escape(id)
+                )
+            })
+            .unwrap_or_default();
+        format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:36rem;\
+             margin:4rem auto;padding:0 1rem;color:#222}}h1{{font-size:1.4rem}}\
+             .ref{{color:#555;font-size:.9rem}}</style></head>\
+             <body><h1>{title}</h1><p>{message}</p>{reference}</body></html>\n",
+            title = escape(self.title),
+            message = escape(&self.message),
+        )
+    }
+}
+
+impl IntoResponse for Page {
+    fn into_response(self) -> Response {
+        let mut res = (self.status, self.render()).into_response();
+        let h = res.headers_mut();
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        security_headers(h);
+        res
+    }
+}
+
+/// Headers for everything pbxgate answers itself: nothing cached, nothing embedded or leaked.
+pub fn security_headers(h: &mut http::HeaderMap) {
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+    );
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
+/// Minimal HTML escaping for text and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_escapes_and_names_the_reference() {
+        let html = Page::new(StatusCode::BAD_GATEWAY, "Phone system unreachable", "<b>x</b>")
+            .with_correlation_id(Some("abc123"))
+            .render();
+        assert!(html.contains("&lt;b&gt;x&lt;/b&gt;"));
+        assert!(html.contains("<code>abc123</code>"));
+    }
+}
