@@ -357,10 +357,13 @@ impl Config {
             env: BTreeMap::new(),
         };
         overlay_env(&mut table, env, &mut origins)?;
-        let mut config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                let key = full_key(&e.path().to_string(), &e.inner().to_string());
-                origins.error(&key, e.inner())
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let message = e.inner().to_string();
+                // toml appends "in `section`" on a second line; the key already says it.
+                let message = message.lines().next().unwrap_or_default().to_string();
+                let key = full_key(&e.path().to_string(), &message);
+                origins.error(&key, message)
             })?;
         config.read_secret_files(&origins)?;
         config.validate(&origins)?;
@@ -418,10 +421,7 @@ impl Config {
         }
         self.validate_session(o)?;
         if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres")) {
-            return Err(o.error(
-                "store.url",
-                "must start with sqlite:// or postgres://",
-            ));
+            return Err(o.error("store.url", "must start with sqlite:// or postgres://"));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| o.error("log.level", e))?;
@@ -522,8 +522,8 @@ fn full_key(path: &str, message: &str) -> String {
         .and_then(|rest| rest.split('`').next());
     match (named, path) {
         (Some(f), "." | "") => f.to_string(),
-        (Some(f), p) => format!("{p}.{f}"),
-        (None, p) => p.to_string(),
+        (Some(f), p) if p != f && !p.ends_with(&format!(".{f}")) => format!("{p}.{f}"),
+        (_, p) => p.to_string(),
     }
 }
 
@@ -574,7 +574,11 @@ fn env_value(raw: &str) -> Result<toml::Value, String> {
     }
 }
 
-fn insert_path(table: &mut toml::Table, parts: &[String], value: toml::Value) -> Result<(), String> {
+fn insert_path(
+    table: &mut toml::Table,
+    parts: &[String],
+    value: toml::Value,
+) -> Result<(), String> {
     let (last, sections) = parts.split_last().ok_or("empty key")?;
     let mut cur = table;
     for p in sections {
@@ -615,7 +619,9 @@ client_secret = "xapi-s3cret"
     }
 
     fn err(text: &str, env: &[(&str, &str)]) -> String {
-        parse(text, env).expect_err("config must be rejected").to_string()
+        parse(text, env)
+            .expect_err("config must be rejected")
+            .to_string()
     }
 
     #[test]
@@ -670,7 +676,9 @@ client_secret = "xapi-s3cret"
 
         let e = err(MINIMAL, &[("PBXGATE__SESSION__LIFETIME", "forever")]);
         assert!(
-            e.starts_with("environment variable PBXGATE__SESSION__LIFETIME: key `session.lifetime`"),
+            e.starts_with(
+                "environment variable PBXGATE__SESSION__LIFETIME: key `session.lifetime`"
+            ),
             "{e}"
         );
     }
@@ -728,10 +736,7 @@ client_secret = "xapi-s3cret"
             &format!("client_secret_file = {:?}", f.display().to_string()),
         );
         let c = parse(&text, &[]).unwrap();
-        assert_eq!(
-            c.entra.client_secret.unwrap().expose_secret(),
-            "from-file"
-        );
+        assert_eq!(c.entra.client_secret.unwrap().expose_secret(), "from-file");
         let text = MINIMAL.replace(
             "client_secret = \"entra-s3cret\"",
             "client_secret_file = \"/nonexistent/secret\"",

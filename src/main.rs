@@ -12,7 +12,11 @@ use pbxgate::sandbox;
 use pbxgate::server::Gateway;
 
 #[derive(Parser)]
-#[command(name = "pbxgate", version, about = "Microsoft 365 sign-in and data in front of 3CX")]
+#[command(
+    name = "pbxgate",
+    version,
+    about = "Microsoft 365 sign-in and data in front of 3CX"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -63,7 +67,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn check_config(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    println!("# {}: valid. Effective configuration (secrets masked):\n", path.display());
+    println!(
+        "# {}: valid. Effective configuration (secrets masked):\n",
+        path.display()
+    );
     print!("{}", config.to_masked_toml());
     Ok(())
 }

@@ -364,7 +364,11 @@ fn prepare_request_headers(h: &mut HeaderMap, fwd: &Forward<'_>, websocket: bool
         h.insert("x-forwarded-for", v);
     }
     h.insert("x-forwarded-proto", HeaderValue::from_static(c.proto));
-    if let Some(v) = c.host.as_deref().and_then(|s| HeaderValue::from_str(s).ok()) {
+    if let Some(v) = c
+        .host
+        .as_deref()
+        .and_then(|s| HeaderValue::from_str(s).ok())
+    {
         h.insert("x-forwarded-host", v);
     }
     if let Ok(v) = HeaderValue::from_str(&c.ip.to_string()) {
@@ -508,11 +512,18 @@ mod tests {
         assert!(!nav(&[("accept", "application/json")], Method::GET));
         assert!(!nav(&[("accept", "text/html")], Method::POST));
         assert!(!nav(
-            &[("accept", "text/html"), ("x-requested-with", "XMLHttpRequest")],
+            &[
+                ("accept", "text/html"),
+                ("x-requested-with", "XMLHttpRequest")
+            ],
             Method::GET
         ));
         assert!(!nav(
-            &[("connection", "Upgrade"), ("upgrade", "websocket"), ("accept", "text/html")],
+            &[
+                ("connection", "Upgrade"),
+                ("upgrade", "websocket"),
+                ("accept", "text/html")
+            ],
             Method::GET
         ));
     }

@@ -219,7 +219,9 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         app.upstream.probe(LIMIT)
     );
     let store = match store {
-        Ok(Ok(())) => serde_json::json!({ "ok": true, "backend": format!("{:?}", app.store.backend()).to_lowercase() }),
+        Ok(Ok(())) => {
+            serde_json::json!({ "ok": true, "backend": format!("{:?}", app.store.backend()).to_lowercase() })
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: store is down");
             serde_json::json!({ "ok": false, "error": "query failed" })
@@ -267,7 +269,10 @@ async fn metrics(State(app): State<Arc<App>>, req: Request) -> Response {
             "Forbidden",
             "Metrics are not available from this address.",
         );
-        return classed(RouteClass::Ops, page.with_correlation_id(correlation(&req).as_deref()));
+        return classed(
+            RouteClass::Ops,
+            page.with_correlation_id(correlation(&req).as_deref()),
+        );
     }
     let mut res = app.metrics.render().into_response();
     res.headers_mut().insert(
@@ -285,7 +290,10 @@ async fn sign_in_unavailable(req: Request) -> Response {
         "Sign-in is not available",
         "This pbxgate build does not include Microsoft Entra ID sign-in yet.",
     );
-    classed(RouteClass::Auth, page.with_correlation_id(correlation(&req).as_deref()))
+    classed(
+        RouteClass::Auth,
+        page.with_correlation_id(correlation(&req).as_deref()),
+    )
 }
 
 fn client_info(app: &App, req: &Parts) -> ClientInfo {
@@ -313,7 +321,10 @@ async fn gateway(State(app): State<Arc<App>>, req: Request) -> Response {
             "Bad request",
             "The address contains path segments pbxgate does not forward.",
         );
-        return classed(RouteClass::Rejected, page.with_correlation_id(rid.as_deref()));
+        return classed(
+            RouteClass::Rejected,
+            page.with_correlation_id(rid.as_deref()),
+        );
     }
     let class = if proxy::passthrough_prefix(path, &app.config.pbx.passthrough).is_some() {
         RouteClass::Passthrough
@@ -329,7 +340,11 @@ async fn gateway(State(app): State<Arc<App>>, req: Request) -> Response {
         request_id: rid.as_deref().unwrap_or("-"),
         cookie_name: app.sessions.cookie_name(),
     };
-    match app.upstream.forward(Request::from_parts(parts, body), fwd).await {
+    match app
+        .upstream
+        .forward(Request::from_parts(parts, body), fwd)
+        .await
+    {
         Ok(res) => classed(class, res),
         Err(e) => {
             tracing::error!(error = %e, "3CX request failed");
@@ -473,7 +488,10 @@ pub async fn serve(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(open = conns.len(), "closing connections still open after 10 s");
+        tracing::warn!(
+            open = conns.len(),
+            "closing connections still open after 10 s"
+        );
         conns.abort_all();
     }
 }
@@ -482,17 +500,18 @@ async fn serve_connection<I>(io: I, peer: Peer, router: Router, mut stop: watch:
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(peer);
-        let router = router.clone();
-        async move {
-            Ok::<_, Infallible>(
-                tower::ServiceExt::oneshot(router, req)
-                    .await
-                    .unwrap_or_else(|never| match never {}),
-            )
-        }
-    });
+    let service =
+        hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(peer);
+            let router = router.clone();
+            async move {
+                Ok::<_, Infallible>(
+                    tower::ServiceExt::oneshot(router, req)
+                        .await
+                        .unwrap_or_else(|never| match never {}),
+                )
+            }
+        });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
@@ -538,6 +557,9 @@ mod tests {
             log_path(RouteClass::Passthrough, "/provisioning/s3cr3t/a.xml", &pt),
             "/provisioning/…"
         );
-        assert_eq!(log_path(RouteClass::Session, "/webclient/", &pt), "/webclient/");
+        assert_eq!(
+            log_path(RouteClass::Session, "/webclient/", &pt),
+            "/webclient/"
+        );
     }
 }

@@ -259,7 +259,9 @@ pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
 }
 
 fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    cookie_pairs(headers).find(|(k, _)| *k == name).map(|(_, v)| v)
+    cookie_pairs(headers)
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }
 
 #[cfg(test)]

@@ -104,9 +104,15 @@ impl Store {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         // WAL lets readers proceed during a write; NORMAL is durable in WAL mode.
-                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 5000")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
@@ -178,11 +184,13 @@ impl Store {
 
     /// Moves `last_seen_at` forward (never back, whichever replica writes last).
     pub async fn touch_session(&self, id_hash: &str, now: UnixTime) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2 AND last_seen_at < $1")
-            .bind(now)
-            .bind(id_hash)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2 AND last_seen_at < $1",
+        )
+        .bind(now)
+        .bind(id_hash)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -254,7 +262,10 @@ fn prepare_sqlite(url: &str) -> Result<String, StoreError> {
     if path.is_empty() || path == ":memory:" {
         return Ok(url.to_string());
     }
-    if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: path.to_string(),
             source,

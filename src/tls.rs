@@ -128,7 +128,11 @@ impl TestPki {
 
 impl Leaf {
     /// Writes `{stem}.pem` and `{stem}.key` (the key readable by the owner only).
-    pub fn write(&self, dir: &Path, stem: &str) -> std::io::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    pub fn write(
+        &self,
+        dir: &Path,
+        stem: &str,
+    ) -> std::io::Result<(std::path::PathBuf, std::path::PathBuf)> {
         let cert = dir.join(format!("{stem}.pem"));
         let key = dir.join(format!("{stem}.key"));
         std::fs::write(&cert, &self.cert_pem)?;

@@ -72,7 +72,9 @@ pub fn security_headers(h: &mut http::HeaderMap) {
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
     );
     h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(
@@ -103,9 +105,13 @@ mod tests {
 
     #[test]
     fn page_escapes_and_names_the_reference() {
-        let html = Page::new(StatusCode::BAD_GATEWAY, "Phone system unreachable", "<b>x</b>")
-            .with_correlation_id(Some("abc123"))
-            .render();
+        let html = Page::new(
+            StatusCode::BAD_GATEWAY,
+            "Phone system unreachable",
+            "<b>x</b>",
+        )
+        .with_correlation_id(Some("abc123"))
+        .render();
         assert!(html.contains("&lt;b&gt;x&lt;/b&gt;"));
         assert!(html.contains("<code>abc123</code>"));
     }

@@ -33,7 +33,11 @@ impl Drop for Running {
 }
 
 /// Serves `router` on `listener` (over TLS when `tls` is set) until dropped.
-pub fn spawn(listener: TcpListener, router: Router, tls: Option<TlsAcceptor>) -> std::io::Result<Running> {
+pub fn spawn(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<TlsAcceptor>,
+) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
     let is_tls = tls.is_some();
     let task = tokio::spawn(crate::server::serve(

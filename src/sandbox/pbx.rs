@@ -71,7 +71,7 @@ pub async fn echo(mut socket: WebSocket) {
     while let Some(Ok(msg)) = socket.recv().await {
         let reply = match msg {
             Message::Text(_) | Message::Binary(_) => msg,
-            Message::Close(_) => break,
+            // The close reply goes out with the next read, which then ends the loop.
             _ => continue,
         };
         if socket.send(reply).await.is_err() {

@@ -1,0 +1,7 @@
+//! One integration-test binary (one link, shared helpers): real listeners on loopback ports.
+
+mod binary;
+mod proxy;
+mod store;
+mod support;
+mod tls;

@@ -1,0 +1,517 @@
+//! Test harness: a diagnostic upstream standing in for 3CX, a gateway started in-process on an
+//! ephemeral port (or the real binary), a PostgreSQL database per test, and HTTP clients.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use pbxgate::clock::ManualClock;
+use pbxgate::config::Config;
+use pbxgate::sandbox::{self, Running};
+use pbxgate::server::{App, Gateway};
+use pbxgate::session::NewSession;
+use pbxgate::tls::{Leaf, TestPki};
+use tokio::net::TcpListener;
+
+pub const TENANT: &str = "11111111-2222-3333-4444-555555555555";
+pub const COOKIE: &str = "__Host-pbxgate";
+
+pub fn init() {
+    pbxgate::tls::provider();
+}
+
+// === the diagnostic upstream ===
+
+/// A stand-in for 3CX that reports what reached it.
+pub struct Upstream {
+    pub running: Running,
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        Self::start_with_tls(None).await
+    }
+
+    pub async fn start_with_tls(leaf: Option<&Leaf>) -> Self {
+        init();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let router = Router::new()
+            .route("/download/{bytes}", get(download))
+            .route("/upload", post(upload))
+            .route("/ws/echo", get(websocket))
+            .route("/socket/echo", get(websocket))
+            .fallback(echo)
+            .with_state(hits.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tls = leaf.map(|l| {
+            let dir = tempfile::tempdir().unwrap();
+            let (cert, key) = l.write(dir.path(), "upstream").unwrap();
+            tokio_rustls::TlsAcceptor::from(pbxgate::tls::server_config(&cert, &key).unwrap())
+        });
+        let running = sandbox::spawn(listener, router, tls).unwrap();
+        Self { running, hits }
+    }
+
+    pub fn url(&self) -> String {
+        self.running.url()
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// Answers with what it received: method, path, query and headers (all values per name).
+async fn echo(State(hits): State<Arc<AtomicUsize>>, req: Request) -> Response {
+    hits.fetch_add(1, Ordering::SeqCst);
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in req.headers() {
+        headers
+            .entry(k.as_str().to_string())
+            .or_default()
+            .push(v.to_str().unwrap_or("<binary>").to_string());
+    }
+    let body = serde_json::json!({
+        "method": req.method().as_str(),
+        "path": req.uri().path(),
+        "query": req.uri().query(),
+        "headers": headers,
+    });
+    (
+        [
+            ("connection", "x-upstream-hop"),
+            ("x-upstream-hop", "must not reach the browser"),
+            ("x-upstream-plain", "kept"),
+        ],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+/// Streams `bytes` bytes (a repeating pattern) in 64 KiB chunks, never holding more.
+async fn download(State(hits): State<Arc<AtomicUsize>>, UrlPath(bytes): UrlPath<u64>) -> Response {
+    hits.fetch_add(1, Ordering::SeqCst);
+    let chunk = pattern_chunk();
+    let size = chunk.len() as u64;
+    let stream = futures_util::stream::unfold(bytes, move |left| {
+        let chunk = chunk.clone();
+        async move {
+            (left > 0).then(|| {
+                let n = left.min(size);
+                (Ok::<_, std::io::Error>(chunk.slice(..n as usize)), left - n)
+            })
+        }
+    });
+    (
+        [("content-length", bytes.to_string())],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// Counts and checks a streamed upload without keeping it.
+async fn upload(State(hits): State<Arc<AtomicUsize>>, body: Body) -> Response {
+    hits.fetch_add(1, Ordering::SeqCst);
+    let mut stream = body.into_data_stream();
+    let mut total: u64 = 0;
+    let mut intact = true;
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            return (http::StatusCode::BAD_REQUEST, "broken upload").into_response();
+        };
+        intact &= matches_pattern(total, &chunk);
+        total += chunk.len() as u64;
+    }
+    axum::Json(serde_json::json!({ "bytes": total, "intact": intact })).into_response()
+}
+
+async fn websocket(State(hits): State<Arc<AtomicUsize>>, ws: WebSocketUpgrade) -> Response {
+    hits.fetch_add(1, Ordering::SeqCst);
+    ws.on_upgrade(sandbox::pbx::echo)
+}
+
+pub fn pattern_byte(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len as u64).map(pattern_byte).collect()
+}
+
+/// 251 × 256 bytes of pattern: whole periods, so consecutive chunks continue the pattern.
+pub fn pattern_chunk() -> Bytes {
+    static CHUNK: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    CHUNK
+        .get_or_init(|| Bytes::from(pattern(251 * 256)))
+        .clone()
+}
+
+/// Whether `data`, found at stream offset `offset`, continues the pattern (memcmp-fast).
+pub fn matches_pattern(offset: u64, data: &[u8]) -> bool {
+    let chunk = pattern_chunk();
+    let mut start = (offset % 251) as usize;
+    data.chunks(chunk.len() - 251).all(|piece| {
+        let ok = piece == &chunk[start..start + piece.len()];
+        start = (start + piece.len()) % 251;
+        ok
+    })
+}
+
+// === configuration ===
+
+/// A valid config for a gateway in front of `upstream`, with the store in `dir`.
+pub fn config_text(upstream: &str, dir: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "https://pbx.example.com"
+
+[entra]
+tenant_id = "{TENANT}"
+client_id = "app-client-id"
+client_secret = "entra-secret-value"
+
+[pbx]
+url = "{upstream}"
+client_id = "pbxgate"
+client_secret = "xapi-secret-value"
+connect_timeout = "2s"
+response_timeout = "5s"
+
+[store]
+url = "sqlite://{db}"
+{extra}
+"#,
+        db = dir.join("pbxgate.db").display()
+    )
+}
+
+/// Parses config text, then lets the test adjust the typed config.
+pub fn config(upstream: &str, dir: &Path, edit: impl FnOnce(&mut Config)) -> Config {
+    let mut c = Config::parse(&config_text(upstream, dir, ""), "test.toml", []).unwrap();
+    edit(&mut c);
+    c
+}
+
+// === an in-process gateway ===
+
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    pub clock: ManualClock,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub const START: i64 = 1_800_000_000;
+
+impl TestGateway {
+    /// A gateway in front of `upstream` with a fresh SQLite store.
+    pub async fn start(upstream: &str, edit: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(upstream, dir.path(), edit);
+        let mut g = Self::start_with(config).await;
+        g._dir = Some(dir);
+        g
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        init();
+        let clock = ManualClock::new(START);
+        let gateway = Gateway::bind(config, Arc::new(clock.clone()))
+            .await
+            .expect("gateway starts");
+        let addr = gateway.local_addr();
+        let app = gateway.app.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(gateway.run(async {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            app,
+            clock,
+            stop: Some(tx),
+            task: Some(task),
+            _dir: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        let scheme = if self.app.config.server.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}{path}", self.addr)
+    }
+
+    /// Signs a user in directly through the session module; returns the cookie value.
+    pub async fn session_for(&self, user: &str) -> String {
+        self.app
+            .sessions
+            .create(NewSession {
+                user_key: format!("{TENANT}:{user}"),
+                upn: format!("{user}@contoso.com"),
+                extension: "101".into(),
+                idp_sid: Some(format!("sid-{user}")),
+            })
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+pub fn cookie(id: &str) -> String {
+    format!("{COOKIE}={id}")
+}
+
+/// A client that follows no redirects and keeps no cookies: tests see every answer as is.
+pub fn client() -> reqwest::Client {
+    init();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+pub fn client_trusting(ca_pem: &str) -> reqwest::Client {
+    init();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
+        .build()
+        .unwrap()
+}
+
+pub async fn echoed(res: reqwest::Response) -> serde_json::Value {
+    assert_eq!(res.status(), 200, "upstream echo expected");
+    res.json().await.unwrap()
+}
+
+/// The values of header `name` as the upstream saw them.
+pub fn seen<'a>(echo: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
+    echo["headers"][name]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default()
+}
+
+pub fn pki() -> TestPki {
+    TestPki::generate("pbxgate test CA").unwrap()
+}
+
+// === PostgreSQL ===
+
+/// A database of its own for one test, dropped afterwards (also when the test fails).
+/// PostgreSQL is a hard requirement: when it is unreachable the test fails, it is not skipped.
+pub struct PgDatabase {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+pub fn pg_admin_url() -> String {
+    std::env::var("PBXGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+impl PgDatabase {
+    pub async fn create() -> Self {
+        use sqlx::Connection;
+        let admin_url = pg_admin_url();
+        let name = format!("pbxgate_test_{}_{}", std::process::id(), rand_suffix());
+        let mut conn = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is required for this test ({admin_url}): {e}. \
+                 Start it (scripts/test.sh does) or set PBXGATE_TEST_POSTGRES_URL."
+                )
+            });
+        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let url = match admin_url.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("PBXGATE_TEST_POSTGRES_URL must end in /DATABASE"),
+        };
+        Self {
+            url,
+            admin_url,
+            name,
+        }
+    }
+}
+
+fn rand_suffix() -> String {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 6];
+    ring::rand::SystemRandom::new().fill(&mut b).unwrap();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs outside async context guarantees; use a private runtime on a thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                    let _ = sqlx::raw_sql(&sql).execute(&mut c).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Sends `GET {path}` byte for byte (HTTP clients normalise dot segments) and returns the
+/// status code.
+pub async fn raw_get_status(addr: SocketAddr, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf);
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap()
+}
+
+// === the real binary ===
+
+/// `pbxgate` started as a separate process, with its log captured.
+pub struct Process {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_pbxgate")
+}
+
+impl Process {
+    /// Runs `pbxgate serve --config FILE` and waits for its "listening" log line.
+    pub fn serve(config: &Path, log: &Path) -> Self {
+        let out = std::fs::File::create(log).unwrap();
+        let child = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let addr = wait_for_listen(log);
+        Self {
+            child,
+            addr,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// Peak resident memory (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// SIGTERM, as systemd sends; returns the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = wait_exit(&mut self.child, Duration::from_secs(15));
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_for_listen(log: &Path) -> SocketAddr {
+    for _ in 0..400 {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(addr) = text
+            .lines()
+            .filter(|l| l.contains("listening"))
+            .find_map(|l| l.split("addr=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+        {
+            return addr;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "pbxgate did not start; its log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
