@@ -70,6 +70,9 @@ pub struct ServerConfig {
     /// Who may read `/metrics`.
     #[serde(default = "default_metrics_allow")]
     pub metrics_allow: Vec<IpNet>,
+    /// A client connection that moves no byte for this long is closed.
+    #[serde(default = "default_connection_idle_timeout")]
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -222,6 +225,9 @@ fn default_metrics_allow() -> Vec<IpNet> {
         .iter()
         .filter_map(|s| s.parse().ok())
         .collect()
+}
+fn default_connection_idle_timeout() -> Duration {
+    Duration::secs(60)
 }
 fn default_authority() -> Url {
     Url::parse("https://login.microsoftonline.com").expect("static URL")
@@ -391,6 +397,9 @@ impl Config {
                 "server.public_url",
                 "must be https (http is allowed only for localhost, where browsers still accept Secure cookies)",
             ));
+        }
+        if s.idle_timeout.0 < std::time::Duration::from_secs(1) {
+            return Err(o.error("server.idle_timeout", "must be at least 1s"));
         }
         match (&s.tls_cert, &s.tls_key) {
             (Some(_), None) => return Err(o.error("server.tls_key", "is required with tls_cert")),
@@ -718,6 +727,33 @@ client_secret = "xapi-s3cret"
         assert!(err(&text, &[]).contains("`session.idle_timeout`"));
         let text = MINIMAL.replace("[pbx]", "[pbx]\npassthrough = [\"provisioning\"]");
         assert!(err(&text, &[]).contains("`pbx.passthrough[0]`"));
+    }
+
+    #[test]
+    fn example_config_is_valid_and_documents_every_key() {
+        let example = include_str!("../config/pbxgate.example.toml");
+        let c = parse(example, &[]).expect("the example config parses");
+        let mut all = c.clone();
+        all.server.tls_cert = Some("c.pem".into());
+        all.server.tls_key = Some("c.key".into());
+        all.entra.client_secret_file = Some("s".into());
+        all.entra.client_certificate = Some("c.pem".into());
+        all.entra.client_private_key = Some("c.key".into());
+        all.pbx.ca_file = Some("ca.pem".into());
+        let rendered: toml::Table = toml::from_str(&all.to_masked_toml()).unwrap();
+        for (section, keys) in &rendered {
+            assert!(
+                example.contains(&format!("[{section}]")),
+                "[{section}] undocumented"
+            );
+            for key in keys.as_table().unwrap().keys() {
+                let documented = example.lines().any(|l| {
+                    l.trim_start_matches(['#', ' '])
+                        .starts_with(&format!("{key} ="))
+                });
+                assert!(documented, "{section}.{key} is not in the example config");
+            }
+        }
     }
 
     #[test]

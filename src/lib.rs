@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod ids;
 pub mod metrics;
 pub mod proxy;
 pub mod sandbox;

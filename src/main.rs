@@ -11,6 +11,11 @@ use pbxgate::config::{self, Config, LogFormat};
 use pbxgate::sandbox;
 use pbxgate::server::Gateway;
 
+/// mimalloc: the proxy allocates small, short-lived buffers per request, where glibc's
+/// allocator measurably costs throughput (bench/proxy.sh).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "pbxgate",

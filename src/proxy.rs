@@ -44,27 +44,39 @@ impl ProxyError {
     }
 }
 
+// Header names as constants: parsed once at compile time, not on every request.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+const X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus old aliases.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Client-identity headers that only pbxgate may set on what goes to 3CX.
-const FORWARDING: &[&str] = &[
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-real-ip",
+const FORWARDING: [HeaderName; 6] = [
+    header::FORWARDED,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_FORWARDED_PORT,
+    X_REAL_IP,
 ];
 
 /// Who is really asking, as far as pbxgate can tell.
@@ -96,7 +108,7 @@ impl ClientInfo {
             };
         }
         let chain: Vec<IpAddr> = headers
-            .get_all("x-forwarded-for")
+            .get_all(X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
@@ -111,12 +123,12 @@ impl ClientInfo {
             .or(chain.first())
             .copied()
             .unwrap_or(peer_ip);
-        let proto = match first_value(headers, "x-forwarded-proto") {
+        let proto = match first_value(headers, X_FORWARDED_PROTO) {
             Some(p) if p.eq_ignore_ascii_case("https") => "https",
             Some(p) if p.eq_ignore_ascii_case("http") => "http",
             _ => own_proto,
         };
-        let host = first_value(headers, "x-forwarded-host")
+        let host = first_value(headers, X_FORWARDED_HOST)
             .map(str::to_string)
             .or(host_header);
         let mut forwarded_for: Vec<String> = chain.iter().map(IpAddr::to_string).collect();
@@ -134,7 +146,7 @@ fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&s
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn first_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn first_value(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
     header_str(headers, name)
         .and_then(|v| v.split(',').next())
         .map(str::trim)
@@ -159,10 +171,10 @@ pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
     if !(method == Method::GET || method == Method::HEAD) || is_websocket_upgrade(headers) {
         return false;
     }
-    if let Some(mode) = header_str(headers, "sec-fetch-mode") {
+    if let Some(mode) = header_str(headers, SEC_FETCH_MODE) {
         return mode.eq_ignore_ascii_case("navigate");
     }
-    if headers.contains_key("x-requested-with") {
+    if headers.contains_key(X_REQUESTED_WITH) {
         return false;
     }
     header_str(headers, header::ACCEPT).is_some_and(|a| a.contains("text/html"))
@@ -333,18 +345,20 @@ async fn relay(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUp
 
 /// Removes hop-by-hop headers, including any that `Connection` names.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        h.remove(name);
+    if h.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            h.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
-        h.remove(*name);
+    for name in &HOP_BY_HOP {
+        h.remove(name);
     }
 }
 
@@ -354,28 +368,28 @@ fn prepare_request_headers(h: &mut HeaderMap, fwd: &Forward<'_>, websocket: bool
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
-    for name in FORWARDING {
-        h.remove(*name);
+    for name in &FORWARDING {
+        h.remove(name);
     }
     // The client sets Host from the upstream URI, as nginx's default `proxy_set_header`.
     h.remove(header::HOST);
     let c = fwd.client;
     if let Ok(v) = HeaderValue::from_str(&c.forwarded_for) {
-        h.insert("x-forwarded-for", v);
+        h.insert(X_FORWARDED_FOR, v);
     }
-    h.insert("x-forwarded-proto", HeaderValue::from_static(c.proto));
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(c.proto));
     if let Some(v) = c
         .host
         .as_deref()
         .and_then(|s| HeaderValue::from_str(s).ok())
     {
-        h.insert("x-forwarded-host", v);
+        h.insert(X_FORWARDED_HOST, v);
     }
     if let Ok(v) = HeaderValue::from_str(&c.ip.to_string()) {
-        h.insert("x-real-ip", v);
+        h.insert(X_REAL_IP, v);
     }
     if let Ok(v) = HeaderValue::from_str(fwd.request_id) {
-        h.insert("x-request-id", v);
+        h.insert(X_REQUEST_ID, v);
     }
     strip_cookie(h, fwd.cookie_name);
 }

@@ -5,7 +5,10 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -17,8 +20,7 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, StatusCode};
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use ring::rand::{SecureRandom, SystemRandom};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -117,7 +119,8 @@ impl Gateway {
             upstream = %app.config.pbx.url,
             "listening"
         );
-        serve(self.listener, self.tls, router(app.clone()), shutdown).await;
+        let idle = app.config.server.idle_timeout.get();
+        serve(self.listener, self.tls, router(app.clone()), idle, shutdown).await;
         purge.abort();
         app.store.close().await;
     }
@@ -161,7 +164,7 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
     app.metrics
         .observe_request(class, status, elapsed.as_secs_f64());
     if let Ok(v) = HeaderValue::from_str(&id) {
-        res.headers_mut().insert("x-request-id", v);
+        res.headers_mut().insert(proxy::X_REQUEST_ID, v);
     }
     let _enter = span.enter();
     tracing::info!(
@@ -187,7 +190,7 @@ fn log_path(class: RouteClass, path: &str, passthrough: &[String]) -> String {
 /// Accepts a caller's `X-Request-Id` when it is short and plain; otherwise makes one.
 fn request_id(headers: &HeaderMap) -> String {
     let given = headers
-        .get("x-request-id")
+        .get(proxy::X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
             (1..=64).contains(&v.len())
@@ -197,10 +200,7 @@ fn request_id(headers: &HeaderMap) -> String {
     if let Some(id) = given {
         return id.to_string();
     }
-    let mut raw = [0u8; 16];
-    // A failing system RNG leaves zeros: a weak request id, never a security problem.
-    let _ = SystemRandom::new().fill(&mut raw);
-    raw.iter().map(|b| format!("{b:02x}")).collect()
+    crate::ids::request_id()
 }
 
 fn correlation(parts: &Parts) -> Option<String> {
@@ -440,6 +440,7 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     router: Router,
+    idle: Duration,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -469,11 +470,11 @@ pub async fn serve(
                 tls: tls.is_some(),
             };
             match tls {
-                None => serve_connection(tcp, peer, router, stop).await,
+                None => serve_connection(tcp, peer, router, idle, stop).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
                     {
-                        Ok(Ok(stream)) => serve_connection(stream, peer, router, stop).await,
+                        Ok(Ok(stream)) => serve_connection(stream, peer, router, idle, stop).await,
                         Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
                     }
@@ -496,8 +497,16 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection<I>(io: I, peer: Peer, router: Router, mut stop: watch::Receiver<bool>)
-where
+/// Serves one connection. A connection that moves no byte in either direction for `idle`
+/// is closed: one coarse watchdog per connection instead of a timer per request (hyper's
+/// header_read_timeout) bounds idle and stalled connections at a fraction of the cost.
+async fn serve_connection<I>(
+    io: I,
+    peer: Peer,
+    router: Router,
+    idle: Duration,
+    mut stop: watch::Receiver<bool>,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service =
@@ -512,18 +521,89 @@ where
                 )
             }
         });
+    let activity = Arc::new(AtomicU64::new(0));
+    let io = Counted {
+        inner: io,
+        activity: activity.clone(),
+    };
     let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
+    let idle = async {
+        let mut last = u64::MAX;
+        loop {
+            tokio::time::sleep(idle / 2).await;
+            let now = activity.load(Ordering::Relaxed);
+            if now == last {
+                return;
+            }
+            last = now;
+        }
+    };
     tokio::select! {
         res = conn.as_mut() => log_conn_end(res, peer),
+        _ = idle => tracing::debug!(addr = %peer.addr, "closing idle connection"),
         _ = async move { let _ = stop.wait_for(|s| *s).await; } => {
             conn.as_mut().graceful_shutdown();
             log_conn_end(conn.await, peer);
         }
+    }
+}
+
+/// Counts I/O calls that moved bytes, for the idle watchdog.
+struct Counted<I> {
+    inner: I,
+    activity: Arc<AtomicU64>,
+}
+
+impl<I> Counted<I> {
+    fn record<T>(&self, r: &Poll<std::io::Result<T>>) {
+        if let Poll::Ready(Ok(_)) = r {
+            self.activity.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.record(&r);
+        r
+    }
+}
+
+impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.record(&r);
+        r
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.record(&r);
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

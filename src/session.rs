@@ -13,7 +13,6 @@ use http::HeaderMap;
 use http::header::COOKIE;
 use moka::sync::Cache;
 use ring::digest::{SHA256, digest};
-use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::clock::{Clock, UnixTime};
 use crate::config::Config;
@@ -66,7 +65,6 @@ pub struct Sessions {
     store: Store,
     clock: Arc<dyn Clock>,
     cache: Cache<String, Option<Arc<SessionRow>>>,
-    rng: SystemRandom,
     cookie_name: String,
     lifetime: i64,
     idle: i64,
@@ -83,7 +81,6 @@ impl Sessions {
             store,
             clock,
             cache,
-            rng: SystemRandom::new(),
             cookie_name: cookie_name(config),
             lifetime: config.session.lifetime.get().as_secs() as i64,
             idle: config.session.idle_timeout.get().as_secs() as i64,
@@ -97,8 +94,7 @@ impl Sessions {
 
     /// Starts a session; returns the id to put in the cookie (never stored as such).
     pub async fn create(&self, new: NewSession) -> Result<String, SessionError> {
-        let mut raw = [0u8; 32];
-        self.rng.fill(&mut raw).map_err(|_| SessionError::Random)?;
+        let raw = crate::ids::random::<32>().map_err(|_| SessionError::Random)?;
         let id = URL_SAFE_NO_PAD.encode(raw);
         let now = self.clock.now();
         let row = SessionRow {
@@ -230,11 +226,7 @@ fn cookie_name(config: &Config) -> String {
 
 /// The store key of a session id: its SHA-256, hex.
 fn hash_id(id: &str) -> String {
-    digest(&SHA256, id.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::ids::hex(digest(&SHA256, id.as_bytes()).as_ref())
 }
 
 /// 32 bytes in unpadded base64url are 43 characters; anything else is not ours.

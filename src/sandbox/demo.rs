@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use ring::rand::{SecureRandom, SystemRandom};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -22,6 +21,8 @@ pub enum DemoError {
     },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Random(#[from] crate::ids::RandomError),
     #[error("the generated demo config is invalid: {0}")]
     Config(#[from] ConfigError),
 }
@@ -41,10 +42,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {
     }
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut raw = vec![0u8; bytes];
-    let _ = SystemRandom::new().fill(&mut raw);
-    raw.iter().map(|b| format!("{b:02x}")).collect()
+fn random_hex<const N: usize>() -> Result<String, DemoError> {
+    Ok(crate::ids::hex(&crate::ids::random::<N>()?))
 }
 
 /// Starts the simulators and writes `dir/pbxgate.toml` for a gateway on `listen`.
@@ -64,7 +63,7 @@ pub async fn start(listen: SocketAddr, dir: &Path) -> Result<Demo, DemoError> {
         .write(&tls_dir, "pbx")
         .map_err(io_err(&tls_dir))?;
 
-    let provisioning_secret = random_hex(8);
+    let provisioning_secret = random_hex::<8>()?;
     let sim = PbxSim {
         provisioning_secret: provisioning_secret.clone(),
         fqdn: "pbx.sandbox.test".into(),
@@ -106,9 +105,9 @@ url = "sqlite://{db}"
         port = listen.port(),
         gw_cert = gw_cert.display().to_string(),
         gw_key = gw_key.display().to_string(),
-        entra_secret = random_hex(16),
+        entra_secret = random_hex::<16>()?,
         pbx_url = pbx.url(),
-        xapi_secret = random_hex(16),
+        xapi_secret = random_hex::<16>()?,
         ca_path = ca_path.display().to_string(),
         db = dir.join("pbxgate.db").display(),
     );

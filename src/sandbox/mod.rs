@@ -44,6 +44,7 @@ pub fn spawn(
         listener,
         tls,
         router,
+        std::time::Duration::from_secs(60),
         std::future::pending(),
     ));
     Ok(Running {

@@ -483,3 +483,34 @@ async fn large_bodies_stream_both_ways() {
     assert_eq!(body["bytes"], (count * pattern_chunk().len()) as u64);
     assert_eq!(body["intact"], true);
 }
+
+#[tokio::test]
+async fn idle_connections_are_closed_but_websockets_stay() {
+    use tokio::io::AsyncReadExt;
+    let up = Upstream::start().await;
+    let gw = TestGateway::start(&up.url(), |c| {
+        c.server.idle_timeout = pbxgate::config::Duration::secs(1);
+    })
+    .await;
+    // A connection that never sends a request is closed after 1-1.5 s.
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("closed by the gateway")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+
+    // An upgraded WebSocket is no longer an HTTP connection: quiet for 3 s, still open.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/echo", gw.addr))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    ws.send(Message::text("still there")).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("still there")
+    );
+}

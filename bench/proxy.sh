@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Proxy throughput and latency: nginx as a plain reverse proxy (the baseline) against pbxgate
+# on a passthrough route and on a session-checked route, all in front of the same upstream,
+# measured with wrk in one invocation. Prints requests/s, p50/p99 and pbxgate/nginx ratios.
+#
+#   bench/proxy.sh [DURATION] [CONNECTIONS]      (defaults: 10s, 64)
+#
+# A bare hyper forwarder (examples/bare_proxy.rs) is measured too: the floor of the
+# hyper stack pbxgate is built on, to tell its own overhead from the stack's.
+#
+# Everything runs on loopback ports 18080-18083; results also go to bench/results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10s}
+CONNS=${2:-64}
+THREADS=2
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+if [ ${#need[@]} -gt 0 ]; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+cargo build --release --quiet --bin pbxgate --example mint_session --example bare_proxy
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+# The upstream (a stand-in for 3CX): nginx answering a small page from memory.
+# The baseline proxy: nginx with a keep-alive upstream pool, no access log.
+cat > "$work/nginx.conf" <<NGINX
+worker_processes 2;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/body; proxy_temp_path $work/proxy;
+  fastcgi_temp_path $work/fcgi; uwsgi_temp_path $work/uwsgi; scgi_temp_path $work/scgi;
+  keepalive_requests 1000000;
+  upstream pbx { server 127.0.0.1:18080; keepalive 256; }
+  server {
+    listen 127.0.0.1:18080;
+    location / { default_type text/plain; return 200 "3CX says hello. 3CX says hello. 3CX says hello.\n"; }
+  }
+  server {
+    listen 127.0.0.1:18081;
+    location / {
+      proxy_pass http://pbx;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$proxy_host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+    }
+  }
+}
+NGINX
+"$NGINX" -c "$work/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+
+cat > "$work/pbxgate.toml" <<TOML
+[server]
+listen = "127.0.0.1:18082"
+public_url = "http://localhost:18082"
+[entra]
+tenant_id = "00000000-0000-0000-0000-000000000000"
+client_id = "bench"
+client_secret = "bench"
+[pbx]
+url = "http://127.0.0.1:18080"
+client_id = "bench"
+client_secret = "bench"
+[store]
+url = "sqlite://$work/pbxgate.db"
+[log]
+level = "warn"
+TOML
+./target/release/pbxgate serve --config "$work/pbxgate.toml" 2>"$work/pbxgate.log" &
+pids+=($!)
+./target/release/examples/bare_proxy 127.0.0.1:18083 http://127.0.0.1:18080 &
+pids+=($!)
+for _ in $(seq 1 100); do
+  curl -fs http://127.0.0.1:18082/healthz >/dev/null 2>&1 && curl -fs http://127.0.0.1:18080/ >/dev/null 2>&1 && break
+  sleep 0.1
+done
+COOKIE=$(./target/release/examples/mint_session "$work/pbxgate.toml")
+curl -fs -H "Cookie: $COOKIE" http://127.0.0.1:18082/webclient/ >/dev/null || { echo "session route failed" >&2; exit 1; }
+
+# run NAME URL [HEADER] -> "rps p50_ms p99_ms"
+run() {
+  local name=$1 url=$2; shift 2
+  wrk -t"$THREADS" -c"$CONNS" -d2s "$@" "$url" >/dev/null # warm-up
+  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$@" "$url" > "$work/$name.txt"
+  awk -v name="$name" '
+    function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
+    /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) } /^Requests\/sec/ { rps = $2 }
+    /Non-2xx/ { bad = $NF }
+    END { if (bad > 0) { print "non-2xx answers in " name > "/dev/stderr"; exit 1 }; printf "%s %.0f %.3f %.3f\n", name, rps, p50, p99 }
+  ' "$work/$name.txt"
+}
+
+results=$(
+  run nginx "http://127.0.0.1:18081/provisioning/abc/x.cfg"
+  run bare-hyper "http://127.0.0.1:18083/provisioning/abc/x.cfg"
+  run passthrough "http://127.0.0.1:18082/provisioning/abc/x.cfg"
+  run session "http://127.0.0.1:18082/webclient/api/x" -H "Cookie: $COOKIE"
+)
+mkdir -p bench/results
+out="bench/results/proxy-$(date -u +%Y%m%dT%H%M%SZ).txt"
+{
+  echo "wrk -t$THREADS -c$CONNS -d$DURATION, $(nproc) cores, loopback"
+  printf '%-12s %10s %9s %9s %10s %12s\n' target req/s p50_ms p99_ms rps_ratio p99_delta_ms
+  echo "$results" | awk '
+    NR == 1 { base_rps = $2; base_p99 = $4 }
+    { printf "%-12s %10d %9.3f %9.3f %9.2fx %+12.3f\n", $1, $2, $3, $4, $2 / base_rps, $4 - base_p99 }'
+} | tee "$out"
