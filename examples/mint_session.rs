@@ -22,6 +22,7 @@ async fn main() -> anyhow::Result<()> {
             upn: "bench@example.com".into(),
             extension: "100".into(),
             idp_sid: None,
+            login_hint: None,
         })
         .await?;
     println!("{}={id}", sessions.cookie_name());

@@ -49,6 +49,28 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub directory: DirectoryConfig,
+}
+
+/// Who is who beyond what the user sync finds.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// UPN suffixes that name the same users: alias → suffix used in 3CX, e.g. an on-premises
+    /// `"contoso.local" = "contoso.com"`. Compared case-insensitively.
+    #[serde(default)]
+    pub upn_suffix_aliases: BTreeMap<String, String>,
+    /// Fixed UPN → extension assignments; they win over everything else.
+    #[serde(default)]
+    pub overrides: Vec<DirectoryOverride>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryOverride {
+    pub upn: String,
+    pub extension: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -70,6 +92,9 @@ pub struct ServerConfig {
     /// Who may read `/metrics`.
     #[serde(default = "default_metrics_allow")]
     pub metrics_allow: Vec<IpNet>,
+    /// Sign-in attempts (`/auth/login`, `/auth/callback`) allowed per client address per minute.
+    #[serde(default = "default_login_rate_limit")]
+    pub login_rate_limit: u32,
     /// A client connection that moves no byte for this long is closed.
     #[serde(default = "default_connection_idle_timeout")]
     pub idle_timeout: Duration,
@@ -127,6 +152,10 @@ pub struct PbxConfig {
     /// Time allowed for 3CX to start answering (response headers); bodies stream untimed.
     #[serde(default = "default_response_timeout")]
     pub response_timeout: Duration,
+    /// `managed-password` only: 32 random bytes, base64, encrypting the web passwords
+    /// pbxgate sets on the extensions it manages.
+    #[serde(default, serialize_with = "mask_opt")]
+    pub password_key: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -225,6 +254,9 @@ fn default_metrics_allow() -> Vec<IpNet> {
         .iter()
         .filter_map(|s| s.parse().ok())
         .collect()
+}
+fn default_login_rate_limit() -> u32 {
+    30
 }
 fn default_connection_idle_timeout() -> Duration {
     Duration::secs(60)
@@ -428,6 +460,34 @@ impl Config {
                 ));
             }
         }
+        if self.pbx.session_mode == SessionMode::ManagedPassword {
+            let key = self
+                .pbx
+                .password_key
+                .as_ref()
+                .map(|k| k.expose_secret().to_string());
+            let decoded = key.as_deref().map(|k| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.decode(k.trim())
+            });
+            if !matches!(decoded, Some(Ok(ref b)) if b.len() == 32) {
+                return Err(o.error(
+                    "pbx.password_key",
+                    "managed-password needs 32 random bytes in base64 (e.g. `openssl rand -base64 32`)",
+                ));
+            }
+        }
+        for (i, ov) in self.directory.overrides.iter().enumerate() {
+            if !ov.upn.contains('@') || ov.extension.trim().is_empty() {
+                return Err(o.error(
+                    &format!("directory.overrides[{i}]"),
+                    "needs upn = \"user@domain\" and extension = \"101\"",
+                ));
+            }
+        }
+        if self.server.login_rate_limit == 0 {
+            return Err(o.error("server.login_rate_limit", "must be at least 1"));
+        }
         self.validate_session(o)?;
         if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres")) {
             return Err(o.error("store.url", "must start with sqlite:// or postgres://"));
@@ -442,6 +502,12 @@ impl Config {
         require(&e.tenant_id, "entra.tenant_id", o)?;
         require(&e.client_id, "entra.client_id", o)?;
         check_http_url(&e.authority).map_err(|m| o.error("entra.authority", m))?;
+        if e.authority.scheme() == "http" && !is_loopback_host(&e.authority) {
+            return Err(o.error(
+                "entra.authority",
+                "must be https (http only for a local test provider)",
+            ));
+        }
         check_http_url(&e.graph_url).map_err(|m| o.error("entra.graph_url", m))?;
         let secret = e
             .client_secret
@@ -748,8 +814,8 @@ client_secret = "xapi-s3cret"
             );
             for key in keys.as_table().unwrap().keys() {
                 let documented = example.lines().any(|l| {
-                    l.trim_start_matches(['#', ' '])
-                        .starts_with(&format!("{key} ="))
+                    let l = l.trim_start_matches(['#', ' ']);
+                    l.starts_with(&format!("{key} =")) || l == format!("[[{section}.{key}]]")
                 });
                 assert!(documented, "{section}.{key} is not in the example config");
             }

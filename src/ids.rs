@@ -16,6 +16,12 @@ pub fn random<const N: usize>() -> Result<[u8; N], RandomError> {
     Ok(b)
 }
 
+/// Compares two secrets in time that does not depend on where they differ.
+pub fn secrets_equal(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

@@ -3,10 +3,13 @@
 //! Errors: each module has its own `thiserror` type; `anyhow` is used only by the binary
 //! (`main.rs`), where errors are reported to a person.
 
+pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod directory;
 pub mod ids;
 pub mod metrics;
+pub mod pbx;
 pub mod proxy;
 pub mod sandbox;
 pub mod server;

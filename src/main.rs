@@ -108,20 +108,30 @@ async fn serve(config: Config, banner: Option<String>) -> anyhow::Result<()> {
 async fn demo(listen: SocketAddr, dir: &Path) -> anyhow::Result<()> {
     let demo = sandbox::demo::start(listen, dir).await?;
     let url = demo.config.server.public_url.clone();
+    let users: String = pbxgate::sandbox::demo_users()
+        .iter()
+        .map(|u| format!("            {} ({})\n", u.upn, u.name))
+        .collect();
     let banner = format!(
         "\n  pbxgate demo is running.\n\n  \
-         Open      {url}  (certificate from a throw-away demo CA: {ca})\n  \
-         Health    curl -k {url}readyz\n  \
-         Phones    curl -k {url}provisioning/{secret}/0015650a1b2c.cfg  (passthrough, no sign-in)\n  \
+         Open      {url}  and pick a demo user on the simulated Microsoft sign-in page:\n{users}            (Carol has no extension in 3CX, to show that page too.)\n  \
+         TLS       certificates from a throw-away demo CA: {ca}\n  \
+         Health    curl --cacert {ca} {url}readyz\n  \
+         Phones    curl --cacert {ca} {url}provisioning/{secret}/0015650a1b2c.cfg\n  \
          Config    {config}\n  \
-         Simulated 3CX at {pbx}\n\n  \
+         Simulated Entra ID at {entra}, 3CX at {pbx}\n\n  \
          Press Ctrl-C to stop.\n",
         ca = dir.join("tls/ca.pem").display(),
         secret = demo.provisioning_secret,
         config = demo.config_path.display(),
-        pbx = demo.pbx.url(),
+        entra = demo.sandbox.entra_server.url(),
+        pbx = demo.sandbox.pbx_server.url(),
     );
-    serve(demo.config, Some(banner)).await
+    let config = demo.config.clone();
+    // The simulators live as long as `demo`, i.e. until the gateway stops.
+    let result = serve(config, Some(banner)).await;
+    drop(demo);
+    result
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what systemd and orchestrators send).

@@ -12,10 +12,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, StatusCode};
@@ -27,9 +28,12 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
+use crate::auth::{self, Auth, OidcError};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::directory::Directory;
 use crate::metrics::{Metrics, RouteClass};
+use crate::pbx::{PbxClient, PbxError};
 use crate::proxy::{self, ClientInfo, Forward, Upstream};
 use crate::session::{Rejection, Sessions};
 use crate::store::{Store, StoreError};
@@ -44,6 +48,9 @@ pub struct App {
     pub upstream: Upstream,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
+    pub auth: Auth,
+    pub directory: Directory,
+    pub pbx: Arc<PbxClient>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +59,10 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Oidc(#[from] OidcError),
+    #[error(transparent)]
+    Pbx(#[from] PbxError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -88,6 +99,10 @@ impl Gateway {
         let upstream = Upstream::new(&config.pbx, metrics.clone())?;
         let store = Store::open(&config.store.url).await?;
         let sessions = Sessions::new(store.clone(), clock.clone(), &config);
+        let auth = Auth::new(&config, clock.clone(), sessions.cookie_name())?;
+        let pbx = Arc::new(PbxClient::new(&config.pbx, clock.clone())?);
+        let directory =
+            Directory::new(&config.directory, store.clone(), pbx.clone(), clock.clone());
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -99,6 +114,9 @@ impl Gateway {
             upstream,
             metrics,
             clock,
+            auth,
+            directory,
+            pbx,
         });
         Ok(Self { app, listener, tls })
     }
@@ -132,14 +150,19 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/auth", get(sign_in_unavailable))
-        .route("/auth/{*rest}", get(sign_in_unavailable))
+        .route("/auth/login", get(auth::login))
+        .route("/auth/callback", get(auth::callback))
+        .route("/auth/logout", get(auth::logout).post(auth::logout))
+        .route("/auth/signed-out", get(auth::signed_out))
+        .route("/auth/frontchannel-logout", get(auth::frontchannel_logout))
+        .route("/auth", any(auth_not_found))
+        .route("/auth/{*rest}", any(auth_not_found))
         .fallback(gateway)
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)
 }
 
-fn classed(class: RouteClass, res: impl IntoResponse) -> Response {
+pub fn classed(class: RouteClass, res: impl IntoResponse) -> Response {
     let mut res = res.into_response();
     res.extensions_mut().insert(class);
     res
@@ -203,7 +226,7 @@ fn request_id(headers: &HeaderMap) -> String {
     crate::ids::request_id()
 }
 
-fn correlation(parts: &Parts) -> Option<String> {
+pub fn correlation(parts: &Parts) -> Option<String> {
     parts.extensions.get::<RequestId>().map(|r| r.0.clone())
 }
 
@@ -283,12 +306,12 @@ async fn metrics(State(app): State<Arc<App>>, req: Request) -> Response {
 }
 
 /// `/auth/*` is reserved for pbxgate: never proxied, so it can never loop back to itself.
-async fn sign_in_unavailable(req: Request) -> Response {
+async fn auth_not_found(req: Request) -> Response {
     let (req, _) = req.into_parts();
     let page = Page::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "Sign-in is not available",
-        "This pbxgate build does not include Microsoft Entra ID sign-in yet.",
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "There is no such sign-in page.",
     );
     classed(
         RouteClass::Auth,
@@ -296,7 +319,7 @@ async fn sign_in_unavailable(req: Request) -> Response {
     )
 }
 
-fn client_info(app: &App, req: &Parts) -> ClientInfo {
+pub fn client_info(app: &App, req: &Parts) -> ClientInfo {
     let peer = req.extensions.get::<Peer>().copied().unwrap_or(Peer {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         tls: false,
@@ -326,6 +349,11 @@ async fn gateway(State(app): State<Arc<App>>, req: Request) -> Response {
             page.with_correlation_id(rid.as_deref()),
         );
     }
+    let (parts, body) = match webclient_token(&app, parts, body).await {
+        Ok(answered) => return answered,
+        Err(request) => request,
+    };
+    let path = parts.uri.path();
     let class = if proxy::passthrough_prefix(path, &app.config.pbx.passthrough).is_some() {
         RouteClass::Passthrough
     } else {
@@ -355,6 +383,38 @@ async fn gateway(State(app): State<Arc<App>>, req: Request) -> Response {
             );
             classed(class, page.with_correlation_id(rid.as_deref()))
         }
+    }
+}
+
+/// The webclient's `POST /connect/token` from a browser with a pbxgate session is answered
+/// by pbxgate (impersonation mode); anything else is handed back to be proxied, with the
+/// (small, bounded) body it had to read.
+async fn webclient_token(app: &App, parts: Parts, body: Body) -> Result<Response, (Parts, Body)> {
+    const LIMIT: usize = 16 * 1024;
+    let candidate = parts.method == http::Method::POST
+        && parts.uri.path() == "/connect/token"
+        && app.sessions.id_from_headers(&parts.headers).is_some()
+        && app.config.pbx.session_mode == crate::config::SessionMode::Impersonation;
+    if !candidate {
+        return Err((parts, body));
+    }
+    let bytes = match axum::body::to_bytes(body, LIMIT).await {
+        Ok(b) => b,
+        Err(_) => {
+            let page = Page::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request too large",
+                "The token request is too large.",
+            );
+            return Ok(classed(
+                RouteClass::Rejected,
+                page.with_correlation_id(correlation(&parts).as_deref()),
+            ));
+        }
+    };
+    match auth::answer_webclient_token(app, &parts, &bytes).await {
+        Some(res) => Ok(res),
+        None => Err((parts, Body::from(bytes))),
     }
 }
 

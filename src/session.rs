@@ -40,6 +40,7 @@ pub struct NewSession {
     pub upn: String,
     pub extension: String,
     pub idp_sid: Option<String>,
+    pub login_hint: Option<String>,
 }
 
 /// A live, validated session.
@@ -50,6 +51,7 @@ pub struct Session {
     pub extension: String,
     pub created_at: UnixTime,
     pub expires_at: UnixTime,
+    pub login_hint: Option<String>,
 }
 
 /// Why a presented session id does not authenticate.
@@ -107,6 +109,7 @@ impl Sessions {
             last_seen_at: now,
             expires_at: now + self.lifetime,
             revoked_at: None,
+            login_hint: new.login_hint,
         };
         self.store.insert_session(&row).await?;
         self.cache.insert(row.id_hash.clone(), Some(Arc::new(row)));
@@ -146,6 +149,7 @@ impl Sessions {
             extension: row.extension.clone(),
             created_at: row.created_at,
             expires_at: row.expires_at,
+            login_hint: row.login_hint.clone(),
         }))
     }
 
@@ -183,6 +187,20 @@ impl Sessions {
         let _ = self
             .cache
             .invalidate_entries_if(move |_, v| v.as_ref().is_some_and(|r| r.user_key == user_key));
+        Ok(n)
+    }
+
+    /// Ends every session started in Entra session `sid` (front-channel sign-out).
+    pub async fn revoke_idp_session(&self, sid: &str) -> Result<u64, SessionError> {
+        let n = self
+            .store
+            .revoke_idp_sessions(sid, self.clock.now())
+            .await?;
+        let sid = sid.to_string();
+        let _ = self.cache.invalidate_entries_if(move |_, v| {
+            v.as_ref()
+                .is_some_and(|r| r.idp_sid.as_deref() == Some(sid.as_str()))
+        });
         Ok(n)
     }
 

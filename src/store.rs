@@ -57,6 +57,32 @@ pub struct SessionRow {
     pub last_seen_at: UnixTime,
     pub expires_at: UnixTime,
     pub revoked_at: Option<UnixTime>,
+    /// Entra's `login_hint` claim, sent back as `logout_hint` on sign-out.
+    pub login_hint: Option<String>,
+}
+
+/// A sign-in in progress: what `/auth/callback` must find to accept Entra's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginAttempt {
+    pub state: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+    pub return_to: String,
+    pub created_at: UnixTime,
+}
+
+/// One row of `directory_users`: an Entra user and their 3CX extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryRow {
+    pub tenant_id: String,
+    pub object_id: String,
+    pub upn: String,
+    pub display_name: String,
+    pub extension: String,
+    pub pbx_user_id: i64,
+    pub source: String,
+    pub managed_password: Option<String>,
+    pub updated_at: UnixTime,
 }
 
 fn migrator() -> Migrator {
@@ -70,11 +96,14 @@ fn migrator() -> Migrator {
         )
     };
     Migrator {
-        migrations: Cow::Owned(vec![m(
-            1,
-            "sessions",
-            include_str!("../migrations/0001_sessions.sql"),
-        )]),
+        migrations: Cow::Owned(vec![
+            m(
+                1,
+                "sessions",
+                include_str!("../migrations/0001_sessions.sql"),
+            ),
+            m(2, "sign in", include_str!("../migrations/0002_sign_in.sql")),
+        ]),
         ..Migrator::DEFAULT
     }
 }
@@ -141,7 +170,8 @@ impl Store {
     pub async fn insert_session(&self, s: &SessionRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO sessions (id_hash, user_key, upn, extension, idp_sid, created_at, \
-             last_seen_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             last_seen_at, expires_at, revoked_at, login_hint) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&s.id_hash)
         .bind(&s.user_key)
@@ -152,6 +182,7 @@ impl Store {
         .bind(s.last_seen_at)
         .bind(s.expires_at)
         .bind(s.revoked_at)
+        .bind(&s.login_hint)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -160,7 +191,7 @@ impl Store {
     pub async fn session(&self, id_hash: &str) -> Result<Option<SessionRow>, StoreError> {
         let row = sqlx::query(
             "SELECT id_hash, user_key, upn, extension, idp_sid, created_at, last_seen_at, \
-             expires_at, revoked_at FROM sessions WHERE id_hash = $1",
+             expires_at, revoked_at, login_hint FROM sessions WHERE id_hash = $1",
         )
         .bind(id_hash)
         .fetch_optional(&self.pool)
@@ -176,6 +207,7 @@ impl Store {
                 last_seen_at: r.try_get(6)?,
                 expires_at: r.try_get(7)?,
                 revoked_at: r.try_get(8)?,
+                login_hint: r.try_get(9)?,
             })
         })
         .transpose()
@@ -279,4 +311,110 @@ fn prepare_sqlite(url: &str) -> Result<String, StoreError> {
         format!("{query}&mode=rwc")
     };
     Ok(format!("sqlite://{path}?{query}"))
+}
+
+impl Store {
+    pub async fn insert_login_attempt(&self, a: &LoginAttempt) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO login_attempts (state, nonce, pkce_verifier, return_to, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&a.state)
+        .bind(&a.nonce)
+        .bind(&a.pkce_verifier)
+        .bind(&a.return_to)
+        .bind(a.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes and returns the attempt for `state`: a state works once, on every replica.
+    pub async fn take_login_attempt(
+        &self,
+        state: &str,
+    ) -> Result<Option<LoginAttempt>, StoreError> {
+        let row = sqlx::query(
+            "DELETE FROM login_attempts WHERE state = $1 \
+             RETURNING state, nonce, pkce_verifier, return_to, created_at",
+        )
+        .bind(state)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(LoginAttempt {
+                state: r.try_get(0)?,
+                nonce: r.try_get(1)?,
+                pkce_verifier: r.try_get(2)?,
+                return_to: r.try_get(3)?,
+                created_at: r.try_get(4)?,
+            })
+        })
+        .transpose()
+        .map_err(StoreError::Query)
+    }
+
+    /// Deletes attempts started before `cutoff` (abandoned sign-ins).
+    pub async fn purge_login_attempts(&self, cutoff: UnixTime) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM login_attempts WHERE created_at < $1")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    pub async fn directory_user(
+        &self,
+        tenant_id: &str,
+        object_id: &str,
+    ) -> Result<Option<DirectoryRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT tenant_id, object_id, upn, display_name, extension, pbx_user_id, source, \
+             managed_password, updated_at FROM directory_users \
+             WHERE tenant_id = $1 AND object_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(object_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(DirectoryRow {
+                tenant_id: r.try_get(0)?,
+                object_id: r.try_get(1)?,
+                upn: r.try_get(2)?,
+                display_name: r.try_get(3)?,
+                extension: r.try_get(4)?,
+                pbx_user_id: r.try_get(5)?,
+                source: r.try_get(6)?,
+                managed_password: r.try_get(7)?,
+                updated_at: r.try_get(8)?,
+            })
+        })
+        .transpose()
+        .map_err(StoreError::Query)
+    }
+
+    /// Inserts or replaces a directory row (the managed password is kept unless given).
+    pub async fn upsert_directory_user(&self, d: &DirectoryRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO directory_users (tenant_id, object_id, upn, display_name, extension, \
+             pbx_user_id, source, managed_password, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (tenant_id, object_id) DO UPDATE SET upn = $3, display_name = $4, \
+             extension = $5, pbx_user_id = $6, source = $7, \
+             managed_password = COALESCE($8, directory_users.managed_password), updated_at = $9",
+        )
+        .bind(&d.tenant_id)
+        .bind(&d.object_id)
+        .bind(&d.upn)
+        .bind(&d.display_name)
+        .bind(&d.extension)
+        .bind(d.pbx_user_id)
+        .bind(&d.source)
+        .bind(&d.managed_password)
+        .bind(d.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 }

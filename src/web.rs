@@ -12,6 +12,8 @@ pub struct Page {
     pub title: &'static str,
     pub message: String,
     pub correlation_id: Option<String>,
+    /// A link shown under the message: (href, text). Only local paths are ever passed.
+    pub link: Option<(String, String)>,
 }
 
 impl Page {
@@ -21,7 +23,13 @@ impl Page {
             title,
             message: message.into(),
             correlation_id: None,
+            link: None,
         }
+    }
+
+    pub fn with_link(mut self, href: &str, text: &str) -> Self {
+        self.link = Some((href.to_string(), text.to_string()));
+        self
     }
 
     pub fn with_correlation_id(mut self, id: Option<&str>) -> Self {
@@ -41,13 +49,18 @@ impl Page {
                 )
             })
             .unwrap_or_default();
+        let link = self
+            .link
+            .as_ref()
+            .map(|(href, text)| format!("<p><a href=\"{}\">{}</a></p>", escape(href), escape(text)))
+            .unwrap_or_default();
         format!(
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
              <title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:36rem;\
              margin:4rem auto;padding:0 1rem;color:#222}}h1{{font-size:1.4rem}}\
              .ref{{color:#555;font-size:.9rem}}</style></head>\
-             <body><h1>{title}</h1><p>{message}</p>{reference}</body></html>\n",
+             <body><h1>{title}</h1><p>{message}</p>{link}{reference}</body></html>\n",
             title = escape(self.title),
             message = escape(&self.message),
         )

@@ -1,15 +1,21 @@
 //! Simulated outside parties on loopback, speaking the documented wire formats, for
-//! `pbxgate demo` and the tests. Today: the 3CX web server. Entra ID, Graph and the 3CX XAPI
-//! grow here with the features that need them.
+//! `pbxgate demo` and the tests: Microsoft Entra ID (`entra`) and the 3CX web server and
+//! XAPI (`pbx`). Graph grows here with the sync workers.
 
 pub mod demo;
+pub mod entra;
 pub mod pbx;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+
+use crate::clock::Clock;
+use entra::{EntraSim, SimApp, SimUser};
+use pbx::{PbxSim, SimExtension};
 
 /// A simulator running in the background; stops when dropped.
 pub struct Running {
@@ -52,4 +58,119 @@ pub fn spawn(
         tls: is_tls,
         task,
     })
+}
+
+/// The demo tenant: who can sign in, and which extensions 3CX has.
+pub const DEMO_TENANT: &str = "8f1c3a52-6b7d-4e0a-9c21-5d3e7f9a1b04";
+
+pub fn demo_users() -> Vec<SimUser> {
+    let user = |oid: &str, upn: &str, name: &str| SimUser {
+        oid: oid.into(),
+        upn: upn.into(),
+        name: name.into(),
+        groups: Vec::new(),
+    };
+    vec![
+        // Mixed case on purpose: Entra keeps the case an admin typed; 3CX has lower case.
+        user(
+            "3f2504e0-4f89-41d3-9a0c-0305e82c3301",
+            "Alice.Adams@Contoso.com",
+            "Alice Adams",
+        ),
+        user(
+            "6ba7b810-9dad-41d1-80b4-00c04fd430c8",
+            "bob.baker@contoso.com",
+            "Bob Baker",
+        ),
+        // Has no extension in 3CX: shows the "no extension is assigned" page.
+        user(
+            "9c858901-8a57-4791-81fe-4c455b099bc9",
+            "carol.clark@contoso.com",
+            "Carol Clark",
+        ),
+    ]
+}
+
+pub fn demo_extensions() -> Vec<SimExtension> {
+    let ext = |id, number: &str, first: &str, last: &str, email: &str| SimExtension {
+        id,
+        number: number.into(),
+        first_name: first.into(),
+        last_name: last.into(),
+        email: email.into(),
+        access_password: None,
+        enabled: true,
+    };
+    vec![
+        ext(1, "100", "Reception", "Desk", "reception@contoso.com"),
+        ext(2, "101", "Alice", "Adams", "alice.adams@contoso.com"),
+        ext(3, "102", "Bob", "Baker", "bob.baker@contoso.com"),
+        ext(4, "103", "Dan", "Day", ""),
+    ]
+}
+
+/// Entra ID and 3CX simulators, running.
+pub struct Sandbox {
+    pub entra: Arc<EntraSim>,
+    pub entra_server: Running,
+    pub pbx: Arc<PbxSim>,
+    pub pbx_server: Running,
+}
+
+/// The application registration the gateway will use.
+pub struct Registration {
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub certificate: Option<(Vec<u8>, String, String)>,
+    /// The gateway's `public_url`.
+    pub public_url: String,
+}
+
+impl Registration {
+    pub fn app(&self) -> SimApp {
+        let base = self.public_url.trim_end_matches('/');
+        SimApp {
+            client_id: self.client_id.clone(),
+            secret: self.client_secret.clone(),
+            certificate: self.certificate.clone(),
+            redirect_uris: vec![format!("{base}/auth/callback")],
+            post_logout_redirect_uris: vec![format!("{base}/auth/signed-out")],
+        }
+    }
+}
+
+impl Sandbox {
+    /// Starts Entra (plain HTTP on loopback) and 3CX (TLS when `pbx_tls` is given) with the
+    /// demo tenant and extensions.
+    pub async fn start(
+        registration: &Registration,
+        api_client: (&str, &str),
+        provisioning_secret: &str,
+        pbx_tls: Option<TlsAcceptor>,
+        clock: Arc<dyn Clock>,
+    ) -> std::io::Result<Self> {
+        let entra = Arc::new(EntraSim::new(
+            DEMO_TENANT,
+            vec![registration.app()],
+            demo_users(),
+            clock.clone(),
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let entra_server = spawn(listener, entra::router(entra.clone()), None)?;
+        entra.set_base(&entra_server.url());
+        let pbx = Arc::new(PbxSim::new(
+            provisioning_secret,
+            api_client,
+            demo_extensions(),
+            clock,
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let pbx_server = spawn(listener, pbx::router(pbx.clone()), pbx_tls)?;
+        Ok(Self {
+            entra,
+            entra_server,
+            pbx,
+            pbx_server,
+        })
+    }
 }

@@ -1,42 +1,186 @@
-//! A simulated 3CX V20 web server: the webclient page, provisioning files behind a secret
-//! folder, and the webclient WebSocket (as an echo). Paths follow the 3CX research in
-//! `shared/notes/3cx.md` §2.
+//! A simulated 3CX V20 web server, following `shared/notes/3cx.md` and the XAPI description
+//! in `shared/reference/`: the webclient page (which, like the real SPA, gets its access token
+//! from `/connect/token` and shows who it is from `/xapi/v1/MyUser`), provisioning files,
+//! the webclient WebSocket (an echo), `/connect/token` (API client credentials with one live
+//! token per client; the webclient's refresh with `RefreshTokenCookie`; impersonation),
+//! `/webclient/api/Login/GetAccessToken`, `/webclient/api/Logout`, and `/xapi/v1/Users`,
+//! `Users({Id})`, `MyUser` with OData `$filter`/`$select`/`$top`/`$skip` and 3CX's error shape.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use http::StatusCode;
-use http::header::CONTENT_TYPE;
+use axum::routing::{get, post};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, SET_COOKIE};
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::clock::{Clock, UnixTime};
+use crate::ids;
+use crate::pbx::REFRESH_COOKIE;
+
+/// An extension of the simulated PBX.
+#[derive(Debug, Clone)]
+pub struct SimExtension {
+    pub id: i64,
+    pub number: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+    pub access_password: Option<String>,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Subject {
+    ApiClient,
+    Extension(String),
+}
+
+#[derive(Default)]
+struct PbxState {
+    extensions: Vec<SimExtension>,
+    /// access token → (who, expiry)
+    tokens: HashMap<String, (Subject, UnixTime)>,
+    /// refresh token (the cookie value) → extension
+    refresh: HashMap<String, String>,
+}
 
 /// What the simulated PBX knows.
-#[derive(Debug, Clone)]
 pub struct PbxSim {
     /// The provisioning folder name; phones know it, nobody else should.
     pub provisioning_secret: String,
     pub fqdn: String,
+    pub api_client_id: String,
+    pub api_client_secret: String,
+    clock: Arc<dyn Clock>,
+    state: Mutex<PbxState>,
 }
 
-pub fn router(sim: PbxSim) -> Router {
+impl PbxSim {
+    pub fn new(
+        provisioning_secret: &str,
+        api_client: (&str, &str),
+        extensions: Vec<SimExtension>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            provisioning_secret: provisioning_secret.to_string(),
+            fqdn: "pbx.sandbox.test".into(),
+            api_client_id: api_client.0.to_string(),
+            api_client_secret: api_client.1.to_string(),
+            clock,
+            state: Mutex::new(PbxState {
+                extensions,
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut PbxState) -> T) -> T {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    pub fn extension(&self, number: &str) -> Option<SimExtension> {
+        self.with(|s| s.extensions.iter().find(|e| e.number == number).cloned())
+    }
+
+    /// How many refresh tokens (webclient sessions) are live for `number`.
+    pub fn live_webclient_sessions(&self, number: &str) -> usize {
+        self.with(|s| s.refresh.values().filter(|e| *e == number).count())
+    }
+
+    fn issue(&self, s: &mut PbxState, who: Subject) -> (String, i64) {
+        let token = format!("3cx-{}", ids::hex(&ids::random::<16>().unwrap_or([5; 16])));
+        if who == Subject::ApiClient {
+            // One live token per API client: a new one invalidates the old (3CX 20.0.10).
+            s.tokens.retain(|_, (w, _)| *w != Subject::ApiClient);
+        }
+        s.tokens
+            .insert(token.clone(), (who, self.clock.now() + 3600));
+        (token, 3600)
+    }
+
+    fn bearer(&self, headers: &HeaderMap) -> Option<Subject> {
+        let token = headers
+            .get(AUTHORIZATION)?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")?;
+        let now = self.clock.now();
+        self.with(|s| {
+            s.tokens
+                .get(token)
+                .filter(|(_, exp)| *exp > now)
+                .map(|(w, _)| w.clone())
+        })
+    }
+}
+
+pub fn router(sim: Arc<PbxSim>) -> Router {
     Router::new()
         .route("/", get(webclient))
         .route("/webclient", get(webclient))
         .route("/provisioning/{secret}/{file}", get(provisioning))
         .route("/ws/webclient", get(websocket))
-        .with_state(Arc::new(sim))
+        .route("/connect/token", post(connect_token))
+        .route("/webclient/api/Login/GetAccessToken", post(login))
+        .route("/webclient/api/Logout", post(logout))
+        .route("/xapi/v1/Users", get(list_users))
+        .route("/xapi/v1/MyUser", get(my_user))
+        .route("/xapi/v1/{entity}", axum::routing::patch(patch_user))
+        .with_state(sim)
 }
 
+/// 3CX's error shape: `{"error":{"code","message"}}`.
+fn odata_error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {"code": "", "message": message}})),
+    )
+        .into_response()
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
+}
+
+const WEBCLIENT_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>3CX Webclient (sandbox)</title>
+<style>body{font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto}#me{font-size:1.3rem}</style></head>
+<body><h1>3CX Webclient</h1>
+<p>Simulated phone system <code>__FQDN__</code>, reached through pbxgate.</p>
+<p id="me">Connecting…</p>
+<p><a id="logout" href="/auth/logout">Sign out</a></p>
+<script>
+(async () => {
+  const me = document.getElementById('me');
+  // Like the real SPA: a bearer token from /connect/token, then who am I from the XAPI.
+  const t = await fetch('/connect/token', {method: 'POST', credentials: 'include',
+    headers: {'Content-Type': 'application/x-www-form-urlencoded'},
+    body: 'client_id=Webclient&grant_type=refresh_token'});
+  if (!t.ok) { me.textContent = 'Not signed in to 3CX (' + t.status + ')'; me.dataset.state = 'signed-out'; return; }
+  const token = (await t.json()).access_token;
+  const u = await fetch('/xapi/v1/MyUser', {headers: {Authorization: 'Bearer ' + token}});
+  if (!u.ok) { me.textContent = '3CX refused the token (' + u.status + ')'; me.dataset.state = 'refused'; return; }
+  const user = await u.json();
+  me.dataset.state = 'signed-in';
+  me.dataset.extension = user.Number;
+  me.textContent = 'Extension ' + user.Number + ' · ' + user.FirstName + ' ' + user.LastName;
+})();
+</script></body></html>"#;
+
 async fn webclient(State(sim): State<Arc<PbxSim>>) -> Html<String> {
-    Html(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>3CX Webclient (sandbox)</title></head><body>\
-         <h1>3CX Webclient</h1><p>Simulated phone system <code>{}</code>, reached through pbxgate.</p>\
-         </body></html>",
-        crate::web::escape(&sim.fqdn)
-    ))
+    Html(WEBCLIENT_PAGE.replace("__FQDN__", &crate::web::escape(&sim.fqdn)))
 }
 
 /// A Yealink-style configuration file, as 3CX serves one per phone MAC address.
@@ -77,5 +221,298 @@ pub async fn echo(mut socket: WebSocket) {
         if socket.send(reply).await.is_err() {
             break;
         }
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    grant_type: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    impersonate: Option<String>,
+    refresh_token: Option<String>,
+}
+
+fn refresh_cookie(headers: &HeaderMap) -> Option<String> {
+    crate::session::cookie_pairs(headers)
+        .find(|(k, _)| *k == REFRESH_COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+fn token_json(token: &str, expires_in: i64) -> Value {
+    json!({"token_type": "Bearer", "expires_in": expires_in, "access_token": token, "refresh_token": null})
+}
+
+fn set_refresh_cookie(res: &mut Response, value: &str, max_age: i64) {
+    let c = format!(
+        "{REFRESH_COOKIE}={value}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Strict"
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&c) {
+        res.headers_mut().append(SET_COOKIE, v);
+    }
+}
+
+async fn connect_token(
+    State(sim): State<Arc<PbxSim>>,
+    headers: HeaderMap,
+    Form(f): Form<TokenForm>,
+) -> Response {
+    match (f.grant_type.as_deref(), f.client_id.as_deref()) {
+        (Some("client_credentials"), Some(id)) => {
+            let ok = id == sim.api_client_id
+                && f.client_secret
+                    .as_deref()
+                    .is_some_and(|s| ids::secrets_equal(s, &sim.api_client_secret));
+            if !ok {
+                return oauth_error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "The request requires valid user authentication.",
+                );
+            }
+            let (token, exp) = sim.with(|s| sim.issue(s, Subject::ApiClient));
+            axum::Json(token_json(&token, exp)).into_response()
+        }
+        (Some("refresh_token"), Some("Webclient")) => match f.impersonate {
+            Some(ext) => impersonate(&sim, &headers, &ext),
+            None => refresh(&sim, &headers, f.refresh_token),
+        },
+        _ => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "The grant type is not supported.",
+        ),
+    }
+}
+
+/// Impersonation by an admin credential (here: the API client's bearer token).
+fn impersonate(sim: &PbxSim, headers: &HeaderMap, ext: &str) -> Response {
+    if sim.bearer(headers) != Some(Subject::ApiClient) {
+        // As observed: a rejected impersonation is a bare 401.
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    if sim.extension(ext).is_none_or(|e| !e.enabled) {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let (token, exp) = sim.with(|s| sim.issue(s, Subject::Extension(ext.to_string())));
+    axum::Json(token_json(&token, exp)).into_response()
+}
+
+/// The webclient's refresh: the cookie (or a body `refresh_token`) for a new access token;
+/// the refresh token rotates.
+fn refresh(sim: &PbxSim, headers: &HeaderMap, body_token: Option<String>) -> Response {
+    let Some(old) = refresh_cookie(headers).or(body_token) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "The refresh token is missing.",
+        );
+    };
+    let rotated = sim.with(|s| {
+        let ext = s.refresh.remove(&old)?;
+        let new = format!("rt-{}", ids::hex(&ids::random::<16>().unwrap_or([6; 16])));
+        s.refresh.insert(new.clone(), ext.clone());
+        let (token, exp) = sim.issue(s, Subject::Extension(ext));
+        Some((new, token, exp))
+    });
+    match rotated {
+        Some((new, token, exp)) => {
+            let mut res = axum::Json(token_json(&token, exp)).into_response();
+            set_refresh_cookie(&mut res, &new, 60 * 24 * 3600);
+            res
+        }
+        None => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "The refresh token is invalid or expired.",
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+async fn login(State(sim): State<Arc<PbxSim>>, axum::Json(b): axum::Json<LoginBody>) -> Response {
+    let ext = sim.with(|s| {
+        s.extensions
+            .iter()
+            .find(|e| {
+                (e.number == b.username || e.email.eq_ignore_ascii_case(&b.username))
+                    && e.enabled
+                    && e.access_password
+                        .as_deref()
+                        .is_some_and(|p| ids::secrets_equal(p, &b.password))
+            })
+            .map(|e| e.number.clone())
+    });
+    let Some(ext) = ext else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let (refresh, token, exp) = sim.with(|s| {
+        let refresh = format!("rt-{}", ids::hex(&ids::random::<16>().unwrap_or([4; 16])));
+        s.refresh.insert(refresh.clone(), ext.clone());
+        let (token, exp) = sim.issue(s, Subject::Extension(ext.clone()));
+        (refresh, token, exp)
+    });
+    let mut res = axum::Json(json!({
+        "Status": "AuthSuccess",
+        "Token": {"token_type": "Bearer", "expires_in": exp, "access_token": token, "refresh_token": refresh},
+        "TwoFactorAuth": null,
+    }))
+    .into_response();
+    set_refresh_cookie(&mut res, &refresh, 60 * 24 * 3600);
+    res
+}
+
+async fn logout(State(sim): State<Arc<PbxSim>>, headers: HeaderMap) -> Response {
+    if let Some(rt) = refresh_cookie(&headers) {
+        sim.with(|s| s.refresh.remove(&rt));
+    }
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    set_refresh_cookie(&mut res, "", 0);
+    res
+}
+
+fn user_json(e: &SimExtension) -> Value {
+    // 3CX omits nulls; an empty e-mail is simply absent.
+    let mut v = json!({
+        "Id": e.id, "Number": e.number, "FirstName": e.first_name, "LastName": e.last_name,
+        "DisplayName": format!("{} {}", e.first_name, e.last_name), "Enabled": e.enabled,
+        "AuthID": format!("auth{}", e.number), "AuthPassword": "sip-secret", "VMPIN": "1234",
+    });
+    if !e.email.is_empty() {
+        v["EmailAddress"] = json!(e.email);
+    }
+    v
+}
+
+#[derive(Deserialize)]
+struct ODataQuery {
+    #[serde(rename = "$filter")]
+    filter: Option<String>,
+    #[serde(rename = "$select")]
+    select: Option<String>,
+    #[serde(rename = "$top")]
+    top: Option<usize>,
+    #[serde(rename = "$skip")]
+    skip: Option<usize>,
+}
+
+/// The `$filter` forms pbxgate sends: `tolower(EmailAddress) eq '…'` and `Number eq '…'`,
+/// joined by `or`. Anything else is a 400, as an unsupported filter is on a real PBX.
+fn matches_filter(filter: &str, e: &SimExtension) -> Result<bool, String> {
+    let mut any = false;
+    for clause in filter.split(" or ") {
+        let (field, value) = clause
+            .split_once(" eq ")
+            .ok_or_else(|| format!("unsupported $filter clause {clause:?}"))?;
+        let value = value
+            .trim()
+            .strip_prefix('\'')
+            .and_then(|v| v.strip_suffix('\''))
+            .ok_or_else(|| format!("expected a string literal in {clause:?}"))?
+            .replace("''", "'");
+        any |= match field.trim() {
+            "tolower(EmailAddress)" => e.email.to_lowercase() == value,
+            "Number" => e.number == value,
+            other => return Err(format!("unsupported $filter field {other}")),
+        };
+    }
+    Ok(any)
+}
+
+async fn list_users(
+    State(sim): State<Arc<PbxSim>>,
+    headers: HeaderMap,
+    Query(q): Query<ODataQuery>,
+) -> Response {
+    if sim.bearer(&headers) != Some(Subject::ApiClient) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    if q.top.is_some_and(|t| t > 100) {
+        return odata_error(
+            StatusCode::BAD_REQUEST,
+            "The limit of '100' for Top query has been exceeded.",
+        );
+    }
+    let all = sim.with(|s| s.extensions.clone());
+    let mut selected = Vec::new();
+    for e in &all {
+        match q.filter.as_deref().map(|f| matches_filter(f, e)) {
+            Some(Err(msg)) => return odata_error(StatusCode::BAD_REQUEST, &msg),
+            Some(Ok(false)) => continue,
+            _ => selected.push(user_json(e)),
+        }
+    }
+    let page: Vec<Value> = selected
+        .into_iter()
+        .skip(q.skip.unwrap_or(0))
+        .take(q.top.unwrap_or(usize::MAX))
+        .map(|u| project(u, q.select.as_deref()))
+        .collect();
+    axum::Json(json!({ "value": page })).into_response()
+}
+
+/// `$select`: only the named properties.
+fn project(v: Value, select: Option<&str>) -> Value {
+    let Some(fields) = select else { return v };
+    let keep: Vec<&str> = fields.split(',').map(str::trim).collect();
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(k, _)| keep.contains(&k.as_str()))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+async fn my_user(State(sim): State<Arc<PbxSim>>, headers: HeaderMap) -> Response {
+    match sim.bearer(&headers) {
+        Some(Subject::Extension(n)) => match sim.extension(&n) {
+            Some(e) => axum::Json(project(
+                user_json(&e),
+                Some("Id,Number,FirstName,LastName,DisplayName,EmailAddress"),
+            ))
+            .into_response(),
+            None => odata_error(StatusCode::NOT_FOUND, "User not found"),
+        },
+        _ => StatusCode::UNAUTHORIZED.into_response(),
+    }
+}
+
+async fn patch_user(
+    State(sim): State<Arc<PbxSim>>,
+    Path(entity): Path<String>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    if sim.bearer(&headers) != Some(Subject::ApiClient) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let Some(id) = entity
+        .strip_prefix("Users(")
+        .and_then(|r| r.strip_suffix(')'))
+        .and_then(|r| r.parse::<i64>().ok())
+    else {
+        return odata_error(StatusCode::NOT_FOUND, "No route for this path");
+    };
+    let found = sim.with(|s| {
+        let e = s.extensions.iter_mut().find(|e| e.id == id)?;
+        if let Some(p) = body.get("AccessPassword").and_then(Value::as_str) {
+            e.access_password = Some(p.to_string());
+            // A password change ends the extension's sessions, as on a real PBX.
+            let number = e.number.clone();
+            s.refresh.retain(|_, ext| *ext != number);
+        }
+        Some(())
+    });
+    match found {
+        Some(()) => StatusCode::NO_CONTENT.into_response(),
+        None => odata_error(StatusCode::NOT_FOUND, &format!("Users({id}) not found")),
     }
 }

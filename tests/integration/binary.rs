@@ -103,6 +103,7 @@ async fn new_session(config_path: &std::path::Path) -> String {
             upn: "alice@contoso.com".into(),
             extension: "101".into(),
             idp_sid: None,
+            login_hint: None,
         })
         .await
         .unwrap();

@@ -15,6 +15,7 @@ fn row(id: &str, user: &str, sid: &str, now: i64) -> SessionRow {
         last_seen_at: now,
         expires_at: now + 3600,
         revoked_at: None,
+        login_hint: Some(format!("hint-{user}")),
     }
 }
 

@@ -183,6 +183,9 @@ public_url = "https://pbx.example.com"
 tenant_id = "{TENANT}"
 client_id = "app-client-id"
 client_secret = "entra-secret-value"
+# Nothing listens there: tests never reach a real Microsoft endpoint.
+authority = "http://127.0.0.1:9"
+graph_url = "http://127.0.0.1:9"
 
 [pbx]
 url = "{upstream}"
@@ -269,6 +272,7 @@ impl TestGateway {
                 upn: format!("{user}@contoso.com"),
                 extension: "101".into(),
                 idp_sid: Some(format!("sid-{user}")),
+                login_hint: None,
             })
             .await
             .unwrap()

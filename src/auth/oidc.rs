@@ -1,0 +1,560 @@
+//! Entra ID as an OpenID provider: discovery, the JWKS cache, the code exchange with a client
+//! secret or a certificate assertion, and ID-token validation (DESIGN §3 step 3).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::{Mutex, RwLock};
+
+use crate::clock::{Clock, UnixTime};
+use crate::config::EntraConfig;
+
+/// Clock skew tolerated on `exp`, `nbf` and `iat`.
+pub const SKEW: i64 = 300;
+/// An unknown `kid` triggers a JWKS refetch at most this often.
+const JWKS_REFETCH_MIN: i64 = 300;
+/// Discovery and JWKS are refreshed at least this often.
+const METADATA_TTL: i64 = 24 * 3600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    #[error("Entra ID is unreachable: {0}")]
+    Unreachable(String),
+    #[error("Entra ID's metadata is unusable: {0}")]
+    Metadata(String),
+    #[error("Entra ID refused the code: {error}: {description}")]
+    TokenEndpoint { error: String, description: String },
+    #[error("cannot read the client certificate or key: {0}")]
+    Credential(String),
+    #[error("ID token rejected: {0}")]
+    Token(#[from] TokenError),
+}
+
+/// Why an ID token is refused; one variant per rule, so logs and tests can tell them apart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    #[error("algorithm {0} is not allowed (RS256 only)")]
+    Algorithm(String),
+    #[error("no key id (kid) in the header")]
+    NoKeyId,
+    #[error("no signing key with kid {0}")]
+    UnknownKey(String),
+    #[error("bad signature")]
+    Signature,
+    #[error("issuer {0:?} is not the configured tenant's")]
+    Issuer(String),
+    #[error("audience is not this client")]
+    Audience,
+    #[error("tenant {0:?} is not the configured tenant")]
+    Tenant(String),
+    #[error("expired")]
+    Expired,
+    #[error("not valid yet")]
+    NotYetValid,
+    #[error("issued in the future")]
+    IssuedInFuture,
+    #[error("nonce does not match the sign-in attempt")]
+    Nonce,
+    #[error("no object id (oid) claim")]
+    NoObjectId,
+}
+
+/// The provider's discovery document (the fields pbxgate uses).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Metadata {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
+}
+
+/// The claims of an accepted ID token.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdClaims {
+    pub iss: String,
+    pub tid: Option<String>,
+    pub oid: Option<String>,
+    pub exp: Option<i64>,
+    pub nbf: Option<i64>,
+    pub iat: Option<i64>,
+    pub nonce: Option<String>,
+    #[serde(default)]
+    pub preferred_username: Option<String>,
+    #[serde(default)]
+    pub upn: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub sid: Option<String>,
+    #[serde(default)]
+    pub login_hint: Option<String>,
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
+    /// Group overage: `{"groups": "src1"}` when the user is in more groups than fit.
+    #[serde(default, rename = "_claim_names")]
+    pub claim_names: Option<HashMap<String, String>>,
+    #[serde(default)]
+    pub hasgroups: Option<bool>,
+}
+
+impl IdClaims {
+    /// The user's UPN for display and first-login matching (never a key).
+    pub fn username(&self) -> Option<&str> {
+        self.upn
+            .as_deref()
+            .or(self.preferred_username.as_deref())
+            .or(self.email.as_deref())
+    }
+
+    /// True when the token says the group list did not fit into it.
+    pub fn groups_overage(&self) -> bool {
+        self.hasgroups == Some(true)
+            || self
+                .claim_names
+                .as_ref()
+                .is_some_and(|c| c.contains_key("groups"))
+    }
+}
+
+/// How pbxgate proves it is the registered app.
+pub enum Credential {
+    Secret(SecretString),
+    /// A certificate uploaded to the app registration: assertions are signed with its key and
+    /// carry both thumbprints (`x5t` SHA-1, `x5t#S256` SHA-256) of the DER certificate.
+    Certificate {
+        key: EncodingKey,
+        x5t: String,
+        x5t_s256: String,
+    },
+}
+
+impl Credential {
+    pub fn from_config(c: &EntraConfig) -> Result<Self, OidcError> {
+        match (&c.client_certificate, &c.client_private_key) {
+            (Some(cert), Some(key)) => {
+                let der = crate::tls::load_certs(cert)
+                    .map_err(|e| OidcError::Credential(e.to_string()))?
+                    .remove(0);
+                let pem = std::fs::read(key)
+                    .map_err(|e| OidcError::Credential(format!("{}: {e}", key.display())))?;
+                let key = EncodingKey::from_rsa_pem(&pem)
+                    .map_err(|e| OidcError::Credential(format!("{}: {e}", key.display())))?;
+                Ok(Self::Certificate {
+                    key,
+                    x5t: thumbprint(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &der),
+                    x5t_s256: thumbprint(&ring::digest::SHA256, &der),
+                })
+            }
+            _ => Ok(Self::Secret(c.client_secret.clone().ok_or_else(|| {
+                OidcError::Credential("no client secret".into())
+            })?)),
+        }
+    }
+}
+
+fn thumbprint(alg: &'static ring::digest::Algorithm, der: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(ring::digest::digest(alg, der))
+}
+
+#[derive(Default)]
+struct Jwks {
+    keys: HashMap<String, DecodingKey>,
+    fetched_at: Option<UnixTime>,
+}
+
+#[derive(Deserialize)]
+struct JwkSet {
+    keys: Vec<Jwk>,
+}
+
+#[derive(Deserialize)]
+struct Jwk {
+    kty: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default, rename = "use")]
+    use_: Option<String>,
+    #[serde(default)]
+    n: Option<String>,
+    #[serde(default)]
+    e: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    #[serde(default)]
+    id_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenErrorBody {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_description: String,
+}
+
+/// Entra ID for one tenant and one app registration.
+pub struct Provider {
+    http: reqwest::Client,
+    discovery_url: String,
+    issuer: String,
+    tenant_id: String,
+    client_id: String,
+    credential: Credential,
+    clock: Arc<dyn Clock>,
+    metadata: RwLock<Option<(Arc<Metadata>, UnixTime)>>,
+    jwks: RwLock<Jwks>,
+    /// Serialises refetches, so a burst of unknown kids costs one request.
+    refetch: Mutex<()>,
+}
+
+impl Provider {
+    pub fn new(c: &EntraConfig, clock: Arc<dyn Clock>) -> Result<Self, OidcError> {
+        crate::tls::provider();
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("pbxgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| OidcError::Unreachable(e.to_string()))?;
+        let authority = c.authority.as_str().trim_end_matches('/');
+        let issuer = format!("{authority}/{}/v2.0", c.tenant_id);
+        Ok(Self {
+            http,
+            discovery_url: format!("{issuer}/.well-known/openid-configuration"),
+            issuer,
+            tenant_id: c.tenant_id.clone(),
+            client_id: c.client_id.clone(),
+            credential: Credential::from_config(c)?,
+            clock,
+            metadata: RwLock::new(None),
+            jwks: RwLock::new(Jwks::default()),
+            refetch: Mutex::new(()),
+        })
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The discovery document, fetched on first use and daily; a stale copy is kept when
+    /// Entra cannot be reached.
+    pub async fn metadata(&self) -> Result<Arc<Metadata>, OidcError> {
+        let now = self.clock.now();
+        if let Some((m, at)) = self.metadata.read().await.as_ref()
+            && now - at < METADATA_TTL
+        {
+            return Ok(m.clone());
+        }
+        let _guard = self.refetch.lock().await;
+        if let Some((m, at)) = self.metadata.read().await.as_ref()
+            && now - at < METADATA_TTL
+        {
+            return Ok(m.clone());
+        }
+        match self.fetch_metadata().await {
+            Ok(m) => {
+                let m = Arc::new(m);
+                *self.metadata.write().await = Some((m.clone(), now));
+                Ok(m)
+            }
+            Err(e) => match self.metadata.read().await.as_ref() {
+                Some((m, _)) => {
+                    tracing::warn!(error = %e, "using cached Entra metadata");
+                    Ok(m.clone())
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    async fn fetch_metadata(&self) -> Result<Metadata, OidcError> {
+        let m: Metadata = self.get_json(&self.discovery_url).await?;
+        // The configured tenant's own document names its concrete issuer; anything else
+        // (a `{tenantid}` template from `common`, another tenant) is a misconfiguration.
+        if m.issuer != self.issuer {
+            return Err(OidcError::Metadata(format!(
+                "issuer {:?}, expected {:?}",
+                m.issuer, self.issuer
+            )));
+        }
+        Ok(m)
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, OidcError> {
+        let res = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| OidcError::Unreachable(crate::proxy::error_chain(&e)))?;
+        if !res.status().is_success() {
+            return Err(OidcError::Metadata(format!("{url}: {}", res.status())));
+        }
+        res.json()
+            .await
+            .map_err(|e| OidcError::Metadata(format!("{url}: {e}")))
+    }
+
+    async fn fetch_jwks(&self, m: &Metadata) -> Result<(), OidcError> {
+        let set: JwkSet = self.get_json(&m.jwks_uri).await?;
+        let keys: HashMap<String, DecodingKey> = set
+            .keys
+            .into_iter()
+            .filter(|k| k.kty == "RSA" && k.use_.as_deref().is_none_or(|u| u == "sig"))
+            .filter_map(|k| {
+                let key =
+                    DecodingKey::from_rsa_components(k.n.as_deref()?, k.e.as_deref()?).ok()?;
+                Some((k.kid?, key))
+            })
+            .collect();
+        let mut jwks = self.jwks.write().await;
+        jwks.keys = keys;
+        jwks.fetched_at = Some(self.clock.now());
+        Ok(())
+    }
+
+    /// The key for `kid`; refetches the JWKS when the set is old, or when `kid` is unknown and
+    /// the last fetch was more than five minutes ago. A failed fetch keeps the last good set.
+    async fn key(&self, kid: &str) -> Result<DecodingKey, OidcError> {
+        let now = self.clock.now();
+        {
+            let jwks = self.jwks.read().await;
+            let fresh = jwks.fetched_at.is_some_and(|t| now - t < METADATA_TTL);
+            if let Some(k) = jwks.keys.get(kid).filter(|_| fresh) {
+                return Ok(k.clone());
+            }
+        }
+        let _guard = self.refetch.lock().await;
+        let last = self.jwks.read().await.fetched_at;
+        let may_fetch = last.is_none_or(|t| now - t >= JWKS_REFETCH_MIN);
+        if may_fetch {
+            let m = self.metadata().await?;
+            if let Err(e) = self.fetch_jwks(&m).await {
+                tracing::warn!(error = %e, "JWKS refresh failed; keeping the last key set");
+            }
+        }
+        self.jwks
+            .read()
+            .await
+            .keys
+            .get(kid)
+            .cloned()
+            .ok_or_else(|| TokenError::UnknownKey(kid.to_string()).into())
+    }
+
+    /// The URL that sends the browser to Entra's sign-in.
+    pub async fn authorization_url(
+        &self,
+        redirect_uri: &str,
+        state: &str,
+        nonce: &str,
+        code_challenge: &str,
+        login_hint: Option<&str>,
+    ) -> Result<String, OidcError> {
+        let m = self.metadata().await?;
+        let mut url = url::Url::parse(&m.authorization_endpoint)
+            .map_err(|e| OidcError::Metadata(format!("authorization_endpoint: {e}")))?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("client_id", &self.client_id)
+                .append_pair("response_type", "code")
+                .append_pair("redirect_uri", redirect_uri)
+                .append_pair("response_mode", "query")
+                .append_pair("scope", "openid profile email")
+                .append_pair("state", state)
+                .append_pair("nonce", nonce)
+                .append_pair("code_challenge", code_challenge)
+                .append_pair("code_challenge_method", "S256");
+            if let Some(hint) = login_hint {
+                q.append_pair("login_hint", hint);
+            }
+        }
+        Ok(url.into())
+    }
+
+    /// Redeems an authorization code; returns the ID token.
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        verifier: &str,
+        redirect_uri: &str,
+    ) -> Result<String, OidcError> {
+        let m = self.metadata().await?;
+        let mut form = vec![
+            ("grant_type", "authorization_code".to_string()),
+            ("client_id", self.client_id.clone()),
+            ("code", code.to_string()),
+            ("redirect_uri", redirect_uri.to_string()),
+            ("code_verifier", verifier.to_string()),
+            ("scope", "openid profile email".to_string()),
+        ];
+        self.authenticate(&m, &mut form)?;
+        let res = self
+            .http
+            .post(&m.token_endpoint)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| OidcError::Unreachable(crate::proxy::error_chain(&e)))?;
+        let status = res.status();
+        let text = res
+            .text()
+            .await
+            .map_err(|e| OidcError::Unreachable(e.to_string()))?;
+        if !status.is_success() {
+            let body: TokenErrorBody = serde_json::from_str(&text).unwrap_or(TokenErrorBody {
+                error: status.to_string(),
+                error_description: text.chars().take(200).collect(),
+            });
+            return Err(OidcError::TokenEndpoint {
+                error: body.error,
+                description: body.error_description,
+            });
+        }
+        let body: TokenResponse = serde_json::from_str(&text)
+            .map_err(|e| OidcError::Metadata(format!("token response: {e}")))?;
+        body.id_token.ok_or_else(|| OidcError::TokenEndpoint {
+            error: "no_id_token".into(),
+            description: "the token response has no id_token".into(),
+        })
+    }
+
+    /// Adds the client authentication to a token request.
+    fn authenticate(
+        &self,
+        m: &Metadata,
+        form: &mut Vec<(&'static str, String)>,
+    ) -> Result<(), OidcError> {
+        match &self.credential {
+            Credential::Secret(s) => form.push(("client_secret", s.expose_secret().to_string())),
+            Credential::Certificate { key, x5t, x5t_s256 } => {
+                let now = self.clock.now();
+                let jti = crate::ids::hex(
+                    &crate::ids::random::<16>()
+                        .map_err(|e| OidcError::Credential(e.to_string()))?,
+                );
+                let claims = serde_json::json!({
+                    "aud": m.token_endpoint, "iss": self.client_id, "sub": self.client_id,
+                    "jti": jti, "nbf": now, "iat": now, "exp": now + 300,
+                });
+                let mut header = Header::new(Algorithm::RS256);
+                header.x5t = Some(x5t.clone());
+                header.x5t_s256 = Some(x5t_s256.clone());
+                let assertion = jsonwebtoken::encode(&header, &claims, key)
+                    .map_err(|e| OidcError::Credential(e.to_string()))?;
+                form.push((
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+                ));
+                form.push(("client_assertion", assertion));
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates an ID token exactly as DESIGN §3 step 3 says; time comes from the clock.
+    pub async fn validate(&self, token: &str, nonce: &str) -> Result<IdClaims, OidcError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
+        if header.alg != Algorithm::RS256 {
+            return Err(TokenError::Algorithm(format!("{:?}", header.alg)).into());
+        }
+        let kid = header.kid.ok_or(TokenError::NoKeyId)?;
+        let key = self.key(&kid).await?;
+        let mut v = Validation::new(Algorithm::RS256);
+        v.validate_exp = false; // checked below against the injected clock
+        v.validate_nbf = false;
+        v.validate_aud = true;
+        v.set_audience(&[&self.client_id]);
+        v.set_issuer(&[&self.issuer]);
+        v.required_spec_claims.clear();
+        v.required_spec_claims.insert("aud".into());
+        v.required_spec_claims.insert("iss".into());
+        let data = jsonwebtoken::decode::<IdClaims>(token, &key, &v).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            match e.kind() {
+                K::InvalidSignature => TokenError::Signature,
+                K::InvalidIssuer => TokenError::Issuer(issuer_of(token)),
+                K::InvalidAudience | K::MissingRequiredClaim(_) => TokenError::Audience,
+                K::InvalidAlgorithm => TokenError::Algorithm(format!("{:?}", header.alg)),
+                _ => TokenError::Malformed(e.to_string()),
+            }
+        })?;
+        let claims = data.claims;
+        self.check_claims(&claims, nonce)?;
+        Ok(claims)
+    }
+
+    fn check_claims(&self, c: &IdClaims, nonce: &str) -> Result<(), TokenError> {
+        let now = self.clock.now();
+        if c.tid.as_deref() != Some(self.tenant_id.as_str()) {
+            return Err(TokenError::Tenant(c.tid.clone().unwrap_or_default()));
+        }
+        match c.exp {
+            Some(exp) if now <= exp + SKEW => {}
+            _ => return Err(TokenError::Expired),
+        }
+        if c.nbf.is_some_and(|nbf| now + SKEW < nbf) {
+            return Err(TokenError::NotYetValid);
+        }
+        match c.iat {
+            Some(iat) if iat <= now + SKEW => {}
+            Some(_) => return Err(TokenError::IssuedInFuture),
+            None => return Err(TokenError::Malformed("no iat".into())),
+        }
+        let matches = c
+            .nonce
+            .as_deref()
+            .is_some_and(|n| crate::ids::secrets_equal(n, nonce));
+        if !matches {
+            return Err(TokenError::Nonce);
+        }
+        if c.oid.as_deref().is_none_or(str::is_empty) {
+            return Err(TokenError::NoObjectId);
+        }
+        Ok(())
+    }
+
+    /// Entra's sign-out URL, or None when discovery names none.
+    pub async fn end_session_url(
+        &self,
+        post_logout_redirect_uri: &str,
+        logout_hint: Option<&str>,
+    ) -> Option<String> {
+        let m = self.metadata().await.ok()?;
+        let mut url = url::Url::parse(m.end_session_endpoint.as_deref()?).ok()?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("post_logout_redirect_uri", post_logout_redirect_uri);
+            q.append_pair("client_id", &self.client_id);
+            if let Some(h) = logout_hint {
+                q.append_pair("logout_hint", h);
+            }
+        }
+        Some(url.into())
+    }
+}
+
+/// The `iss` claim of an unverified token, for the log line of a rejection.
+fn issuer_of(token: &str) -> String {
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["iss"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}

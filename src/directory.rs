@@ -1,0 +1,199 @@
+//! Who is who: an Entra user, keyed on (tenant id, object id), and their 3CX extension.
+//!
+//! Resolution order: a config override (by UPN) wins; then what the store knows (filled by
+//! the user sync, or by an earlier match); then a 3CX extension whose e-mail address equals
+//! the UPN, compared case-insensitively and through `upn_suffix_aliases`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::config::DirectoryConfig;
+use crate::pbx::{PbxClient, PbxError};
+use crate::store::{DirectoryRow, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pbx(#[from] PbxError),
+    #[error("override for {upn}: extension {extension} does not exist in 3CX")]
+    MissingOverrideExtension { upn: String, extension: String },
+}
+
+/// A signed-in Entra user, as the token tells.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub tenant_id: String,
+    pub object_id: String,
+    pub upn: String,
+    pub display_name: String,
+}
+
+/// The outcome of a lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    Found(DirectoryRow),
+    /// No extension is assigned to this UPN.
+    NotAssigned {
+        upn: String,
+    },
+}
+
+pub struct Directory {
+    store: Store,
+    pbx: Arc<PbxClient>,
+    clock: Arc<dyn Clock>,
+    aliases: BTreeMap<String, String>,
+    overrides: BTreeMap<String, String>,
+}
+
+impl Directory {
+    pub fn new(
+        config: &DirectoryConfig,
+        store: Store,
+        pbx: Arc<PbxClient>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let aliases: BTreeMap<String, String> = config
+            .upn_suffix_aliases
+            .iter()
+            .map(|(k, v)| (k.to_lowercase(), v.to_lowercase()))
+            .collect();
+        let overrides = config
+            .overrides
+            .iter()
+            .map(|o| {
+                (
+                    canonical_upn(&o.upn, &aliases),
+                    o.extension.trim().to_string(),
+                )
+            })
+            .collect();
+        Self {
+            store,
+            pbx,
+            clock,
+            aliases,
+            overrides,
+        }
+    }
+
+    /// The extension of `who`, or why there is none.
+    pub async fn resolve(&self, who: &Identity) -> Result<Resolution, DirectoryError> {
+        let canonical = canonical_upn(&who.upn, &self.aliases);
+        if let Some(extension) = self.overrides.get(&canonical) {
+            let user = self.pbx.user_by_number(extension).await?.ok_or_else(|| {
+                DirectoryError::MissingOverrideExtension {
+                    upn: who.upn.clone(),
+                    extension: extension.clone(),
+                }
+            })?;
+            return self.remember(who, &user.number, user.id, "override").await;
+        }
+        if let Some(row) = self
+            .store
+            .directory_user(&who.tenant_id, &who.object_id)
+            .await?
+            .filter(|r| r.source != "override")
+        {
+            return Ok(Resolution::Found(row));
+        }
+        let candidates = email_candidates(&who.upn, &self.aliases);
+        let matches = self.pbx.users_by_email(&candidates).await?;
+        // Prefer the extension whose address is the canonical form; then the lowest number.
+        let best = matches
+            .iter()
+            .filter(|u| u.enabled != Some(false))
+            .min_by_key(|u| {
+                let email = u.email_address.as_deref().unwrap_or("").to_lowercase();
+                (email != canonical, u.number.len(), u.number.clone())
+            });
+        match best {
+            Some(user) => self.remember(who, &user.number, user.id, "match").await,
+            None => Ok(Resolution::NotAssigned {
+                upn: who.upn.clone(),
+            }),
+        }
+    }
+
+    async fn remember(
+        &self,
+        who: &Identity,
+        extension: &str,
+        pbx_user_id: i64,
+        source: &str,
+    ) -> Result<Resolution, DirectoryError> {
+        let row = DirectoryRow {
+            tenant_id: who.tenant_id.clone(),
+            object_id: who.object_id.clone(),
+            upn: who.upn.clone(),
+            display_name: who.display_name.clone(),
+            extension: extension.to_string(),
+            pbx_user_id,
+            source: source.to_string(),
+            managed_password: None,
+            updated_at: self.clock.now(),
+        };
+        self.store.upsert_directory_user(&row).await?;
+        // Read back: the stored row carries a managed password set earlier.
+        let stored = self
+            .store
+            .directory_user(&who.tenant_id, &who.object_id)
+            .await?;
+        Ok(Resolution::Found(stored.unwrap_or(row)))
+    }
+}
+
+/// Lower case, with an aliased suffix replaced by the suffix used in 3CX.
+pub fn canonical_upn(upn: &str, aliases: &BTreeMap<String, String>) -> String {
+    let upn = upn.trim().to_lowercase();
+    match upn.rsplit_once('@') {
+        Some((local, domain)) => match aliases.get(domain) {
+            Some(published) => format!("{local}@{published}"),
+            None => upn,
+        },
+        None => upn,
+    }
+}
+
+/// The e-mail addresses in 3CX that identify `upn`: its canonical form, the form as given,
+/// and the form under every alias of the canonical suffix.
+pub fn email_candidates(upn: &str, aliases: &BTreeMap<String, String>) -> Vec<String> {
+    let canonical = canonical_upn(upn, aliases);
+    let mut out = vec![canonical.clone(), upn.trim().to_lowercase()];
+    if let Some((local, domain)) = canonical.rsplit_once('@') {
+        for (alias, published) in aliases {
+            if published == domain {
+                out.push(format!("{local}@{alias}"));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aliases() -> BTreeMap<String, String> {
+        [("contoso.local".to_string(), "contoso.com".to_string())].into()
+    }
+
+    #[test]
+    fn upns_compare_case_insensitively_through_aliases() {
+        let a = aliases();
+        assert_eq!(
+            canonical_upn("Alice.Adams@Contoso.LOCAL", &a),
+            "alice.adams@contoso.com"
+        );
+        assert_eq!(canonical_upn("Bob@Fabrikam.com", &a), "bob@fabrikam.com");
+        assert_eq!(
+            email_candidates("Alice@contoso.com", &a),
+            vec!["alice@contoso.com", "alice@contoso.local"]
+        );
+    }
+}

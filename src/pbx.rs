@@ -1,0 +1,456 @@
+//! The 3CX client: the Configuration API (XAPI) with a cached API-client token, and the
+//! webclient session calls that sign a user in.
+//!
+//! Documented by 3CX: `/connect/token` with client credentials and `/xapi/v1/…`
+//! (`shared/reference/3cx-xapi-openapi.yaml`). **Not documented by 3CX** and taken from public
+//! third-party research (`shared/notes/3cx.md` §2), isolated in the functions marked so:
+//! impersonation through `/connect/token`, `/webclient/api/Login/GetAccessToken` and its
+//! `RefreshTokenCookie`, and `/webclient/api/Logout`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use http::header::{COOKIE, SET_COOKIE};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use url::Url;
+
+use crate::clock::{Clock, UnixTime};
+use crate::config::PbxConfig;
+use crate::tls::{self, TlsError};
+
+/// The name of the webclient's refresh-token cookie (undocumented; §2.1 of the research).
+pub const REFRESH_COOKIE: &str = "RefreshTokenCookie";
+/// 3CX allows `$top` up to 100.
+const PAGE: usize = 100;
+/// Fields read from `/Users`: always an explicit `$select`, as the default listing includes
+/// SIP and voicemail credentials.
+const USER_FIELDS: &str = "Id,Number,FirstName,LastName,DisplayName,EmailAddress,Enabled";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PbxError {
+    #[error("3CX is unreachable: {0}")]
+    Unreachable(String),
+    #[error("3CX refused the API client credentials ({0})")]
+    Credentials(String),
+    #[error("3CX answered {status}: {code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("3CX answered something unexpected: {0}")]
+    Unexpected(String),
+    #[error("3CX refused the sign-in for extension {extension} ({status})")]
+    SignInRefused { extension: String, status: u16 },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// A 3CX user as pbxgate reads it (nulls are omitted by 3CX, hence the options).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct PbxUser {
+    pub id: i64,
+    pub number: String,
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub last_name: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub email_address: Option<String>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// An access token from 3CX with its absolute expiry.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    pub token: SecretString,
+    pub expires_at: UnixTime,
+}
+
+/// What a webclient sign-in with a password gives: the access token and the cookies 3CX set
+/// (its `RefreshTokenCookie`), to be handed to the browser unchanged.
+#[derive(Debug)]
+pub struct WebclientLogin {
+    pub access: AccessToken,
+    pub set_cookies: Vec<HeaderValue>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct ODataError {
+    error: ODataErrorBody,
+}
+
+#[derive(Deserialize)]
+struct ODataErrorBody {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct OAuthError {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Collection<T> {
+    value: Vec<T>,
+}
+
+pub struct PbxClient {
+    http: reqwest::Client,
+    base: Url,
+    client_id: String,
+    client_secret: SecretString,
+    clock: Arc<dyn Clock>,
+    /// The API client's token. The lock is held while refreshing: 3CX keeps one live token per
+    /// API client, so two refreshes at once would invalidate each other.
+    token: Mutex<Option<AccessToken>>,
+    impersonated: moka::sync::Cache<String, AccessToken>,
+}
+
+/// Seconds from `expires_in`: minutes before 3CX 20.0.9 (`60`), seconds since (`3600`).
+fn lifetime_secs(expires_in: Option<i64>) -> i64 {
+    match expires_in {
+        Some(n) if n > 0 && n <= 120 => n * 60,
+        Some(n) if n > 0 => n,
+        _ => 3600,
+    }
+}
+
+impl PbxClient {
+    pub fn new(config: &PbxConfig, clock: Arc<dyn Clock>) -> Result<Self, PbxError> {
+        let tls = tls::client_config(config.ca_file.as_deref())?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .connect_timeout(config.connect_timeout.get())
+            .timeout(config.response_timeout.get())
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("pbxgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| PbxError::Unexpected(e.to_string()))?;
+        Ok(Self {
+            http,
+            base: config.url.clone(),
+            client_id: config.client_id.clone(),
+            client_secret: config.client_secret.clone(),
+            clock,
+            token: Mutex::new(None),
+            impersonated: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base.as_str().trim_end_matches('/'), path)
+    }
+
+    /// A valid token is one that lives at least another minute.
+    fn fresh(&self, t: &AccessToken) -> bool {
+        t.expires_at - self.clock.now() > 60
+    }
+
+    /// The API client's bearer token, refreshed shortly before it expires.
+    pub async fn api_token(&self) -> Result<SecretString, PbxError> {
+        let mut slot = self.token.lock().await;
+        if let Some(t) = slot.as_ref().filter(|t| self.fresh(t)) {
+            return Ok(t.token.clone());
+        }
+        let res = self
+            .http
+            .post(self.url("/connect/token"))
+            .form(&[
+                ("client_id", self.client_id.as_str()),
+                ("client_secret", self.client_secret.expose_secret()),
+                ("grant_type", "client_credentials"),
+            ])
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = res.status();
+        if !status.is_success() {
+            let body: Option<OAuthError> = res.json().await.ok();
+            let why = body
+                .map(|b| b.error_description.unwrap_or(b.error))
+                .unwrap_or_else(|| status.to_string());
+            return Err(PbxError::Credentials(why));
+        }
+        let t = self.read_token(res).await?;
+        *slot = Some(t.clone());
+        Ok(t.token)
+    }
+
+    async fn read_token(&self, res: reqwest::Response) -> Result<AccessToken, PbxError> {
+        let body: TokenResponse = res
+            .json()
+            .await
+            .map_err(|e| PbxError::Unexpected(format!("token response: {e}")))?;
+        Ok(AccessToken {
+            token: SecretString::from(body.access_token),
+            expires_at: self.clock.now() + lifetime_secs(body.expires_in),
+        })
+    }
+
+    /// Forgets the API token (3CX restarted, or the key was rotated): the next call gets one.
+    async fn drop_api_token(&self) {
+        *self.token.lock().await = None;
+    }
+
+    /// `GET /xapi/v1/Users` with an OData `$filter`, every page.
+    pub async fn users(&self, filter: Option<&str>) -> Result<Vec<PbxUser>, PbxError> {
+        let mut all = Vec::new();
+        loop {
+            let skip = all.len().to_string();
+            let top = PAGE.to_string();
+            let mut query = vec![("$select", USER_FIELDS), ("$top", &top), ("$skip", &skip)];
+            if let Some(f) = filter {
+                query.push(("$filter", f));
+            }
+            let page: Collection<PbxUser> = self.xapi_get("/xapi/v1/Users", &query).await?;
+            let n = page.value.len();
+            all.extend(page.value);
+            if n < PAGE {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// The users whose e-mail address is one of `emails` (compared in lower case).
+    pub async fn users_by_email(&self, emails: &[String]) -> Result<Vec<PbxUser>, PbxError> {
+        let filter = emails
+            .iter()
+            .map(|e| {
+                format!(
+                    "tolower(EmailAddress) eq {}",
+                    odata_string(&e.to_lowercase())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" or ");
+        self.users(Some(&filter)).await
+    }
+
+    pub async fn user_by_number(&self, number: &str) -> Result<Option<PbxUser>, PbxError> {
+        let filter = format!("Number eq {}", odata_string(number));
+        Ok(self.users(Some(&filter)).await?.into_iter().next())
+    }
+
+    async fn xapi_get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, PbxError> {
+        let res = self
+            .xapi(reqwest::Method::GET, path, |r| r.query(query))
+            .await?;
+        res.json()
+            .await
+            .map_err(|e| PbxError::Unexpected(format!("{path}: {e}")))
+    }
+
+    /// One XAPI call with the API token; on 401 the token is renewed once and the call repeated.
+    async fn xapi(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, PbxError> {
+        for attempt in 0..2 {
+            let token = self.api_token().await?;
+            let req = self
+                .http
+                .request(method.clone(), self.url(path))
+                .bearer_auth(token.expose_secret());
+            let res = build(req).send().await.map_err(unreachable)?;
+            if res.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
+                self.drop_api_token().await;
+                continue;
+            }
+            return check(res).await;
+        }
+        Err(PbxError::Unexpected("unreachable retry state".into()))
+    }
+
+    /// Sets an extension's webclient password (`AccessPassword`), for managed-password mode.
+    pub async fn set_access_password(
+        &self,
+        user_id: i64,
+        password: &SecretString,
+    ) -> Result<(), PbxError> {
+        let path = format!("/xapi/v1/Users({user_id})");
+        let body = serde_json::json!({ "AccessPassword": password.expose_secret() });
+        self.xapi(reqwest::Method::PATCH, &path, |r| r.json(&body))
+            .await
+            .map(|_| ())
+    }
+
+    /// An access token acting as `extension`, for the webclient of a signed-in user.
+    ///
+    /// UNDOCUMENTED 3CX behaviour: `POST /connect/token` with `client_id=Webclient`,
+    /// `grant_type=refresh_token` and `impersonate=<extension>`, authorised by an admin
+    /// credential (here the API client's token). Seen working on 20.0.9 with an admin's
+    /// refresh cookie; not verified with an API client against a live PBX.
+    pub async fn impersonate(&self, extension: &str) -> Result<AccessToken, PbxError> {
+        if let Some(t) = self.impersonated.get(extension).filter(|t| self.fresh(t)) {
+            return Ok(t);
+        }
+        let token = self.api_token().await?;
+        let res = self
+            .http
+            .post(self.url("/connect/token"))
+            .bearer_auth(token.expose_secret())
+            .form(&[
+                ("client_id", "Webclient"),
+                ("grant_type", "refresh_token"),
+                ("impersonate", extension),
+            ])
+            .send()
+            .await
+            .map_err(unreachable)?;
+        if !res.status().is_success() {
+            return Err(PbxError::SignInRefused {
+                extension: extension.to_string(),
+                status: res.status().as_u16(),
+            });
+        }
+        let t = self.read_token(res).await?;
+        self.impersonated.insert(extension.to_string(), t.clone());
+        Ok(t)
+    }
+
+    /// Forgets the cached impersonated token of `extension` (its user signed out).
+    pub fn forget_impersonation(&self, extension: &str) {
+        self.impersonated.invalidate(extension);
+    }
+
+    /// Signs in to the webclient with the extension's password.
+    ///
+    /// UNDOCUMENTED 3CX behaviour: `POST /webclient/api/Login/GetAccessToken` with
+    /// `{Username, Password, SecurityCode, ReCaptchaResponse}`; success is `Status =
+    /// "AuthSuccess"` with a token, and 3CX sets the `RefreshTokenCookie` the webclient then
+    /// uses at `/connect/token`.
+    pub async fn webclient_login(
+        &self,
+        extension: &str,
+        password: &SecretString,
+    ) -> Result<WebclientLogin, PbxError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct LoginResponse {
+            status: String,
+            token: Option<TokenResponse>,
+        }
+        let res = self
+            .http
+            .post(self.url("/webclient/api/Login/GetAccessToken"))
+            .json(&serde_json::json!({
+                "Username": extension,
+                "Password": password.expose_secret(),
+                "SecurityCode": "",
+                "ReCaptchaResponse": null,
+            }))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = res.status();
+        let set_cookies: Vec<HeaderValue> =
+            res.headers().get_all(SET_COOKIE).iter().cloned().collect();
+        let body: Option<LoginResponse> = res.json().await.ok();
+        match body {
+            Some(LoginResponse {
+                status: s,
+                token: Some(t),
+            }) if status.is_success() && s == "AuthSuccess" => Ok(WebclientLogin {
+                access: AccessToken {
+                    token: SecretString::from(t.access_token),
+                    expires_at: self.clock.now() + lifetime_secs(t.expires_in),
+                },
+                set_cookies,
+            }),
+            _ => Err(PbxError::SignInRefused {
+                extension: extension.to_string(),
+                status: status.as_u16(),
+            }),
+        }
+    }
+
+    /// Ends a webclient session in 3CX.
+    ///
+    /// UNDOCUMENTED 3CX behaviour: `POST /webclient/api/Logout` with the browser's
+    /// `RefreshTokenCookie`.
+    pub async fn webclient_logout(&self, refresh_cookie: &str) -> Result<(), PbxError> {
+        let cookie = format!("{REFRESH_COOKIE}={refresh_cookie}");
+        let res = self
+            .http
+            .post(self.url("/webclient/api/Logout"))
+            .header(COOKIE, cookie)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        check(res).await.map(|_| ())
+    }
+}
+
+fn unreachable(e: reqwest::Error) -> PbxError {
+    PbxError::Unreachable(crate::proxy::error_chain(&e))
+}
+
+/// Maps 3CX's error answers: the OData error shape, or a bare status.
+async fn check(res: reqwest::Response) -> Result<reqwest::Response, PbxError> {
+    let status = res.status();
+    if status.is_success() {
+        return Ok(res);
+    }
+    let text = res.text().await.unwrap_or_default();
+    let (code, message) = match serde_json::from_str::<ODataError>(&text) {
+        Ok(e) => (e.error.code, e.error.message),
+        Err(_) => (String::new(), text.chars().take(200).collect()),
+    };
+    Err(PbxError::Api {
+        status: status.as_u16(),
+        code,
+        message,
+    })
+}
+
+/// An OData string literal: single quotes, with `'` doubled.
+pub fn odata_string(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odata_strings_are_quoted() {
+        assert_eq!(odata_string("o'brien@x.com"), "'o''brien@x.com'");
+    }
+
+    #[test]
+    fn expires_in_is_minutes_before_20_0_9_and_seconds_after() {
+        assert_eq!(lifetime_secs(Some(60)), 3600);
+        assert_eq!(lifetime_secs(Some(3600)), 3600);
+        assert_eq!(lifetime_secs(None), 3600);
+    }
+}
