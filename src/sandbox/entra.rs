@@ -35,7 +35,7 @@ pub struct SigningKey {
     pub e: String,
     /// PKCS#1 PEM of the public key (what an HS256-confusion attacker would use as secret).
     public_pem: String,
-    /// PKCS#1 PEM of the private key (to build client certificates in tests).
+    /// PKCS#8 PEM of the private key (to build client certificates in tests).
     pub private_pem: String,
 }
 
@@ -58,10 +58,10 @@ fn generate_key() -> SigningKey {
     let private =
         rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("RSA key generation");
     let der = private.to_pkcs1_der().expect("PKCS#1 encoding");
-    let private_pem = private
-        .to_pkcs1_pem(rsa::pkcs1::LineEnding::LF)
-        .expect("PKCS#1 PEM")
-        .to_string();
+    let private_pem =
+        rsa::pkcs8::EncodePrivateKey::to_pkcs8_pem(&private, rsa::pkcs8::LineEnding::LF)
+            .expect("PKCS#8 PEM")
+            .to_string();
     let public = private.to_public_key();
     let public_pem = public
         .to_pkcs1_pem(rsa::pkcs1::LineEnding::LF)
@@ -112,7 +112,8 @@ pub enum Forge {
     UnknownKid,
 }
 
-type ClaimEdit = Arc<dyn Fn(&mut Value) + Send + Sync>;
+/// A change applied to the claims of every following ID token.
+pub type ClaimEdit = Arc<dyn Fn(&mut Value) + Send + Sync>;
 
 struct Grant {
     client_id: String,

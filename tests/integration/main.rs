@@ -1,5 +1,6 @@
 //! One integration-test binary (one link, shared helpers): real listeners on loopback ports.
 
+mod auth;
 mod binary;
 mod proxy;
 mod store;

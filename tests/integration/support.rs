@@ -233,8 +233,11 @@ impl TestGateway {
     }
 
     pub async fn start_with(config: Config) -> Self {
+        Self::start_with_clock(config, ManualClock::new(START)).await
+    }
+
+    pub async fn start_with_clock(config: Config, clock: ManualClock) -> Self {
         init();
-        let clock = ManualClock::new(START);
         let gateway = Gateway::bind(config, Arc::new(clock.clone()))
             .await
             .expect("gateway starts");
