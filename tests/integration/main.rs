@@ -2,6 +2,7 @@
 
 mod auth;
 mod binary;
+mod oidc_provider;
 mod proxy;
 mod store;
 mod support;
