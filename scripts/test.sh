@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Runs the whole test suite, installing and starting what it needs first.
-# Safe to run again: every step checks before it acts.
+# Runs the whole test suite, installing and starting what it needs first:
+# PostgreSQL (store tests), Node.js packages (oidc-provider, playwright-core) and Debian's
+# Chromium (browser test). Safe to run again: every step checks before it acts.
+# Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_updated=
+apt_install() {
+  [ -n "$apt_updated" ] || { as_root apt-get update -qq; apt_updated=1; }
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
 
 # PostgreSQL on 127.0.0.1:5432: the store tests run against it for real (never skipped).
 if [ -z "${PBXGATE_TEST_POSTGRES_URL:-}" ]; then
   if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
-    if ! command -v pg_ctlcluster >/dev/null; then
-      as_root apt-get update -qq
-      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-    fi
+    command -v pg_ctlcluster >/dev/null || apt_install postgresql
     for v in /etc/postgresql/*; do
       as_root pg_ctlcluster --skip-systemctl-redirect "$(basename "$v")" main start || true
     done
@@ -21,4 +25,13 @@ if [ -z "${PBXGATE_TEST_POSTGRES_URL:-}" ]; then
   pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
 fi
 
-cargo test --locked "$@"
+# Node.js for the third-party OpenID provider and the browser driver; Chromium to drive.
+command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+[ -x /usr/bin/chromium ] || apt_install chromium
+(cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+
+# The browser test drives the real binary through `pbxgate demo`.
+cargo build --locked --bin pbxgate
+(cd tests/e2e && node --test browser.test.mjs)
+
+cargo test --locked --lib --bins --tests "$@"
