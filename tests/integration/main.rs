@@ -3,6 +3,7 @@
 mod auth;
 mod binary;
 mod oidc_provider;
+mod pbx;
 mod proxy;
 mod store;
 mod support;
