@@ -162,6 +162,20 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// A short page with the request's correlation id, counted under `class`.
+pub fn page(
+    id: Option<&str>,
+    class: RouteClass,
+    status: StatusCode,
+    title: &'static str,
+    message: &str,
+) -> Response {
+    classed(
+        class,
+        Page::new(status, title, message).with_correlation_id(id),
+    )
+}
+
 pub fn classed(class: RouteClass, res: impl IntoResponse) -> Response {
     let mut res = res.into_response();
     res.extensions_mut().insert(class);
@@ -287,14 +301,12 @@ async fn metrics(State(app): State<Arc<App>>, req: Request) -> Response {
         .iter()
         .any(|n| n.contains(&client.ip))
     {
-        let page = Page::new(
+        return page(
+            correlation(&req).as_deref(),
+            RouteClass::Ops,
             StatusCode::FORBIDDEN,
             "Forbidden",
             "Metrics are not available from this address.",
-        );
-        return classed(
-            RouteClass::Ops,
-            page.with_correlation_id(correlation(&req).as_deref()),
         );
     }
     let mut res = app.metrics.render().into_response();
@@ -308,14 +320,12 @@ async fn metrics(State(app): State<Arc<App>>, req: Request) -> Response {
 /// `/auth/*` is reserved for pbxgate: never proxied, so it can never loop back to itself.
 async fn auth_not_found(req: Request) -> Response {
     let (req, _) = req.into_parts();
-    let page = Page::new(
+    page(
+        correlation(&req).as_deref(),
+        RouteClass::Auth,
         StatusCode::NOT_FOUND,
         "Not found",
         "There is no such sign-in page.",
-    );
-    classed(
-        RouteClass::Auth,
-        page.with_correlation_id(correlation(&req).as_deref()),
     )
 }
 
@@ -339,14 +349,12 @@ async fn gateway(State(app): State<Arc<App>>, req: Request) -> Response {
     let rid = correlation(&parts);
     let path = parts.uri.path();
     if !proxy::path_is_safe(path) {
-        let page = Page::new(
+        return page(
+            rid.as_deref(),
+            RouteClass::Rejected,
             StatusCode::BAD_REQUEST,
             "Bad request",
             "The address contains path segments pbxgate does not forward.",
-        );
-        return classed(
-            RouteClass::Rejected,
-            page.with_correlation_id(rid.as_deref()),
         );
     }
     let (parts, body) = match webclient_token(&app, parts, body).await {
@@ -376,12 +384,13 @@ async fn gateway(State(app): State<Arc<App>>, req: Request) -> Response {
         Ok(res) => classed(class, res),
         Err(e) => {
             tracing::error!(error = %e, "3CX request failed");
-            let page = Page::new(
+            page(
+                rid.as_deref(),
+                class,
                 StatusCode::BAD_GATEWAY,
                 "The phone system is not reachable",
                 "pbxgate could not reach the 3CX phone system. Please try again in a minute.",
-            );
-            classed(class, page.with_correlation_id(rid.as_deref()))
+            )
         }
     }
 }
@@ -401,14 +410,12 @@ async fn webclient_token(app: &App, parts: Parts, body: Body) -> Result<Response
     let bytes = match axum::body::to_bytes(body, LIMIT).await {
         Ok(b) => b,
         Err(_) => {
-            let page = Page::new(
+            return Ok(page(
+                correlation(&parts).as_deref(),
+                RouteClass::Rejected,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Request too large",
                 "The token request is too large.",
-            );
-            return Ok(classed(
-                RouteClass::Rejected,
-                page.with_correlation_id(correlation(&parts).as_deref()),
             ));
         }
     };
@@ -431,14 +438,12 @@ async fn check_session(app: &App, req: &Parts) -> Result<(), Response> {
         Ok(Err(why)) => why,
         Err(e) => {
             tracing::error!(error = %e, "session lookup failed");
-            let page = Page::new(
+            return Err(page(
+                rid.as_deref(),
+                RouteClass::Unauthenticated,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Sign-in is temporarily unavailable",
                 "pbxgate cannot check your session right now. Please try again in a minute.",
-            );
-            return Err(classed(
-                RouteClass::Unauthenticated,
-                page.with_correlation_id(rid.as_deref()),
             ));
         }
     };

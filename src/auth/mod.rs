@@ -170,8 +170,13 @@ impl PasswordBox {
 // === handlers ===
 
 fn failure(parts: &Parts, status: StatusCode, title: &'static str, message: &str) -> Response {
-    let page = Page::new(status, title, message).with_correlation_id(correlation(parts).as_deref());
-    classed(RouteClass::Auth, page)
+    crate::server::page(
+        correlation(parts).as_deref(),
+        RouteClass::Auth,
+        status,
+        title,
+        message,
+    )
 }
 
 fn rate_limited(app: &App, parts: &Parts) -> Option<Response> {
@@ -576,8 +581,7 @@ pub async fn logout(State(app): State<Arc<App>>, parts: Parts) -> Response {
     classed(RouteClass::Auth, res)
 }
 
-pub async fn signed_out(parts: Parts) -> Response {
-    let _ = parts;
+pub async fn signed_out() -> Response {
     classed(
         RouteClass::Auth,
         Page::new(
@@ -620,7 +624,7 @@ pub async fn answer_webclient_token(app: &App, parts: &Parts, body: &[u8]) -> Op
     if app.config.pbx.session_mode != SessionMode::Impersonation {
         return None;
     }
-    let form: Vec<(String, String)> = serde_urlencoded_pairs(body);
+    let form: Vec<(String, String)> = form_pairs(body);
     let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     if get("client_id") != Some("Webclient") || get("grant_type") != Some("refresh_token") {
         return None;
@@ -658,7 +662,7 @@ pub async fn answer_webclient_token(app: &App, parts: &Parts, body: &[u8]) -> Op
     Some(classed(RouteClass::Session, res))
 }
 
-fn serde_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
+fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
     url::form_urlencoded::parse(body).into_owned().collect()
 }
 
