@@ -216,8 +216,10 @@ pub struct Provider {
     clock: Arc<dyn Clock>,
     metadata: RwLock<Option<(Arc<Metadata>, UnixTime)>>,
     jwks: RwLock<Jwks>,
-    /// Serialises refetches, so a burst of unknown kids costs one request.
-    refetch: Mutex<()>,
+    /// Serialise refetches, so a burst of sign-ins or unknown kids costs one request each.
+    /// Two locks: a JWKS refetch may need fresh metadata first.
+    metadata_fetch: Mutex<()>,
+    jwks_fetch: Mutex<()>,
 }
 
 impl Provider {
@@ -241,7 +243,8 @@ impl Provider {
             clock,
             metadata: RwLock::new(None),
             jwks: RwLock::new(Jwks::default()),
-            refetch: Mutex::new(()),
+            metadata_fetch: Mutex::new(()),
+            jwks_fetch: Mutex::new(()),
         })
     }
 
@@ -258,7 +261,7 @@ impl Provider {
         {
             return Ok(m.clone());
         }
-        let _guard = self.refetch.lock().await;
+        let _guard = self.metadata_fetch.lock().await;
         if let Some((m, at)) = self.metadata.read().await.as_ref()
             && now - at < METADATA_TTL
         {
@@ -337,7 +340,7 @@ impl Provider {
                 return Ok(k.clone());
             }
         }
-        let _guard = self.refetch.lock().await;
+        let _guard = self.jwks_fetch.lock().await;
         let last = self.jwks.read().await.fetched_at;
         let may_fetch = last.is_none_or(|t| now - t >= JWKS_REFETCH_MIN);
         if may_fetch {

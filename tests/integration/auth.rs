@@ -716,3 +716,27 @@ async fn sign_in_is_rate_limited_per_address() {
     }
     assert_eq!(statuses, vec![303, 303, 303, 429, 429]);
 }
+
+#[tokio::test]
+async fn metadata_and_keys_are_refetched_after_a_day_without_deadlock() {
+    let env = env().await;
+    let mut b = Browser::default();
+    assert_eq!(
+        b.sign_in(&env.gw, "alice.adams@contoso.com").await.status(),
+        303
+    );
+    env.sandbox.entra.rotate_key(2);
+    env.gw.clock.advance(24 * 3600 + 1);
+    let mut later = Browser::default();
+    let back = later
+        .walk_to_callback(&env.gw, "alice.adams@contoso.com", "/")
+        .await;
+    // The attempt is fresh (made after the clock moved); the JWKS is a day old.
+    let res = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        later.get(&env.gw, &back),
+    )
+    .await
+    .expect("no deadlock between metadata and JWKS refresh");
+    assert_eq!(res.status(), 303);
+}
