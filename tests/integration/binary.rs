@@ -251,3 +251,42 @@ async fn demo_command_serves_the_sandbox_over_tls() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_the_request_id() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &up.url(), "[log]\nformat = \"json\"\n");
+    let gw = Process::serve_json(&path, &dir.path().join("gw.log"));
+    let res = client()
+        .get(format!(
+            "http://{}/provisioning/s3cret/a.cfg?pass=hunter2",
+            gw.addr
+        ))
+        .header("x-request-id", "json-log-test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut access = None;
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(&gw.log).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        access = lines.into_iter().find(|l| l["target"] == "pbxgate::access");
+        if access.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let access = access.expect("an access log line");
+    assert_eq!(access["span"]["request_id"], "json-log-test", "{access}");
+    assert_eq!(
+        access["path"], "/provisioning/…",
+        "secret folder and query not logged"
+    );
+    let text = std::fs::read_to_string(&gw.log).unwrap();
+    assert!(!text.contains("hunter2") && !text.contains("s3cret"));
+}

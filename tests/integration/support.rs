@@ -461,6 +461,33 @@ impl Process {
         }
     }
 
+    /// Like `serve`, for a config with `[log] format = "json"`.
+    pub fn serve_json(config: &Path, log: &Path) -> Self {
+        let out = std::fs::File::create(log).unwrap();
+        let child = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let addr = wait_for(log, |l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            (v["fields"]["message"] == "listening" || v["message"] == "listening").then(|| {
+                v["addr"]
+                    .as_str()
+                    .or(v["fields"]["addr"].as_str())?
+                    .parse()
+                    .ok()
+            })?
+        });
+        Self {
+            child,
+            addr,
+            log: log.to_path_buf(),
+        }
+    }
+
     /// Peak resident memory (VmHWM) in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
@@ -504,16 +531,24 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 }
 
 fn wait_for_listen(log: &Path) -> SocketAddr {
+    wait_for(log, |l| {
+        l.contains("listening").then(|| {
+            l.split("addr=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })?
+    })
+}
+
+/// Waits until a line of the log yields a value.
+fn wait_for<T>(log: &Path, find: impl Fn(&str) -> Option<T>) -> T {
     for _ in 0..400 {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(addr) = text
-            .lines()
-            .filter(|l| l.contains("listening"))
-            .find_map(|l| l.split("addr=").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-        {
-            return addr;
+        if let Some(v) = text.lines().find_map(&find) {
+            return v;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
