@@ -7,6 +7,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod directory;
+pub mod graph;
 pub mod ids;
 pub mod metrics;
 pub mod pbx;

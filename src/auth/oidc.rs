@@ -198,6 +198,13 @@ struct TokenResponse {
 }
 
 #[derive(Deserialize)]
+struct AccessTokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<i64>,
+}
+
+#[derive(Deserialize)]
 struct TokenErrorBody {
     #[serde(default)]
     error: String,
@@ -405,10 +412,45 @@ impl Provider {
             ("scope", "openid profile email".to_string()),
         ];
         self.authenticate(&m, &mut form)?;
+        let text = self.post_token(&m, &form).await?;
+        let body: TokenResponse = serde_json::from_str(&text)
+            .map_err(|e| OidcError::Metadata(format!("token response: {e}")))?;
+        body.id_token.ok_or_else(|| OidcError::TokenEndpoint {
+            error: "no_id_token".into(),
+            description: "the token response has no id_token".into(),
+        })
+    }
+
+    /// An app-only access token for `scope` (e.g. `https://graph.microsoft.com/.default`) by
+    /// the client-credentials grant, from the token endpoint discovery names. Returns the
+    /// token and its lifetime in seconds.
+    pub async fn client_credentials(&self, scope: &str) -> Result<(SecretString, i64), OidcError> {
+        let m = self.metadata().await?;
+        let mut form = vec![
+            ("grant_type", "client_credentials".to_string()),
+            ("client_id", self.client_id.clone()),
+            ("scope", scope.to_string()),
+        ];
+        self.authenticate(&m, &mut form)?;
+        let text = self.post_token(&m, &form).await?;
+        let body: AccessTokenResponse = serde_json::from_str(&text)
+            .map_err(|e| OidcError::Metadata(format!("token response: {e}")))?;
+        Ok((
+            SecretString::from(body.access_token),
+            body.expires_in.unwrap_or(3599),
+        ))
+    }
+
+    /// POSTs to the token endpoint; Entra's error body becomes `OidcError::TokenEndpoint`.
+    async fn post_token(
+        &self,
+        m: &Metadata,
+        form: &[(&'static str, String)],
+    ) -> Result<String, OidcError> {
         let res = self
             .http
             .post(&m.token_endpoint)
-            .form(&form)
+            .form(form)
             .send()
             .await
             .map_err(|e| OidcError::Unreachable(crate::proxy::error_chain(&e)))?;
@@ -427,12 +469,7 @@ impl Provider {
                 description: body.error_description,
             });
         }
-        let body: TokenResponse = serde_json::from_str(&text)
-            .map_err(|e| OidcError::Metadata(format!("token response: {e}")))?;
-        body.id_token.ok_or_else(|| OidcError::TokenEndpoint {
-            error: "no_id_token".into(),
-            description: "the token response has no id_token".into(),
-        })
+        Ok(text)
     }
 
     /// Adds the client authentication to a token request.
