@@ -51,6 +51,83 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub directory: DirectoryConfig,
+    #[serde(default)]
+    pub sync: SyncConfig,
+}
+
+/// The sync workers (DESIGN §4).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    #[serde(default)]
+    pub users: UsersSyncConfig,
+}
+
+/// What the user sync does when a user is disabled or deleted in Entra ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRemoved {
+    /// Disable the extension (default): nothing is lost, the number stays reserved.
+    Disable,
+    /// Leave the extension as it is.
+    Keep,
+    /// Delete the extension, if pbxgate created it (a matched extension is disabled instead).
+    Delete,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersSyncConfig {
+    /// Run the users worker in `serve`.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Incremental (delta) runs this often.
+    #[serde(default = "default_users_interval")]
+    pub interval: Duration,
+    /// A full reconcile (all users, photos, extensions deleted in 3CX) this often.
+    #[serde(default = "default_users_full_interval")]
+    pub full_interval: Duration,
+    /// First extension number to hand out; unset: 3CX's GetFirstAvailableExtensionNumber.
+    #[serde(default)]
+    pub extension_start: Option<String>,
+    #[serde(default)]
+    pub include_guests: bool,
+    #[serde(default = "default_on_removed")]
+    pub on_removed: OnRemoved,
+    /// Set the extension's outbound caller ID from the user's first business phone.
+    #[serde(default)]
+    pub outbound_caller_id_from_business_phone: bool,
+    /// Provision a user who signs in before the first sync, through the same code path.
+    #[serde(default = "default_true")]
+    pub provision_on_login: bool,
+}
+
+impl Default for UsersSyncConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interval: default_users_interval(),
+            full_interval: default_users_full_interval(),
+            extension_start: None,
+            include_guests: false,
+            on_removed: default_on_removed(),
+            outbound_caller_id_from_business_phone: false,
+            provision_on_login: true,
+        }
+    }
+}
+
+fn default_users_interval() -> Duration {
+    Duration::secs(15 * 60)
+}
+fn default_users_full_interval() -> Duration {
+    Duration::secs(24 * 3600)
+}
+fn default_on_removed() -> OnRemoved {
+    OnRemoved::Disable
+}
+fn default_true() -> bool {
+    true
 }
 
 /// Who is who beyond what the user sync finds.
@@ -485,6 +562,14 @@ impl Config {
                 ));
             }
         }
+        if let Some(start) = &self.sync.users.extension_start
+            && (start.is_empty() || !start.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(o.error("sync.users.extension_start", "must be digits, e.g. \"200\""));
+        }
+        if self.sync.users.interval.0 < std::time::Duration::from_secs(60) {
+            return Err(o.error("sync.users.interval", "must be at least 1m"));
+        }
         if self.server.login_rate_limit == 0 {
             return Err(o.error("server.login_rate_limit", "must be at least 1"));
         }
@@ -807,19 +892,31 @@ client_secret = "xapi-s3cret"
         all.entra.client_private_key = Some("c.key".into());
         all.pbx.ca_file = Some("ca.pem".into());
         let rendered: toml::Table = toml::from_str(&all.to_masked_toml()).unwrap();
-        for (section, keys) in &rendered {
-            assert!(
-                example.contains(&format!("[{section}]")),
-                "[{section}] undocumented"
-            );
-            for key in keys.as_table().unwrap().keys() {
+        fn walk(example: &str, section: &str, table: &toml::Table) {
+            for (key, value) in table {
+                let path = if section.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{section}.{key}")
+                };
+                if let toml::Value::Table(inner) = value {
+                    if inner.values().any(|v| !v.is_table()) {
+                        assert!(
+                            example.contains(&format!("[{path}]")),
+                            "[{path}] undocumented"
+                        );
+                    }
+                    walk(example, &path, inner);
+                    continue;
+                }
                 let documented = example.lines().any(|l| {
                     let l = l.trim_start_matches(['#', ' ']);
-                    l.starts_with(&format!("{key} =")) || l == format!("[[{section}.{key}]]")
+                    l.starts_with(&format!("{key} =")) || l == format!("[[{path}]]")
                 });
-                assert!(documented, "{section}.{key} is not in the example config");
+                assert!(documented, "{path} is not in the example config");
             }
         }
+        walk(example, "", &rendered);
     }
 
     #[test]

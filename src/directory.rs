@@ -125,6 +125,10 @@ impl Directory {
         pbx_user_id: i64,
         source: &str,
     ) -> Result<Resolution, DirectoryError> {
+        let existing = self
+            .store
+            .directory_user(&who.tenant_id, &who.object_id)
+            .await?;
         let row = DirectoryRow {
             tenant_id: who.tenant_id.clone(),
             object_id: who.object_id.clone(),
@@ -135,6 +139,11 @@ impl Directory {
             source: source.to_string(),
             managed_password: None,
             updated_at: self.clock.now(),
+            // Still pbxgate's own extension if the sync made this very one.
+            created_by_pbxgate: existing
+                .as_ref()
+                .is_some_and(|e| e.created_by_pbxgate && e.pbx_user_id == pbx_user_id),
+            removed_at: None,
         };
         self.store.upsert_directory_user(&row).await?;
         // Read back: the stored row carries a managed password set earlier.

@@ -16,5 +16,6 @@ pub mod sandbox;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod sync;
 pub mod tls;
 pub mod web;

@@ -10,6 +10,7 @@ use pbxgate::clock::SystemClock;
 use pbxgate::config::{self, Config, LogFormat};
 use pbxgate::sandbox;
 use pbxgate::server::Gateway;
+use pbxgate::sync::Mode;
 
 /// mimalloc: the proxy allocates small, short-lived buffers per request, where glibc's
 /// allocator measurably costs throughput (bench/proxy.sh).
@@ -43,11 +44,32 @@ enum Command {
         #[arg(long, default_value = "data/demo")]
         dir: PathBuf,
     },
+    /// Run a sync worker once; `--dry-run` prints the plan and changes nothing.
+    Sync {
+        worker: SyncWorker,
+        /// Run once and exit (the schedule runs inside `serve`).
+        #[arg(long)]
+        once: bool,
+        #[arg(long)]
+        dry_run: bool,
+        /// A full reconcile instead of the changes since the last run.
+        #[arg(long)]
+        full: bool,
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// Validate the config and print it with secrets masked.
     CheckConfig {
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SyncWorker {
+    Users,
+    Contacts,
+    Presence,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,7 +82,53 @@ fn main() -> anyhow::Result<()> {
             runtime()?.block_on(serve(config, None))
         }
         Command::Demo { listen, dir } => runtime()?.block_on(demo(listen, &dir)),
+        Command::Sync {
+            worker,
+            once,
+            dry_run,
+            full,
+            config,
+        } => {
+            anyhow::ensure!(
+                once,
+                "add --once: `pbxgate serve` runs the workers on their schedule"
+            );
+            let config = Config::load(&config)?;
+            runtime()?.block_on(sync_once(config, worker, dry_run, full))
+        }
     }
+}
+
+async fn sync_once(
+    config: Config,
+    worker: SyncWorker,
+    dry_run: bool,
+    full: bool,
+) -> anyhow::Result<()> {
+    init_logging(&config);
+    let app = pbxgate::server::App::build(config, Arc::new(SystemClock))
+        .await
+        .context("pbxgate could not start")?;
+    let mode = if full { Mode::Full } else { Mode::Delta };
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    let report = match worker {
+        SyncWorker::Users => {
+            app.runner
+                .run(app.users.as_ref(), mode, dry_run, &stop)
+                .await?
+        }
+        SyncWorker::Contacts | SyncWorker::Presence => {
+            anyhow::bail!("this pbxgate build has no contacts or presence worker yet")
+        }
+    };
+    if dry_run {
+        println!("Dry run ({:?}): nothing was changed.\n", report.mode);
+        print!("{}", report.table());
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    anyhow::ensure!(report.status == "succeeded", "the run {}", report.status);
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

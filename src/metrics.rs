@@ -81,6 +81,18 @@ impl EncodeLabelValue for UpstreamErrorKind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    worker: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    worker: String,
+    action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
     kind: UpstreamErrorKind,
 }
@@ -93,6 +105,8 @@ pub struct Metrics {
     latency: HistogramFamily,
     upstream_errors: Family<UpstreamLabels, Counter>,
     websockets_open: Gauge,
+    sync_runs: Family<RunLabels, Counter>,
+    sync_actions: Family<ActionLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -127,12 +141,26 @@ impl Default for Metrics {
             "WebSocket connections currently relayed to 3CX",
             websockets_open.clone(),
         );
+        let sync_runs = Family::<RunLabels, Counter>::default();
+        let sync_actions = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "sync_runs",
+            "Sync runs, by worker and outcome",
+            sync_runs.clone(),
+        );
+        registry.register(
+            "sync_actions",
+            "Changes applied by the sync workers, by worker and action",
+            sync_actions.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
             upstream_errors,
             websockets_open,
+            sync_runs,
+            sync_actions,
         }
     }
 }
@@ -151,6 +179,29 @@ impl Metrics {
         self.upstream_errors
             .get_or_create(&UpstreamLabels { kind })
             .inc();
+    }
+
+    /// Records a finished sync run.
+    pub fn sync_run(
+        &self,
+        worker: &str,
+        status: &str,
+        applied: &std::collections::BTreeMap<&'static str, u64>,
+    ) {
+        self.sync_runs
+            .get_or_create(&RunLabels {
+                worker: worker.into(),
+                status: status.into(),
+            })
+            .inc();
+        for (action, n) in applied {
+            self.sync_actions
+                .get_or_create(&ActionLabels {
+                    worker: worker.into(),
+                    action: (*action).into(),
+                })
+                .inc_by(*n);
+        }
     }
 
     /// Counts a relayed WebSocket until the returned guard drops.

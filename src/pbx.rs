@@ -27,7 +27,8 @@ pub const REFRESH_COOKIE: &str = "RefreshTokenCookie";
 const PAGE: usize = 100;
 /// Fields read from `/Users`: always an explicit `$select`, as the default listing includes
 /// SIP and voicemail credentials.
-const USER_FIELDS: &str = "Id,Number,FirstName,LastName,DisplayName,EmailAddress,Enabled";
+const USER_FIELDS: &str =
+    "Id,Number,FirstName,LastName,DisplayName,EmailAddress,Mobile,OutboundCallerID,Enabled";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PbxError {
@@ -45,8 +46,44 @@ pub enum PbxError {
     Unexpected(String),
     #[error("3CX refused the sign-in for extension {extension} ({status})")]
     SignInRefused { extension: String, status: u16 },
+    #[error("extension number {0} is already taken in 3CX")]
+    DuplicateNumber(String),
+    #[error("e-mail address {0} is already used by another 3CX user")]
+    DuplicateEmail(String),
     #[error(transparent)]
     Tls(#[from] TlsError),
+}
+
+impl PbxError {
+    /// Failures of 3CX itself or of the way there, as opposed to one bad item.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, Self::Unreachable(_) | Self::Credentials(_))
+            || matches!(self, Self::Api { status, .. } if *status >= 500)
+    }
+}
+
+/// The fields of a 3CX user that the user sync owns (and nothing else).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UserFields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mobile: Option<String>,
+    #[serde(rename = "OutboundCallerID", skip_serializing_if = "Option::is_none")]
+    pub outbound_caller_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+impl UserFields {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
 }
 
 /// A 3CX user as pbxgate reads it (nulls are omitted by 3CX, hence the options).
@@ -63,6 +100,10 @@ pub struct PbxUser {
     pub display_name: Option<String>,
     #[serde(default)]
     pub email_address: Option<String>,
+    #[serde(default)]
+    pub mobile: Option<String>,
+    #[serde(default, rename = "OutboundCallerID")]
+    pub outbound_caller_id: Option<String>,
     #[serde(default)]
     pub enabled: Option<bool>,
 }
@@ -100,6 +141,14 @@ struct ODataErrorBody {
     code: String,
     #[serde(default)]
     message: String,
+    #[serde(default)]
+    details: Vec<ODataErrorDetail>,
+}
+
+#[derive(Deserialize)]
+struct ODataErrorDetail {
+    #[serde(default)]
+    target: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -291,6 +340,54 @@ impl PbxClient {
         Err(PbxError::Unexpected("unreachable retry state".into()))
     }
 
+    /// `POST /Users`: a new extension with `number` and `fields`.
+    pub async fn create_user(
+        &self,
+        number: &str,
+        fields: &UserFields,
+    ) -> Result<PbxUser, PbxError> {
+        let mut body =
+            serde_json::to_value(fields).map_err(|e| PbxError::Unexpected(e.to_string()))?;
+        body["Number"] = serde_json::json!(number);
+        let res = self
+            .xapi(reqwest::Method::POST, "/xapi/v1/Users", |r| r.json(&body))
+            .await
+            .map_err(|e| duplicate(e, number, fields))?;
+        res.json()
+            .await
+            .map_err(|e| PbxError::Unexpected(format!("created user: {e}")))
+    }
+
+    /// `PATCH /Users({id})` with only the given fields.
+    pub async fn update_user(&self, id: i64, fields: &UserFields) -> Result<(), PbxError> {
+        let path = format!("/xapi/v1/Users({id})");
+        self.xapi(reqwest::Method::PATCH, &path, |r| r.json(fields))
+            .await
+            .map_err(|e| duplicate(e, "", fields))
+            .map(|_| ())
+    }
+
+    /// `DELETE /Users({id})`.
+    pub async fn delete_user(&self, id: i64) -> Result<(), PbxError> {
+        let path = format!("/xapi/v1/Users({id})");
+        self.xapi(reqwest::Method::DELETE, &path, |r| r)
+            .await
+            .map(|_| ())
+    }
+
+    /// `GET /Users/Pbx.GetFirstAvailableExtensionNumber()`.
+    pub async fn first_available_number(&self) -> Result<String, PbxError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct First {
+            number: String,
+        }
+        let f: First = self
+            .xapi_get("/xapi/v1/Users/Pbx.GetFirstAvailableExtensionNumber()", &[])
+            .await?;
+        Ok(f.number)
+    }
+
     /// Sets an extension's webclient password (`AccessPassword`), for managed-password mode.
     pub async fn set_access_password(
         &self,
@@ -415,6 +512,28 @@ fn unreachable(e: reqwest::Error) -> PbxError {
     PbxError::Unreachable(crate::proxy::error_chain(&e))
 }
 
+/// 3CX names the field of a conflict in the error's `details[].target` (assumed from the
+/// OData error shape in the XAPI description; not verified against a live PBX).
+fn duplicate(e: PbxError, number: &str, fields: &UserFields) -> PbxError {
+    match &e {
+        PbxError::Api {
+            status: 400 | 409,
+            code,
+            message,
+        } => {
+            let text = format!("{code} {message}").to_lowercase();
+            if text.contains("number") {
+                PbxError::DuplicateNumber(number.to_string())
+            } else if text.contains("email") {
+                PbxError::DuplicateEmail(fields.email_address.clone().unwrap_or_default())
+            } else {
+                e
+            }
+        }
+        _ => e,
+    }
+}
+
 /// Maps 3CX's error answers: the OData error shape, or a bare status.
 async fn check(res: reqwest::Response) -> Result<reqwest::Response, PbxError> {
     let status = res.status();
@@ -423,7 +542,20 @@ async fn check(res: reqwest::Response) -> Result<reqwest::Response, PbxError> {
     }
     let text = res.text().await.unwrap_or_default();
     let (code, message) = match serde_json::from_str::<ODataError>(&text) {
-        Ok(e) => (e.error.code, e.error.message),
+        Ok(e) => {
+            let targets: Vec<String> = e
+                .error
+                .details
+                .iter()
+                .filter_map(|d| d.target.clone())
+                .collect();
+            let code = if targets.is_empty() {
+                e.error.code
+            } else {
+                format!("{} {}", e.error.code, targets.join(","))
+            };
+            (code, e.error.message)
+        }
         Err(_) => (String::new(), text.chars().take(200).collect()),
     };
     Err(PbxError::Api {

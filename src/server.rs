@@ -32,11 +32,14 @@ use crate::auth::{self, Auth, OidcError};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::directory::Directory;
+use crate::graph::GraphClient;
 use crate::metrics::{Metrics, RouteClass};
 use crate::pbx::{PbxClient, PbxError};
 use crate::proxy::{self, ClientInfo, Forward, Upstream};
 use crate::session::{Rejection, Sessions};
 use crate::store::{Store, StoreError};
+use crate::sync::users::UsersWorker;
+use crate::sync::{Mode, Runner};
 use crate::tls::{self, TlsError};
 use crate::web::{self, Page};
 
@@ -44,13 +47,16 @@ use crate::web::{self, Page};
 pub struct App {
     pub config: Config,
     pub store: Store,
-    pub sessions: Sessions,
+    pub sessions: Arc<Sessions>,
     pub upstream: Upstream,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     pub auth: Auth,
     pub directory: Directory,
     pub pbx: Arc<PbxClient>,
+    pub graph: Arc<GraphClient>,
+    pub users: Arc<UsersWorker>,
+    pub runner: Runner,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +69,8 @@ pub enum StartError {
     Oidc(#[from] OidcError),
     #[error(transparent)]
     Pbx(#[from] PbxError),
+    #[error(transparent)]
+    Graph(#[from] crate::graph::GraphError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -81,33 +89,32 @@ pub struct Peer {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// A bound, ready-to-run gateway.
-pub struct Gateway {
-    pub app: Arc<App>,
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-}
-
-impl Gateway {
-    /// Opens the store, builds the upstream client, binds the listener.
-    pub async fn bind(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
-        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(cert, key)?)),
-            _ => None,
-        };
+impl App {
+    /// Opens the store and builds the clients and workers; what `serve` and `sync` share.
+    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StartError> {
         let metrics = Arc::new(Metrics::default());
         let upstream = Upstream::new(&config.pbx, metrics.clone())?;
         let store = Store::open(&config.store.url).await?;
-        let sessions = Sessions::new(store.clone(), clock.clone(), &config);
+        let sessions = Arc::new(Sessions::new(store.clone(), clock.clone(), &config));
         let auth = Auth::new(&config, clock.clone(), sessions.cookie_name())?;
         let pbx = Arc::new(PbxClient::new(&config.pbx, clock.clone())?);
         let directory =
             Directory::new(&config.directory, store.clone(), pbx.clone(), clock.clone());
-        let addr = config.server.listen;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
-        let app = Arc::new(App {
+        let graph = Arc::new(GraphClient::new(
+            &config.entra.graph_url,
+            auth.provider.clone(),
+            clock.clone(),
+        )?);
+        let users = Arc::new(UsersWorker::new(
+            &config,
+            graph.clone(),
+            pbx.clone(),
+            store.clone(),
+            sessions.clone(),
+            clock.clone(),
+        ));
+        let runner = Runner::new(store.clone(), clock.clone(), metrics.clone());
+        Ok(Arc::new(App {
             config,
             store,
             sessions,
@@ -117,7 +124,32 @@ impl Gateway {
             auth,
             directory,
             pbx,
-        });
+            graph,
+            users,
+            runner,
+        }))
+    }
+}
+
+/// A bound, ready-to-run gateway.
+pub struct Gateway {
+    pub app: Arc<App>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+}
+
+impl Gateway {
+    /// Builds the app (store, clients, workers) and binds the listener.
+    pub async fn bind(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(cert, key)?)),
+            _ => None,
+        };
+        let addr = config.server.listen;
+        let app = App::build(config, clock).await?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
         Ok(Self { app, listener, tls })
     }
 
@@ -131,6 +163,13 @@ impl Gateway {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let app = self.app.clone();
         let purge = tokio::spawn(purge_sessions(app.clone()));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let users = app
+            .config
+            .sync
+            .users
+            .enabled
+            .then(|| tokio::spawn(schedule_users(app.clone(), stop_rx)));
         tracing::info!(
             addr = %self.local_addr(),
             tls = self.tls.is_some(),
@@ -140,6 +179,11 @@ impl Gateway {
         let idle = app.config.server.idle_timeout.get();
         serve(self.listener, self.tls, router(app.clone()), idle, shutdown).await;
         purge.abort();
+        // A sync run in progress finishes its current item and records itself interrupted.
+        let _ = stop_tx.send(true);
+        if let Some(users) = users {
+            let _ = tokio::time::timeout(Duration::from_secs(30), users).await;
+        }
         app.store.close().await;
     }
 }
@@ -484,6 +528,45 @@ async fn check_session(app: &App, req: &Parts) -> Result<(), Response> {
         res.headers_mut().append(header::SET_COOKIE, v);
     }
     Err(classed(RouteClass::Unauthenticated, res))
+}
+
+const STARTUP_DELAY: Duration = Duration::from_secs(30);
+
+/// The users worker's schedule: a delta run every `interval`, a full one every
+/// `full_interval` (and first). One replica runs at a time; the others find the lease taken.
+async fn schedule_users(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let cfg = app.config.sync.users.clone();
+    // The first run waits a little, so that a restart loop does not hammer Graph and 3CX.
+    let first = tokio::time::Instant::now() + STARTUP_DELAY.min(cfg.interval.get());
+    let mut tick = tokio::time::interval_at(first, cfg.interval.get());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let last_full: i64 = app
+            .store
+            .state("users.last_full")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mode = if app.clock.now() - last_full >= cfg.full_interval.get().as_secs() as i64 {
+            Mode::Full
+        } else {
+            Mode::Delta
+        };
+        match app.runner.run(app.users.as_ref(), mode, false, &stop).await {
+            Ok(_) => {}
+            Err(crate::sync::SyncError::Busy(_)) => tracing::debug!("users sync runs elsewhere"),
+            Err(e) => tracing::error!(error = %e, "users sync could not run"),
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
 }
 
 async fn purge_sessions(app: Arc<App>) {

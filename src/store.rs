@@ -83,6 +83,10 @@ pub struct DirectoryRow {
     pub source: String,
     pub managed_password: Option<String>,
     pub updated_at: UnixTime,
+    /// The user sync created this extension (only such extensions are ever deleted).
+    pub created_by_pbxgate: bool,
+    /// When the user sync found the user disabled or deleted in Entra.
+    pub removed_at: Option<UnixTime>,
 }
 
 fn migrator() -> Migrator {
@@ -103,6 +107,7 @@ fn migrator() -> Migrator {
                 include_str!("../migrations/0001_sessions.sql"),
             ),
             m(2, "sign in", include_str!("../migrations/0002_sign_in.sql")),
+            m(3, "sync", include_str!("../migrations/0003_sync.sql")),
         ]),
         ..Migrator::DEFAULT
     }
@@ -284,6 +289,22 @@ impl Store {
     }
 }
 
+fn directory_row(r: &sqlx::any::AnyRow) -> Result<DirectoryRow, sqlx::Error> {
+    Ok(DirectoryRow {
+        tenant_id: r.try_get(0)?,
+        object_id: r.try_get(1)?,
+        upn: r.try_get(2)?,
+        display_name: r.try_get(3)?,
+        extension: r.try_get(4)?,
+        pbx_user_id: r.try_get(5)?,
+        source: r.try_get(6)?,
+        managed_password: r.try_get(7)?,
+        updated_at: r.try_get(8)?,
+        created_by_pbxgate: r.try_get::<i64, _>(9)? != 0,
+        removed_at: r.try_get(10)?,
+    })
+}
+
 /// Makes sure the SQLite file can be created: its directory exists and `mode=rwc` is set.
 fn prepare_sqlite(url: &str) -> Result<String, StoreError> {
     let rest = url
@@ -370,39 +391,44 @@ impl Store {
     ) -> Result<Option<DirectoryRow>, StoreError> {
         let row = sqlx::query(
             "SELECT tenant_id, object_id, upn, display_name, extension, pbx_user_id, source, \
-             managed_password, updated_at FROM directory_users \
+             managed_password, updated_at, created_by_pbxgate, removed_at FROM directory_users \
              WHERE tenant_id = $1 AND object_id = $2",
         )
         .bind(tenant_id)
         .bind(object_id)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(DirectoryRow {
-                tenant_id: r.try_get(0)?,
-                object_id: r.try_get(1)?,
-                upn: r.try_get(2)?,
-                display_name: r.try_get(3)?,
-                extension: r.try_get(4)?,
-                pbx_user_id: r.try_get(5)?,
-                source: r.try_get(6)?,
-                managed_password: r.try_get(7)?,
-                updated_at: r.try_get(8)?,
-            })
-        })
-        .transpose()
-        .map_err(StoreError::Query)
+        row.map(|r| directory_row(&r))
+            .transpose()
+            .map_err(StoreError::Query)
+    }
+
+    /// Every directory row of a tenant.
+    pub async fn directory_users(&self, tenant_id: &str) -> Result<Vec<DirectoryRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, object_id, upn, display_name, extension, pbx_user_id, source, \
+             managed_password, updated_at, created_by_pbxgate, removed_at FROM directory_users \
+             WHERE tenant_id = $1",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(directory_row)
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::Query)
     }
 
     /// Inserts or replaces a directory row (the managed password is kept unless given).
     pub async fn upsert_directory_user(&self, d: &DirectoryRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO directory_users (tenant_id, object_id, upn, display_name, extension, \
-             pbx_user_id, source, managed_password, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             pbx_user_id, source, managed_password, updated_at, created_by_pbxgate, removed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (tenant_id, object_id) DO UPDATE SET upn = $3, display_name = $4, \
              extension = $5, pbx_user_id = $6, source = $7, \
-             managed_password = COALESCE($8, directory_users.managed_password), updated_at = $9",
+             managed_password = COALESCE($8, directory_users.managed_password), updated_at = $9, \
+             created_by_pbxgate = $10, removed_at = $11",
         )
         .bind(&d.tenant_id)
         .bind(&d.object_id)
@@ -413,8 +439,168 @@ impl Store {
         .bind(&d.source)
         .bind(&d.managed_password)
         .bind(d.updated_at)
+        .bind(d.created_by_pbxgate as i64)
+        .bind(d.removed_at)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+}
+
+/// A sync run as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRow {
+    pub id: String,
+    pub worker: String,
+    pub mode: String,
+    pub dry_run: bool,
+    pub status: String,
+    pub started_at: UnixTime,
+    pub ended_at: Option<UnixTime>,
+    pub planned: String,
+    pub applied: String,
+    pub errors: String,
+    pub message: Option<String>,
+}
+
+impl Store {
+    /// Takes or renews the lease `name` for `holder` until `expires_at`; false when another
+    /// holder's lease is still valid.
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: UnixTime,
+        expires_at: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = $2, expires_at = $3 \
+             WHERE leases.expires_at < $4 OR leases.holder = $2",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn insert_run(&self, r: &RunRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sync_runs (id, worker, mode, dry_run, status, started_at, ended_at, \
+             planned, applied, errors, message) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&r.id)
+        .bind(&r.worker)
+        .bind(&r.mode)
+        .bind(r.dry_run as i64)
+        .bind(&r.status)
+        .bind(r.started_at)
+        .bind(r.ended_at)
+        .bind(&r.planned)
+        .bind(&r.applied)
+        .bind(&r.errors)
+        .bind(&r.message)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn update_run(&self, r: &RunRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sync_runs SET status = $2, ended_at = $3, planned = $4, applied = $5, \
+             errors = $6, message = $7 WHERE id = $1",
+        )
+        .bind(&r.id)
+        .bind(&r.status)
+        .bind(r.ended_at)
+        .bind(&r.planned)
+        .bind(&r.applied)
+        .bind(&r.errors)
+        .bind(&r.message)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The most recent runs of `worker`, newest first.
+    pub async fn runs(&self, worker: &str, limit: i64) -> Result<Vec<RunRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, worker, mode, dry_run, status, started_at, ended_at, planned, applied, \
+             errors, message FROM sync_runs WHERE worker = $1 \
+             ORDER BY started_at DESC, id DESC LIMIT $2",
+        )
+        .bind(worker)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(RunRow {
+                    id: r.try_get(0)?,
+                    worker: r.try_get(1)?,
+                    mode: r.try_get(2)?,
+                    dry_run: r.try_get::<i64, _>(3)? != 0,
+                    status: r.try_get(4)?,
+                    started_at: r.try_get(5)?,
+                    ended_at: r.try_get(6)?,
+                    planned: r.try_get(7)?,
+                    applied: r.try_get(8)?,
+                    errors: r.try_get(9)?,
+                    message: r.try_get(10)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::Query)
+    }
+
+    pub async fn state(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT value FROM sync_state WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| r.try_get(0))
+            .transpose()
+            .map_err(StoreError::Query)
+    }
+
+    pub async fn set_state(
+        &self,
+        name: &str,
+        value: Option<&str>,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        match value {
+            Some(v) => {
+                sqlx::query(
+                    "INSERT INTO sync_state (name, value, updated_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO UPDATE SET value = $2, updated_at = $3",
+                )
+                .bind(name)
+                .bind(v)
+                .bind(now)
+                .execute(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query("DELETE FROM sync_state WHERE name = $1")
+                    .bind(name)
+                    .execute(&self.pool)
+                    .await?
+            }
+        };
         Ok(())
     }
 }

@@ -38,7 +38,7 @@ const ATTEMPT_TTL: i64 = 600;
 
 /// Sign-in state that is not per request.
 pub struct Auth {
-    pub provider: Provider,
+    pub provider: Arc<Provider>,
     redirect_uri: String,
     signed_out_uri: String,
     login_cookie: String,
@@ -62,7 +62,7 @@ impl Auth {
             .transpose()
             .map_err(OidcError::Credential)?;
         Ok(Self {
-            provider: Provider::new(&config.entra, clock)?,
+            provider: Arc::new(Provider::new(&config.entra, clock)?),
             redirect_uri: format!("{base}/auth/callback"),
             signed_out_uri: format!("{base}/auth/signed-out"),
             login_cookie: format!("{cookie_name}-login"),
@@ -410,7 +410,11 @@ async fn finish_login(
         upn: claims.username().unwrap_or_default().to_string(),
         display_name: claims.name.clone().unwrap_or_default(),
     };
-    let person = match app.directory.resolve(&identity).await {
+    let resolved = match app.directory.resolve(&identity).await {
+        Ok(Resolution::NotAssigned { upn }) => provision_on_login(app, &identity, upn).await,
+        other => other,
+    };
+    let person = match resolved {
         Ok(Resolution::Found(p)) => p,
         Ok(Resolution::NotAssigned { upn }) => {
             tracing::info!(%upn, oid = %identity.object_id, "no extension for user");
@@ -465,6 +469,30 @@ async fn finish_login(
     }
     web::security_headers(h);
     Ok(classed(RouteClass::Auth, res))
+}
+
+/// A user the directory does not know yet gets an extension at once, through the user
+/// sync's own plan and apply (`[sync.users] enabled` and `provision_on_login`).
+async fn provision_on_login(
+    app: &App,
+    who: &Identity,
+    upn: String,
+) -> Result<Resolution, crate::directory::DirectoryError> {
+    let sync = &app.config.sync.users;
+    if !(sync.enabled && sync.provision_on_login) {
+        return Ok(Resolution::NotAssigned { upn });
+    }
+    match app.users.provision(&who.object_id).await {
+        Ok(Some(row)) if row.removed_at.is_none() => {
+            tracing::info!(upn = %row.upn, extension = %row.extension, "provisioned at sign-in");
+            Ok(Resolution::Found(row))
+        }
+        Ok(_) => Ok(Resolution::NotAssigned { upn }),
+        Err(e) => {
+            tracing::error!(error = %e, %upn, "provisioning at sign-in failed");
+            Ok(Resolution::NotAssigned { upn })
+        }
+    }
 }
 
 /// `allowed_groups`: the user must be in one of them. With group overage the token does not

@@ -100,6 +100,8 @@ pub fn demo_extensions() -> Vec<SimExtension> {
         email: email.into(),
         access_password: None,
         enabled: true,
+        mobile: String::new(),
+        outbound_caller_id: String::new(),
     };
     vec![
         ext(1, "100", "Reception", "Desk", "reception@contoso.com"),

@@ -6,6 +6,9 @@
 //! `/webclient/api/Login/GetAccessToken`, `/webclient/api/Logout`, and `/xapi/v1/Users`,
 //! `Users({Id})`, `MyUser` with OData `$filter`/`$select`/`$top`/`$skip` and 3CX's error shape.
 
+// Handler helpers return the error response itself; boxing it would only add noise here.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -33,6 +36,8 @@ pub struct SimExtension {
     pub email: String,
     pub access_password: Option<String>,
     pub enabled: bool,
+    pub mobile: String,
+    pub outbound_caller_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +53,12 @@ struct PbxState {
     tokens: HashMap<String, (Subject, UnixTime)>,
     /// refresh token (the cookie value) → extension
     refresh: HashMap<String, String>,
+    /// XAPI writes (POST, PATCH, DELETE on Users) served.
+    writes: usize,
+    /// XAPI requests to fail with 503 from now on (a PBX going down).
+    failing: usize,
+    /// Writes still allowed before every further request fails (a PBX going down mid-run).
+    writes_left: Option<usize>,
 }
 
 /// What the simulated PBX knows.
@@ -88,6 +99,62 @@ impl PbxSim {
 
     pub fn extension(&self, number: &str) -> Option<SimExtension> {
         self.with(|s| s.extensions.iter().find(|e| e.number == number).cloned())
+    }
+
+    /// Every extension, as 3CX holds them now.
+    pub fn extensions(&self) -> Vec<SimExtension> {
+        self.with(|s| s.extensions.clone())
+    }
+
+    /// Adds an extension by hand, as an admin would in the 3CX console.
+    pub fn add_extension(&self, mut e: SimExtension) -> SimExtension {
+        self.with(|s| {
+            e.id = s.extensions.iter().map(|x| x.id).max().unwrap_or(0) + 1;
+            s.extensions.push(e.clone());
+            e
+        })
+    }
+
+    /// Deletes an extension by hand.
+    pub fn remove_extension(&self, number: &str) {
+        self.with(|s| s.extensions.retain(|e| e.number != number));
+    }
+
+    /// Edits an extension by hand.
+    pub fn edit_extension(&self, number: &str, f: impl FnOnce(&mut SimExtension)) {
+        self.with(|s| s.extensions.iter_mut().find(|e| e.number == number).map(f));
+    }
+
+    /// XAPI user writes served so far.
+    pub fn writes(&self) -> usize {
+        self.with(|s| s.writes)
+    }
+
+    /// Makes the next `n` XAPI requests fail with 503 (0 heals).
+    pub fn fail_next(&self, n: usize) {
+        self.with(|s| s.failing = n);
+    }
+
+    /// Lets `n` more writes through, then fails everything with 503 until `heal`.
+    pub fn go_down_after_writes(&self, n: usize) {
+        self.with(|s| s.writes_left = Some(n));
+    }
+
+    pub fn heal(&self) {
+        self.with(|s| {
+            s.failing = 0;
+            s.writes_left = None;
+        });
+    }
+
+    /// True (and counts down) when the simulated PBX should fail this request.
+    fn failing(&self) -> bool {
+        self.with(|s| {
+            let down = s.writes_left == Some(0);
+            let f = s.failing > 0 || down;
+            s.failing = s.failing.saturating_sub(1);
+            f
+        })
     }
 
     /// How many refresh tokens (webclient sessions) are live for `number`.
@@ -131,9 +198,16 @@ pub fn router(sim: Arc<PbxSim>) -> Router {
         .route("/connect/token", post(connect_token))
         .route("/webclient/api/Login/GetAccessToken", post(login))
         .route("/webclient/api/Logout", post(logout))
-        .route("/xapi/v1/Users", get(list_users))
+        .route("/xapi/v1/Users", get(list_users).post(create_user))
         .route("/xapi/v1/MyUser", get(my_user))
-        .route("/xapi/v1/{entity}", axum::routing::patch(patch_user))
+        .route(
+            "/xapi/v1/Users/Pbx.GetFirstAvailableExtensionNumber()",
+            get(first_available_number),
+        )
+        .route(
+            "/xapi/v1/{entity}",
+            axum::routing::patch(patch_user).delete(delete_user),
+        )
         .with_state(sim)
 }
 
@@ -382,6 +456,7 @@ fn user_json(e: &SimExtension) -> Value {
     let mut v = json!({
         "Id": e.id, "Number": e.number, "FirstName": e.first_name, "LastName": e.last_name,
         "DisplayName": format!("{} {}", e.first_name, e.last_name), "Enabled": e.enabled,
+        "Mobile": e.mobile, "OutboundCallerID": e.outbound_caller_id,
         "AuthID": format!("auth{}", e.number), "AuthPassword": "sip-secret", "VMPIN": "1234",
     });
     if !e.email.is_empty() {
@@ -430,8 +505,8 @@ async fn list_users(
     headers: HeaderMap,
     Query(q): Query<ODataQuery>,
 ) -> Response {
-    if sim.bearer(&headers) != Some(Subject::ApiClient) {
-        return StatusCode::UNAUTHORIZED.into_response();
+    if let Err(r) = xapi_guard(&sim, &headers) {
+        return r;
     }
     if q.top.is_some_and(|t| t > 100) {
         return odata_error(
@@ -485,34 +560,189 @@ async fn my_user(State(sim): State<Arc<PbxSim>>, headers: HeaderMap) -> Response
     }
 }
 
+/// The bearer must be the API client, and the simulated PBX up.
+fn xapi_guard(sim: &PbxSim, headers: &HeaderMap) -> Result<(), Response> {
+    if sim.failing() {
+        return Err(odata_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable",
+        ));
+    }
+    if sim.bearer(headers) != Some(Subject::ApiClient) {
+        return Err(StatusCode::UNAUTHORIZED.into_response());
+    }
+    Ok(())
+}
+
+/// 3CX's answer to a conflict: the OData error with the field named in `details[].target`
+/// (the shape is the XAPI description's; the message text is the simulator's).
+fn conflict(field: &str, value: &str) -> Response {
+    let body = json!({"error": {"code": "", "message": format!("{field} {value} is already in use"),
+        "details": [{"code": "", "message": "DUPLICATED", "target": field}]}});
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
+/// Applies the writable fields of `body` to `e`.
+fn apply_fields(e: &mut SimExtension, body: &Value) {
+    let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
+    if let Some(v) = text("FirstName") {
+        e.first_name = v;
+    }
+    if let Some(v) = text("LastName") {
+        e.last_name = v;
+    }
+    if let Some(v) = text("EmailAddress") {
+        e.email = v;
+    }
+    if let Some(v) = text("Mobile") {
+        e.mobile = v;
+    }
+    if let Some(v) = text("OutboundCallerID") {
+        e.outbound_caller_id = v;
+    }
+    if let Some(v) = text("AccessPassword") {
+        e.access_password = Some(v);
+    }
+    if let Some(v) = body.get("Enabled").and_then(Value::as_bool) {
+        e.enabled = v;
+    }
+}
+
+fn email_taken(s: &PbxState, email: &str, except: i64) -> bool {
+    !email.is_empty()
+        && s.extensions
+            .iter()
+            .any(|x| x.id != except && x.email.eq_ignore_ascii_case(email))
+}
+
+async fn create_user(
+    State(sim): State<Arc<PbxSim>>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    if let Err(r) = xapi_guard(&sim, &headers) {
+        return r;
+    }
+    let number = body
+        .get("Number")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let email = body
+        .get("EmailAddress")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    sim.with(|s| {
+        if number.is_empty() || s.extensions.iter().any(|e| e.number == number) {
+            return conflict("Number", &number);
+        }
+        if email_taken(s, &email, -1) {
+            return conflict("EmailAddress", &email);
+        }
+        let mut e = SimExtension {
+            id: s.extensions.iter().map(|x| x.id).max().unwrap_or(0) + 1,
+            number,
+            first_name: String::new(),
+            last_name: String::new(),
+            email: String::new(),
+            access_password: None,
+            enabled: true,
+            mobile: String::new(),
+            outbound_caller_id: String::new(),
+        };
+        apply_fields(&mut e, &body);
+        s.writes += 1;
+        if let Some(n) = s.writes_left.as_mut() {
+            *n = n.saturating_sub(1);
+        }
+        s.extensions.push(e.clone());
+        (StatusCode::CREATED, axum::Json(user_json(&e))).into_response()
+    })
+}
+
+fn user_id(entity: &str) -> Option<i64> {
+    entity
+        .strip_prefix("Users(")
+        .and_then(|r| r.strip_suffix(')'))
+        .and_then(|r| r.parse::<i64>().ok())
+}
+
 async fn patch_user(
     State(sim): State<Arc<PbxSim>>,
     Path(entity): Path<String>,
     headers: HeaderMap,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
-    if sim.bearer(&headers) != Some(Subject::ApiClient) {
-        return StatusCode::UNAUTHORIZED.into_response();
+    if let Err(r) = xapi_guard(&sim, &headers) {
+        return r;
     }
-    let Some(id) = entity
-        .strip_prefix("Users(")
-        .and_then(|r| r.strip_suffix(')'))
-        .and_then(|r| r.parse::<i64>().ok())
-    else {
+    let Some(id) = user_id(&entity) else {
         return odata_error(StatusCode::NOT_FOUND, "No route for this path");
     };
-    let found = sim.with(|s| {
-        let e = s.extensions.iter_mut().find(|e| e.id == id)?;
-        if let Some(p) = body.get("AccessPassword").and_then(Value::as_str) {
-            e.access_password = Some(p.to_string());
+    if body.get("Number").is_some() {
+        return odata_error(StatusCode::BAD_REQUEST, "Number cannot be changed");
+    }
+    sim.with(|s| {
+        let email = body
+            .get("EmailAddress")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if email_taken(s, email, id) {
+            return conflict("EmailAddress", email);
+        }
+        let Some(e) = s.extensions.iter_mut().find(|e| e.id == id) else {
+            return odata_error(StatusCode::NOT_FOUND, &format!("Users({id}) not found"));
+        };
+        let password_changed = body.get("AccessPassword").is_some();
+        apply_fields(e, &body);
+        let number = e.number.clone();
+        s.writes += 1;
+        if let Some(n) = s.writes_left.as_mut() {
+            *n = n.saturating_sub(1);
+        }
+        if password_changed {
             // A password change ends the extension's sessions, as on a real PBX.
-            let number = e.number.clone();
             s.refresh.retain(|_, ext| *ext != number);
         }
-        Some(())
-    });
-    match found {
-        Some(()) => StatusCode::NO_CONTENT.into_response(),
-        None => odata_error(StatusCode::NOT_FOUND, &format!("Users({id}) not found")),
+        StatusCode::NO_CONTENT.into_response()
+    })
+}
+
+async fn delete_user(
+    State(sim): State<Arc<PbxSim>>,
+    Path(entity): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = xapi_guard(&sim, &headers) {
+        return r;
     }
+    let Some(id) = user_id(&entity) else {
+        return odata_error(StatusCode::NOT_FOUND, "No route for this path");
+    };
+    sim.with(|s| {
+        let before = s.extensions.len();
+        s.extensions.retain(|e| e.id != id);
+        if s.extensions.len() == before {
+            return odata_error(StatusCode::NOT_FOUND, &format!("Users({id}) not found"));
+        }
+        s.writes += 1;
+        if let Some(n) = s.writes_left.as_mut() {
+            *n = n.saturating_sub(1);
+        }
+        StatusCode::NO_CONTENT.into_response()
+    })
+}
+
+/// The lowest free number from 100 up, as 3CX's own function answers.
+async fn first_available_number(State(sim): State<Arc<PbxSim>>, headers: HeaderMap) -> Response {
+    if let Err(r) = xapi_guard(&sim, &headers) {
+        return r;
+    }
+    let n = sim.with(|s| {
+        (100..)
+            .find(|n: &u32| !s.extensions.iter().any(|e| e.number == n.to_string()))
+            .unwrap_or(100)
+    });
+    axum::Json(json!({ "Number": n.to_string() })).into_response()
 }

@@ -19,6 +19,8 @@ async fn sim_with(n: i64, clock: &ManualClock) -> (Arc<PbxSim>, pbxgate::sandbox
             email: format!("user{i}@contoso.com"),
             access_password: None,
             enabled: true,
+            mobile: String::new(),
+            outbound_caller_id: String::new(),
         })
         .collect();
     let sim = Arc::new(PbxSim::new(

@@ -1,0 +1,307 @@
+//! The sync workers' framework (DESIGN §4): one run at a time through a lease in the store,
+//! plan-then-apply, a run record (planned and applied counts per action, per-item errors)
+//! in the store and in metrics, and graceful interruption.
+//!
+//! A failure on one item never aborts a run; an outage of Graph, 3CX or the store does, and
+//! the run is recorded as failed. Plans are computed from the current state each time, so a
+//! rerun after any failure or a crash converges without duplicates.
+
+pub mod users;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::graph::GraphError;
+use crate::pbx::PbxError;
+use crate::store::{RunRow, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error(transparent)]
+    Pbx(#[from] PbxError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("another replica is running the {0} worker")]
+    Busy(&'static str),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl SyncError {
+    /// An outage ends the run; anything else is one item's problem.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Self::Pbx(e) => e.is_outage(),
+            Self::Graph(e) => matches!(
+                e,
+                GraphError::Unreachable(_) | GraphError::Throttled(_) | GraphError::Token(_)
+            ),
+            Self::Store(_) => true,
+            Self::Busy(_) | Self::Other(_) => false,
+        }
+    }
+}
+
+/// Delta: what changed since the last run. Full: everything, reconciled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Delta,
+    Full,
+}
+
+/// One planned change.
+pub trait Action: Send + Sync {
+    /// The action's kind, the key of the counts: `create`, `update`, …
+    fn kind(&self) -> &'static str;
+    /// The item it concerns, e.g. the user's UPN.
+    fn item(&self) -> String;
+    /// What it changes, for the dry-run table.
+    fn detail(&self) -> String;
+}
+
+/// What a run will do, and what to remember once it has all been done.
+pub struct Plan<A> {
+    pub mode: Mode,
+    pub actions: Vec<A>,
+    /// `sync_state` entries to store after a clean run (e.g. the next delta link).
+    pub commit: Vec<(String, Option<String>)>,
+}
+
+/// A worker: plans from the current state of both sides, applies one action at a time.
+pub trait Worker: Send + Sync {
+    type Action: Action;
+    const NAME: &'static str;
+    fn plan(
+        &self,
+        mode: Mode,
+    ) -> impl Future<Output = Result<Plan<Self::Action>, SyncError>> + Send;
+    fn apply(&self, action: &Self::Action) -> impl Future<Output = Result<(), SyncError>> + Send;
+}
+
+/// A per-item failure, recorded on the run.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ItemError {
+    pub item: String,
+    pub action: String,
+    pub error: String,
+}
+
+/// The record of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub id: String,
+    pub worker: &'static str,
+    pub mode: Mode,
+    pub dry_run: bool,
+    pub status: &'static str,
+    pub planned: BTreeMap<&'static str, u64>,
+    pub applied: BTreeMap<&'static str, u64>,
+    pub errors: Vec<ItemError>,
+    pub message: Option<String>,
+    /// The planned actions as table rows (kind, item, detail), for `--dry-run`.
+    #[serde(skip)]
+    pub rows: Vec<(String, String, String)>,
+}
+
+/// Runs workers under a lease and records each run.
+pub struct Runner {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    holder: String,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// A lease outlives a run that hangs by this much; it is renewed as items are applied.
+const LEASE_SECS: i64 = 600;
+
+impl Runner {
+    pub fn new(store: Store, clock: Arc<dyn Clock>, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        let id = crate::ids::random::<6>()
+            .map(|b| crate::ids::hex(&b))
+            .unwrap_or_default();
+        Self {
+            store,
+            clock,
+            holder: format!("{}-{id}", std::process::id()),
+            metrics,
+        }
+    }
+
+    /// One run of `worker`. `stop` turning true lets the current item finish, then records the
+    /// run as interrupted.
+    pub async fn run<W: Worker>(
+        &self,
+        worker: &W,
+        mode: Mode,
+        dry_run: bool,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<RunReport, SyncError> {
+        let lease = format!("worker:{}", W::NAME);
+        let now = self.clock.now();
+        if !self
+            .store
+            .acquire_lease(&lease, &self.holder, now, now + LEASE_SECS)
+            .await?
+        {
+            return Err(SyncError::Busy(W::NAME));
+        }
+        let mut report = RunReport {
+            id: crate::ids::request_id(),
+            worker: W::NAME,
+            mode,
+            dry_run,
+            status: "running",
+            planned: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            errors: Vec::new(),
+            message: None,
+            rows: Vec::new(),
+        };
+        self.store.insert_run(&self.row(&report, None)).await?;
+        let result = self
+            .plan_and_apply(worker, mode, dry_run, stop, &mut report, &lease)
+            .await;
+        if let Err(e) = result {
+            tracing::error!(worker = W::NAME, error = %e, "sync run failed");
+            report.status = "failed";
+            report.message = Some(e.to_string());
+        }
+        self.store
+            .update_run(&self.row(&report, Some(self.clock.now())))
+            .await?;
+        self.store.release_lease(&lease, &self.holder).await?;
+        self.metrics
+            .sync_run(W::NAME, report.status, &report.applied);
+        tracing::info!(
+            worker = W::NAME,
+            status = report.status,
+            planned = ?report.planned,
+            applied = ?report.applied,
+            errors = report.errors.len(),
+            "sync run finished"
+        );
+        Ok(report)
+    }
+
+    async fn plan_and_apply<W: Worker>(
+        &self,
+        worker: &W,
+        mode: Mode,
+        dry_run: bool,
+        stop: &watch::Receiver<bool>,
+        report: &mut RunReport,
+        lease: &str,
+    ) -> Result<(), SyncError> {
+        let plan = worker.plan(mode).await?;
+        report.mode = plan.mode;
+        for a in &plan.actions {
+            *report.planned.entry(a.kind()).or_default() += 1;
+            report
+                .rows
+                .push((a.kind().to_string(), a.item(), a.detail()));
+        }
+        if dry_run {
+            report.status = "succeeded";
+            return Ok(());
+        }
+        for action in &plan.actions {
+            if *stop.borrow() {
+                report.status = "interrupted";
+                return Ok(());
+            }
+            match worker.apply(action).await {
+                Ok(()) => *report.applied.entry(action.kind()).or_default() += 1,
+                Err(e) if e.is_outage() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(item = %action.item(), action = action.kind(), error = %e, "sync item failed");
+                    report.errors.push(ItemError {
+                        item: action.item(),
+                        action: action.kind().into(),
+                        error: e.to_string(),
+                    })
+                }
+            }
+            let now = self.clock.now();
+            self.store
+                .acquire_lease(lease, &self.holder, now, now + LEASE_SECS)
+                .await?;
+        }
+        // The next delta starts from here only when every change was applied; otherwise the
+        // same changes come again next run (the plan is idempotent).
+        if report.errors.is_empty() {
+            let now = self.clock.now();
+            for (name, value) in &plan.commit {
+                self.store.set_state(name, value.as_deref(), now).await?;
+            }
+        }
+        report.status = "succeeded";
+        Ok(())
+    }
+
+    fn row(&self, r: &RunReport, ended_at: Option<i64>) -> RunRow {
+        RunRow {
+            id: r.id.clone(),
+            worker: r.worker.to_string(),
+            mode: format!("{:?}", r.mode).to_lowercase(),
+            dry_run: r.dry_run,
+            status: r.status.to_string(),
+            started_at: self.clock.now(),
+            ended_at,
+            planned: to_json(&r.planned),
+            applied: to_json(&r.applied),
+            errors: to_json(&r.errors),
+            message: r.message.clone(),
+        }
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+impl RunReport {
+    /// The plan as a readable table, for `pbxgate sync … --dry-run`.
+    pub fn table(&self) -> String {
+        let w0 = self
+            .rows
+            .iter()
+            .map(|r| r.0.len())
+            .max()
+            .unwrap_or(0)
+            .max(6);
+        let w1 = self
+            .rows
+            .iter()
+            .map(|r| r.1.len())
+            .max()
+            .unwrap_or(0)
+            .max(4);
+        let mut out = format!("{:<w0$}  {:<w1$}  DETAIL\n", "ACTION", "ITEM");
+        for (kind, item, detail) in &self.rows {
+            out.push_str(&format!("{kind:<w0$}  {item:<w1$}  {detail}\n"));
+        }
+        let counts: Vec<String> = self
+            .planned
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        out.push_str(&format!(
+            "\n{} planned ({})\n",
+            self.rows.len(),
+            if counts.is_empty() {
+                "nothing to do".into()
+            } else {
+                counts.join(", ")
+            }
+        ));
+        out
+    }
+}
