@@ -4,6 +4,7 @@
 
 pub mod demo;
 pub mod entra;
+pub mod graph;
 pub mod pbx;
 
 use std::net::SocketAddr;

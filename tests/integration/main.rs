@@ -7,4 +7,5 @@ mod pbx;
 mod proxy;
 mod store;
 mod support;
+mod sync_users;
 mod tls;
