@@ -508,8 +508,10 @@ async fn a_killed_sync_process_is_converged_by_the_next_run() {
     let _ = child.wait();
     let made = env.sandbox.pbx.writes();
     assert!(made < 120, "killed mid-run ({made} writes)");
-    // The killed run's lease is still held; it lapses, and the next run converges.
-    env.gw.clock.advance(601);
+    // The killed run's lease (taken on the wall clock) is still held; it lapses ten minutes
+    // after its last renewal, and the next run converges.
+    let lapse = SystemClock.now() + 601 - env.gw.clock.now();
+    env.gw.clock.advance(lapse);
     let r = env.run(Mode::Delta, false).await;
     assert_eq!(r.status, "succeeded", "{r:?}");
     for i in 0..120 {
