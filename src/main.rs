@@ -180,21 +180,42 @@ async fn demo(listen: SocketAddr, dir: &Path) -> anyhow::Result<()> {
         .iter()
         .map(|u| format!("            {} ({})\n", u.upn, u.name))
         .collect();
-    let banner = format!(
-        "\n  pbxgate demo is running.\n\n  \
-         Open      {url}  and pick a demo user on the simulated Microsoft sign-in page:\n{users}            (Carol has no extension in 3CX, to show that page too.)\n  \
-         TLS       certificates from a throw-away demo CA: {ca}\n  \
-         Health    curl --cacert {ca} {url}readyz\n  \
-         Phones    curl --cacert {ca} {url}provisioning/{secret}/0015650a1b2c.cfg\n  \
-         Config    {config}\n  \
-         Simulated Entra ID at {entra}, 3CX at {pbx}\n\n  \
-         Press Ctrl-C to stop.\n",
-        ca = dir.join("tls/ca.pem").display(),
-        secret = demo.provisioning_secret,
-        config = demo.config_path.display(),
-        entra = demo.sandbox.entra_server.url(),
-        pbx = demo.sandbox.pbx_server.url(),
-    );
+    let ca = dir.join("tls/ca.pem");
+    let pad = " ".repeat(12);
+    let lines = [
+        String::new(),
+        "  pbxgate demo is running.".into(),
+        String::new(),
+        format!("  Open      {url}  and pick a demo user on the simulated Microsoft page:"),
+        users.trim_end().to_string(),
+        format!("{pad}Carol has no extension yet: she gets one when she signs in (or from"),
+        format!("{pad}the user sync, 30 s after start). Gina is a guest; guests get none,"),
+        format!("{pad}so she sees the page that says so."),
+        format!(
+            "  TLS       certificates from a throw-away demo CA: {}",
+            ca.display()
+        ),
+        format!("  Health    curl --cacert {} {url}readyz", ca.display()),
+        format!(
+            "  Phones    curl --cacert {} {url}provisioning/{}/0015650a1b2c.cfg",
+            ca.display(),
+            demo.provisioning_secret
+        ),
+        format!(
+            "  Sync      pbxgate sync users --once --dry-run --config {}",
+            demo.config_path.display()
+        ),
+        format!("  Config    {}", demo.config_path.display()),
+        format!(
+            "  Simulated Entra ID at {}, Graph at {}, 3CX at {}",
+            demo.sandbox.entra_server.url(),
+            demo.sandbox.graph_server.url(),
+            demo.sandbox.pbx_server.url()
+        ),
+        String::new(),
+        "  Press Ctrl-C to stop.".into(),
+    ];
+    let banner = lines.join("\n");
     let config = demo.config.clone();
     // The simulators live as long as `demo`, i.e. until the gateway stops.
     let result = serve(config, Some(banner)).await;

@@ -103,6 +103,7 @@ tenant_id = "{tenant}"
 client_id = "pbxgate-demo"
 client_secret = "{entra_secret}"
 authority = "{authority}"
+graph_url = "{graph_url}"
 
 [pbx]
 url = "{pbx_url}"
@@ -112,11 +113,17 @@ ca_file = {ca_path:?}
 
 [store]
 url = "sqlite://{db}"
+
+[sync.users]
+enabled = true
+interval = "1m"
+extension_start = "200"
 "#,
         gw_cert = gw_cert.display().to_string(),
         gw_key = gw_key.display().to_string(),
         tenant = super::DEMO_TENANT,
         authority = sandbox.entra_server.url(),
+        graph_url = sandbox.graph_server.url(),
         pbx_url = sandbox.pbx_server.url(),
         ca_path = ca_path.display().to_string(),
         db = dir.join("pbxgate.db").display(),

@@ -1,6 +1,6 @@
 //! Simulated outside parties on loopback, speaking the documented wire formats, for
-//! `pbxgate demo` and the tests: Microsoft Entra ID (`entra`) and the 3CX web server and
-//! XAPI (`pbx`). Graph grows here with the sync workers.
+//! `pbxgate demo` and the tests: Microsoft Entra ID (`entra`), Microsoft Graph (`graph`)
+//! and the 3CX web server and XAPI (`pbx`).
 
 pub mod demo;
 pub mod entra;
@@ -83,11 +83,18 @@ pub fn demo_users() -> Vec<SimUser> {
             "bob.baker@contoso.com",
             "Bob Baker",
         ),
-        // Has no extension in 3CX: shows the "no extension is assigned" page.
+        // Has no extension in 3CX yet: the user sync gives her one (at the latest when she
+        // signs in); with the sync off she sees the "no extension is assigned" page.
         user(
             "9c858901-8a57-4791-81fe-4c455b099bc9",
             "carol.clark@contoso.com",
             "Carol Clark",
+        ),
+        // A guest: the user sync leaves guests out, so she always sees that page.
+        user(
+            "1b4e28ba-2fa1-41d2-883f-0016d3cca427",
+            "gina@fabrikam.com",
+            "Gina Guest",
         ),
     ]
 }
@@ -112,12 +119,40 @@ pub fn demo_extensions() -> Vec<SimExtension> {
     ]
 }
 
-/// Entra ID and 3CX simulators, running.
+/// Entra ID, Graph and 3CX simulators, running.
 pub struct Sandbox {
     pub entra: Arc<EntraSim>,
     pub entra_server: Running,
+    pub graph: Arc<graph::GraphSim>,
+    pub graph_server: Running,
     pub pbx: Arc<PbxSim>,
     pub pbx_server: Running,
+}
+
+/// The demo tenant's directory as Graph serves it: the sign-in users plus a few who have
+/// never signed in, so the users sync has something to create.
+pub fn demo_directory() -> Vec<graph::GraphUser> {
+    let mut users: Vec<graph::GraphUser> = demo_users()
+        .into_iter()
+        .map(|u| {
+            let (given, surname) = u.name.split_once(' ').unwrap_or((&u.name, ""));
+            let mut g = graph::GraphUser::member(&u.upn, given, surname);
+            g.id = u.oid;
+            if u.upn.ends_with("@fabrikam.com") {
+                g.user_type = "Guest".into();
+            }
+            g
+        })
+        .collect();
+    for (upn, given, surname) in [
+        ("dora.diaz@contoso.com", "Dora", "Diaz"),
+        ("emil.ek@contoso.com", "Emil", "Ek"),
+    ] {
+        let mut g = graph::GraphUser::member(upn, given, surname);
+        g.mobile_phone = Some("+49 170 5550123".into());
+        users.push(g);
+    }
+    users
 }
 
 /// The application registration the gateway will use.
@@ -161,6 +196,13 @@ impl Sandbox {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let entra_server = spawn(listener, entra::router(entra.clone()), None)?;
         entra.set_base(&entra_server.url());
+        let graph = Arc::new(graph::GraphSim::new(clock.clone()));
+        for u in demo_directory() {
+            graph.add_user(u);
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let graph_server = spawn(listener, graph::router(graph.clone()), None)?;
+        graph.set_base(&graph_server.url());
         let pbx = Arc::new(PbxSim::new(
             provisioning_secret,
             api_client,
@@ -172,6 +214,8 @@ impl Sandbox {
         Ok(Self {
             entra,
             entra_server,
+            graph,
+            graph_server,
             pbx,
             pbx_server,
         })

@@ -29,6 +29,7 @@ const TEST_TIMEOUT_MS = 180_000;
 const ALICE = 'Alice.Adams@Contoso.com';
 const BOB = 'bob.baker@contoso.com';
 const CAROL = 'carol.clark@contoso.com';
+const GINA = 'gina@fabrikam.com';
 
 let port;
 let base; // https://localhost:<port>
@@ -200,7 +201,7 @@ async function expectAccountPicker(page) {
   await page.getByRole('heading', { name: 'Pick an account' }).waitFor();
   assert.equal(await page.title(), 'Sign in to your account');
   const upns = await page.locator('a.account').evaluateAll((as) => as.map((a) => a.dataset.upn));
-  assert.deepEqual(upns.sort(), [ALICE, BOB, CAROL].sort(), 'demo users on the account picker');
+  assert.deepEqual(upns.sort(), [ALICE, BOB, CAROL, GINA].sort(), 'demo users on the account picker');
 }
 
 /** From a fresh context: open /, pick `upn` on the account picker, wait to be back at the gateway. */
@@ -257,15 +258,29 @@ test('Alice signs in and lands on her extension', { timeout: TEST_TIMEOUT_MS }, 
 });
 
 test('a user without an extension sees a clear page', { timeout: TEST_TIMEOUT_MS }, async () => {
-  const carol = await newPage();
-  const { page, events } = carol;
-  await withDiagnostics({ carol }, async () => {
-    await signInAs(page, CAROL);
+  // Gina is a guest: the user sync gives guests no extension.
+  const gina = await newPage();
+  const { page, events } = gina;
+  await withDiagnostics({ gina }, async () => {
+    await signInAs(page, GINA);
     await page.getByRole('heading', { name: 'No extension is assigned to you' }).waitFor();
     const text = await page.locator('body').innerText();
-    assert.ok(text.includes(CAROL), `the page names ${CAROL}`);
+    assert.ok(text.includes(GINA), `the page names ${GINA}`);
     const lastNav = events.filter((e) => e.startsWith('nav ')).at(-1);
     assert.match(lastNav ?? '', /^nav 403 /, 'the final document is served with HTTP 403');
+  });
+  await gina.context.close();
+});
+
+test('a new user gets an extension from the user sync when she signs in', { timeout: TEST_TIMEOUT_MS }, async () => {
+  const carol = await newPage();
+  const { page } = carol;
+  await withDiagnostics({ carol }, async () => {
+    await signInAs(page, CAROL);
+    const me = page.locator('#me[data-state="signed-in"]');
+    await me.waitFor({ timeout: STEP_TIMEOUT_MS });
+    assert.equal(await me.getAttribute('data-extension'), '200', 'the first number from extension_start');
+    assert.ok((await me.innerText()).includes('Carol Clark'));
   });
   await carol.context.close();
 });
