@@ -59,6 +59,8 @@ struct PbxState {
     failing: usize,
     /// Writes still allowed before every further request fails (a PBX going down mid-run).
     writes_left: Option<usize>,
+    /// XAPI requests served.
+    requests: usize,
 }
 
 /// What the simulated PBX knows.
@@ -123,6 +125,11 @@ impl PbxSim {
     /// Edits an extension by hand.
     pub fn edit_extension(&self, number: &str, f: impl FnOnce(&mut SimExtension)) {
         self.with(|s| s.extensions.iter_mut().find(|e| e.number == number).map(f));
+    }
+
+    /// XAPI requests served so far (reads and writes).
+    pub fn requests(&self) -> usize {
+        self.with(|s| s.requests)
     }
 
     /// XAPI user writes served so far.
@@ -562,6 +569,7 @@ async fn my_user(State(sim): State<Arc<PbxSim>>, headers: HeaderMap) -> Response
 
 /// The bearer must be the API client, and the simulated PBX up.
 fn xapi_guard(sim: &PbxSim, headers: &HeaderMap) -> Result<(), Response> {
+    sim.with(|s| s.requests += 1);
     if sim.failing() {
         return Err(odata_error(
             StatusCode::SERVICE_UNAVAILABLE,
