@@ -84,9 +84,13 @@ pub struct UsersSyncConfig {
     /// Incremental (delta) runs this often.
     #[serde(default = "default_users_interval")]
     pub interval: Duration,
-    /// A full reconcile (all users, photos, extensions deleted in 3CX) this often.
-    #[serde(default = "default_users_full_interval")]
-    pub full_interval: Duration,
+    /// The daily time (HH:MM, in `time_zone`) of the full reconcile: every user, and
+    /// extensions deleted in 3CX.
+    #[serde(default = "default_full_sync_at")]
+    pub full_sync_at: String,
+    /// IANA time zone of `full_sync_at`, e.g. "Europe/Berlin".
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
     /// First extension number to hand out; unset: 3CX's GetFirstAvailableExtensionNumber.
     #[serde(default)]
     pub extension_start: Option<String>,
@@ -107,7 +111,8 @@ impl Default for UsersSyncConfig {
         Self {
             enabled: false,
             interval: default_users_interval(),
-            full_interval: default_users_full_interval(),
+            full_sync_at: default_full_sync_at(),
+            time_zone: default_time_zone(),
             extension_start: None,
             include_guests: false,
             on_removed: default_on_removed(),
@@ -120,8 +125,11 @@ impl Default for UsersSyncConfig {
 fn default_users_interval() -> Duration {
     Duration::secs(15 * 60)
 }
-fn default_users_full_interval() -> Duration {
-    Duration::secs(24 * 3600)
+fn default_full_sync_at() -> String {
+    "02:00".into()
+}
+fn default_time_zone() -> String {
+    "UTC".into()
 }
 fn default_on_removed() -> OnRemoved {
     OnRemoved::Disable
@@ -566,6 +574,16 @@ impl Config {
             && (start.is_empty() || !start.bytes().all(|b| b.is_ascii_digit()))
         {
             return Err(o.error("sync.users.extension_start", "must be digits, e.g. \"200\""));
+        }
+        if let Err(e) =
+            crate::sync::Daily::new(&self.sync.users.full_sync_at, &self.sync.users.time_zone)
+        {
+            let key = if e.contains("time zone") {
+                "sync.users.time_zone"
+            } else {
+                "sync.users.full_sync_at"
+            };
+            return Err(o.error(key, e));
         }
         if self.sync.users.interval.0 < std::time::Duration::from_secs(60) {
             return Err(o.error("sync.users.interval", "must be at least 1m"));

@@ -532,8 +532,8 @@ async fn check_session(app: &App, req: &Parts) -> Result<(), Response> {
 
 const STARTUP_DELAY: Duration = Duration::from_secs(30);
 
-/// The users worker's schedule: a delta run every `interval`, a full one every
-/// `full_interval` (and first). One replica runs at a time; the others find the lease taken.
+/// The users worker's schedule: a delta run every `interval`, a full one at the first run
+/// after `full_sync_at` each day (and at the very first run). One replica runs at a time; the others find the lease taken.
 async fn schedule_users(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let cfg = app.config.sync.users.clone();
     // The first run waits a little, so that a restart loop does not hammer Graph and 3CX.
@@ -553,10 +553,9 @@ async fn schedule_users(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             .flatten()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let mode = if app.clock.now() - last_full >= cfg.full_interval.get().as_secs() as i64 {
-            Mode::Full
-        } else {
-            Mode::Delta
+        let mode = match crate::sync::Daily::new(&cfg.full_sync_at, &cfg.time_zone) {
+            Ok(daily) if last_full < daily.last_due(app.clock.now()) => Mode::Full,
+            _ => Mode::Delta,
         };
         match app.runner.run(app.users.as_ref(), mode, false, &stop).await {
             Ok(_) => {}
