@@ -523,3 +523,25 @@ async fn a_killed_sync_process_is_converged_by_the_next_run() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_stopping_gateway_records_the_run_as_interrupted() {
+    let env = sync_env(|_| {}).await;
+    tenant(&env.graph);
+    let (tx, stop) = tokio::sync::watch::channel(false);
+    tx.send(true).unwrap();
+    let r = env
+        .gw
+        .app
+        .runner
+        .run(env.gw.app.users.as_ref(), Mode::Full, false, &stop)
+        .await
+        .unwrap();
+    assert_eq!(r.status, "interrupted");
+    assert!(r.applied.is_empty());
+    let runs = env.gw.app.store.runs("users", 1).await.unwrap();
+    assert_eq!(runs[0].status, "interrupted");
+    // Nothing was committed: the next run does the whole job.
+    let r = env.run(Mode::Delta, false).await;
+    assert_eq!(count(&r, "create"), 2);
+}
