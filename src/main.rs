@@ -72,8 +72,21 @@ enum SyncWorker {
     Presence,
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        // One line with the chain of causes (each said once), no backtrace.
+        let mut msg = e.to_string();
+        for cause in e.chain().skip(1).map(|c| c.to_string()) {
+            if !msg.contains(&cause) {
+                msg = format!("{msg}: {cause}");
+            }
+        }
+        eprintln!("pbxgate: {msg}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     pbxgate::tls::provider();
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
@@ -108,7 +121,7 @@ async fn sync_once(
     init_logging(&config);
     let app = pbxgate::server::App::build(config, Arc::new(SystemClock))
         .await
-        .context("pbxgate could not start")?;
+        .context("could not start")?;
     let mode = if full { Mode::Full } else { Mode::Delta };
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
     let report = match worker {
@@ -164,7 +177,7 @@ async fn serve(config: Config, banner: Option<String>) -> anyhow::Result<()> {
     init_logging(&config);
     let gateway = Gateway::bind(config, Arc::new(SystemClock))
         .await
-        .context("pbxgate could not start")?;
+        .context("could not start")?;
     if let Some(banner) = banner {
         eprintln!("{banner}");
     }

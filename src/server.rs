@@ -71,7 +71,7 @@ pub enum StartError {
     Pbx(#[from] PbxError),
     #[error(transparent)]
     Graph(#[from] crate::graph::GraphError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,

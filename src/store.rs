@@ -19,7 +19,7 @@ use crate::clock::UnixTime;
 pub enum StoreError {
     #[error("store URL {0:?}: expected sqlite://PATH or postgres://…")]
     BadUrl(String),
-    #[error("cannot create the directory for the SQLite file {path}: {source}")]
+    #[error("cannot create the directory for the SQLite file {path}")]
     CreateDir {
         path: String,
         source: std::io::Error,

@@ -15,7 +15,7 @@ use crate::tls::{self, TestPki, TlsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    #[error("cannot prepare {path}: {source}")]
+    #[error("cannot prepare {path}")]
     Io {
         path: String,
         source: std::io::Error,
