@@ -56,21 +56,8 @@ impl Directory {
         pbx: Arc<PbxClient>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let aliases: BTreeMap<String, String> = config
-            .upn_suffix_aliases
-            .iter()
-            .map(|(k, v)| (k.to_lowercase(), v.to_lowercase()))
-            .collect();
-        let overrides = config
-            .overrides
-            .iter()
-            .map(|o| {
-                (
-                    canonical_upn(&o.upn, &aliases),
-                    o.extension.trim().to_string(),
-                )
-            })
-            .collect();
+        let aliases = suffix_aliases(config);
+        let overrides = override_map(config, &aliases);
         Self {
             store,
             pbx,
@@ -153,6 +140,32 @@ impl Directory {
             .await?;
         Ok(Resolution::Found(stored.unwrap_or(row)))
     }
+}
+
+/// `upn_suffix_aliases` in lower case, as every comparison wants it.
+pub fn suffix_aliases(config: &DirectoryConfig) -> BTreeMap<String, String> {
+    config
+        .upn_suffix_aliases
+        .iter()
+        .map(|(k, v)| (k.to_lowercase(), v.to_lowercase()))
+        .collect()
+}
+
+/// `[[directory.overrides]]` as canonical UPN → extension.
+pub fn override_map(
+    config: &DirectoryConfig,
+    aliases: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    config
+        .overrides
+        .iter()
+        .map(|o| {
+            (
+                canonical_upn(&o.upn, aliases),
+                o.extension.trim().to_string(),
+            )
+        })
+        .collect()
 }
 
 /// Lower case, with an aliased suffix replaced by the suffix used in 3CX.

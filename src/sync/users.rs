@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::{Action, Mode, Plan, SyncError, Worker};
 use crate::clock::Clock;
 use crate::config::{Config, OnRemoved};
-use crate::directory::{canonical_upn, email_candidates};
+use crate::directory::{canonical_upn, email_candidates, override_map, suffix_aliases};
 use crate::graph::{GraphClient, GraphError};
 use crate::pbx::{PbxClient, PbxUser, UserFields};
 use crate::session::Sessions;
@@ -170,17 +170,9 @@ impl UsersWorker {
         sessions: Arc<Sessions>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let aliases: BTreeMap<String, String> = config
-            .directory
-            .upn_suffix_aliases
-            .iter()
-            .map(|(k, v)| (k.to_lowercase(), v.to_lowercase()))
-            .collect();
-        let overrides = config
-            .directory
-            .overrides
-            .iter()
-            .map(|o| canonical_upn(&o.upn, &aliases))
+        let aliases = suffix_aliases(&config.directory);
+        let overrides = override_map(&config.directory, &aliases)
+            .into_keys()
             .collect();
         Self {
             graph,

@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-const PUBLIC: &str = "https://pbx.example.com";
 const ALICE_OID: &str = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
 
 /// The sandbox, a gateway in front of it, and a shared clock.
@@ -25,21 +24,8 @@ struct Env {
 async fn env_with(edit: impl FnOnce(&mut Config), registration: Option<Registration>) -> Env {
     init();
     let clock = ManualClock::new(pbxgate::clock::SystemClock.now());
-    let registration = registration.unwrap_or(Registration {
-        client_id: "app-client-id".into(),
-        client_secret: Some("entra-secret-value".into()),
-        certificate: None,
-        public_url: PUBLIC.into(),
-    });
-    let sandbox = Sandbox::start(
-        &registration,
-        ("pbxgate", "xapi-secret-value"),
-        "prov-secret",
-        None,
-        Arc::new(clock.clone()),
-    )
-    .await
-    .unwrap();
+    let registration = registration.unwrap_or_else(crate::support::registration);
+    let sandbox = sandbox(&registration, &clock).await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&sandbox.pbx_server.url(), dir.path(), |c| {
         c.entra.authority = sandbox.entra_server.url().parse().unwrap();

@@ -5,14 +5,11 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 
 use pbxgate::clock::{Clock, ManualClock, SystemClock};
-use pbxgate::sandbox::{Registration, Sandbox};
 
 use crate::support::*;
 
-const PUBLIC: &str = "https://pbx.example.com";
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 
 /// The provider as a child process; killed when dropped.
@@ -69,21 +66,9 @@ async fn code_flow_with_pkce_through_oidc_provider() {
     init();
     let provider = start_provider();
     let clock = ManualClock::new(SystemClock.now());
-    let registration = Registration {
-        client_id: "unused".into(),
-        client_secret: None,
-        certificate: None,
-        public_url: PUBLIC.into(),
-    };
-    let sandbox = Sandbox::start(
-        &registration,
-        ("pbxgate", "xapi-secret-value"),
-        "prov",
-        None,
-        Arc::new(clock.clone()),
-    )
-    .await
-    .unwrap();
+    // The sandbox's Entra ID is not used here; only its 3CX is.
+    let registration = registration();
+    let sandbox = sandbox(&registration, &clock).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&sandbox.pbx_server.url(), dir.path(), |c| {
         c.entra.authority = provider.authority.parse().unwrap();

@@ -209,6 +209,37 @@ pub fn config(upstream: &str, dir: &Path, edit: impl FnOnce(&mut Config)) -> Con
     c
 }
 
+// === the sandbox (simulated Entra ID, Graph and 3CX) ===
+
+/// The gateway's public URL in sandbox tests; callbacks are rewritten to the real address.
+pub const PUBLIC: &str = "https://pbx.example.com";
+
+/// The app registration that `config_text` signs in with.
+pub fn registration() -> pbxgate::sandbox::Registration {
+    pbxgate::sandbox::Registration {
+        client_id: "app-client-id".into(),
+        client_secret: Some("entra-secret-value".into()),
+        certificate: None,
+        public_url: PUBLIC.into(),
+    }
+}
+
+/// The simulators, with the 3CX API client that `config_text` uses, on `clock`.
+pub async fn sandbox(
+    registration: &pbxgate::sandbox::Registration,
+    clock: &ManualClock,
+) -> pbxgate::sandbox::Sandbox {
+    pbxgate::sandbox::Sandbox::start(
+        registration,
+        ("pbxgate", "xapi-secret-value"),
+        "prov-secret",
+        None,
+        Arc::new(clock.clone()),
+    )
+    .await
+    .unwrap()
+}
+
 // === an in-process gateway ===
 
 pub struct TestGateway {

@@ -7,12 +7,10 @@ use pbxgate::clock::{Clock, ManualClock, SystemClock};
 use pbxgate::config::{Config, OnRemoved};
 use pbxgate::sandbox::graph::{self, GraphSim, GraphUser};
 use pbxgate::sandbox::pbx::SimExtension;
-use pbxgate::sandbox::{DEMO_TENANT, Registration, Running, Sandbox};
+use pbxgate::sandbox::{DEMO_TENANT, Running, Sandbox};
 use pbxgate::sync::{Mode, RunReport};
 
 use crate::support::*;
-
-const PUBLIC: &str = "https://pbx.example.com";
 
 struct SyncEnv {
     sandbox: Sandbox,
@@ -25,21 +23,8 @@ struct SyncEnv {
 async fn sync_env(edit: impl FnOnce(&mut Config)) -> SyncEnv {
     init();
     let clock = ManualClock::new(SystemClock.now());
-    let registration = Registration {
-        client_id: "app-client-id".into(),
-        client_secret: Some("entra-secret-value".into()),
-        certificate: None,
-        public_url: PUBLIC.into(),
-    };
-    let sandbox = Sandbox::start(
-        &registration,
-        ("pbxgate", "xapi-secret-value"),
-        "prov",
-        None,
-        Arc::new(clock.clone()),
-    )
-    .await
-    .unwrap();
+    let registration = registration();
+    let sandbox = sandbox(&registration, &clock).await;
     let graph = Arc::new(GraphSim::new(Arc::new(clock.clone())));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let graph_server =
