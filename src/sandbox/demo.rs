@@ -49,6 +49,16 @@ fn random_hex<const N: usize>() -> Result<String, DemoError> {
 
 /// Starts the simulators and writes `dir/pbxgate.toml` for a gateway on `listen`.
 pub async fn start(listen: SocketAddr, dir: &Path) -> Result<Demo, DemoError> {
+    // The simulators start empty each time, so the store does too: a directory or sessions
+    // from an earlier demo would point at extensions this run's 3CX does not have.
+    for stale in ["pbxgate.db", "pbxgate.db-wal", "pbxgate.db-shm"] {
+        let path = dir.join(stale);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+    }
     let tls_dir = dir.join("tls");
     std::fs::create_dir_all(&tls_dir).map_err(io_err(&tls_dir))?;
     // A fresh private CA each run: nothing secret is ever committed or reused.
