@@ -72,6 +72,13 @@ impl Default for RetryPolicy {
     }
 }
 
+/// For calls a signing-in user waits on: one retry, short waits.
+const INTERACTIVE: RetryPolicy = RetryPolicy {
+    attempts: 2,
+    base: Duration::from_millis(200),
+    cap: Duration::from_secs(2),
+};
+
 impl RetryPolicy {
     /// `Retry-After` when given (plus up to 10% jitter), else capped exponential backoff
     /// with full jitter.
@@ -291,6 +298,18 @@ impl GraphClient {
         body: Option<&Value>,
         mailbox: Option<&str>,
     ) -> Result<(u16, http::HeaderMap, bytes::Bytes), GraphError> {
+        self.send_with(&self.retry, method, url, body, mailbox)
+            .await
+    }
+
+    async fn send_with(
+        &self,
+        retry: &RetryPolicy,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+        mailbox: Option<&str>,
+    ) -> Result<(u16, http::HeaderMap, bytes::Bytes), GraphError> {
         let _permit = match mailbox {
             Some(m) => {
                 let sem = self
@@ -305,7 +324,7 @@ impl GraphClient {
             None => None,
         };
         let mut renewed = false;
-        for attempt in 0..self.retry.attempts {
+        for attempt in 0..retry.attempts {
             let token = self.token().await?;
             let mut req = self
                 .http
@@ -316,10 +335,8 @@ impl GraphClient {
             }
             let res = match req.send().await {
                 Ok(r) => r,
-                Err(e)
-                    if attempt + 1 < self.retry.attempts && (e.is_connect() || e.is_timeout()) =>
-                {
-                    tokio::time::sleep(self.retry.delay(attempt, None)).await;
+                Err(e) if attempt + 1 < retry.attempts && (e.is_connect() || e.is_timeout()) => {
+                    tokio::time::sleep(retry.delay(attempt, None)).await;
                     continue;
                 }
                 Err(e) => return Err(GraphError::Unreachable(crate::proxy::error_chain(&e))),
@@ -331,8 +348,8 @@ impl GraphClient {
                 self.drop_token().await;
                 continue;
             }
-            if retryable(status) && attempt + 1 < self.retry.attempts {
-                let wait = self.retry.delay(attempt, retry_after(&headers));
+            if retryable(status) && attempt + 1 < retry.attempts {
+                let wait = retry.delay(attempt, retry_after(&headers));
                 tracing::debug!(status, ?wait, url, "Graph throttled or busy; retrying");
                 tokio::time::sleep(wait).await;
                 continue;
@@ -342,11 +359,11 @@ impl GraphClient {
                 .await
                 .map_err(|e| GraphError::Unreachable(e.to_string()))?;
             if retryable(status) {
-                return Err(GraphError::Throttled(self.retry.attempts));
+                return Err(GraphError::Throttled(retry.attempts));
             }
             return Ok((status, headers, bytes));
         }
-        Err(GraphError::Throttled(self.retry.attempts))
+        Err(GraphError::Throttled(retry.attempts))
     }
 
     /// GET a JSON resource.
@@ -361,6 +378,35 @@ impl GraphClient {
             return Err(classify(status, &body, path));
         }
         serde_json::from_slice(&body).map_err(|e| GraphError::Decode(format!("{path}: {e}")))
+    }
+
+    /// Which of `group_ids` the user is a (transitive) member of (`checkMemberGroups`, 20 ids
+    /// a call); for `allowed_groups` when the ID token only signals group overage.
+    pub async fn member_groups(
+        &self,
+        user_id: &str,
+        group_ids: &[String],
+    ) -> Result<Vec<String>, GraphError> {
+        #[derive(Deserialize)]
+        struct Ids {
+            value: Vec<String>,
+        }
+        let path = format!("/users/{user_id}/checkMemberGroups");
+        let mut found = Vec::new();
+        for chunk in group_ids.chunks(20) {
+            let body = serde_json::json!({ "groupIds": chunk });
+            let url = self.url(&path);
+            let (status, _, bytes) = self
+                .send_with(&INTERACTIVE, reqwest::Method::POST, &url, Some(&body), None)
+                .await?;
+            if status >= 400 {
+                return Err(classify(status, &bytes, &path));
+            }
+            let ids: Ids = serde_json::from_slice(&bytes)
+                .map_err(|e| GraphError::Decode(format!("{path}: {e}")))?;
+            found.extend(ids.value);
+        }
+        Ok(found)
     }
 
     /// GET binary content (a photo); `None` when Graph says there is none (404).

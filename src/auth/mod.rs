@@ -403,7 +403,9 @@ async fn finish_login(
                 "The sign-in could not be verified. Please try again.",
             )
         })?;
-    check_groups(app, &claims).map_err(|m| fail(StatusCode::FORBIDDEN, "Access denied", &m))?;
+    check_groups(app, &claims)
+        .await
+        .map_err(|m| fail(StatusCode::FORBIDDEN, "Access denied", &m))?;
     let identity = Identity {
         tenant_id: claims.tid.clone().unwrap_or_default(),
         object_id: claims.oid.clone().unwrap_or_default(),
@@ -496,15 +498,24 @@ async fn provision_on_login(
 }
 
 /// `allowed_groups`: the user must be in one of them. With group overage the token does not
-/// list them; until pbxgate asks Graph, such users are refused with a clear message.
-fn check_groups(app: &App, claims: &oidc::IdClaims) -> Result<(), String> {
+/// list the groups, and Graph is asked instead (`checkMemberGroups`).
+async fn check_groups(app: &App, claims: &oidc::IdClaims) -> Result<(), String> {
     let allowed = &app.auth.allowed_groups;
     if allowed.is_empty() {
         return Ok(());
     }
     if claims.groups_overage() {
-        tracing::warn!(oid = ?claims.oid, "group overage: cannot check allowed_groups without Graph");
-        return Err("Your account is in too many groups for pbxgate to check your access. Ask your IT department to use app roles or fewer groups.".into());
+        let oid = claims.oid.clone().unwrap_or_default();
+        return match app.graph.member_groups(&oid, allowed).await {
+            Ok(found) if !found.is_empty() => Ok(()),
+            Ok(_) => Err(
+                "Your account is not in a group that may use the phone system's web client.".into(),
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, %oid, "group overage: Graph could not tell the user's groups");
+                Err("Your account is in too many groups to be checked right now. Please try again later, or ask your IT department.".into())
+            }
+        };
     }
     let member = claims.groups.as_ref().is_some_and(|g| {
         g.iter()

@@ -85,6 +85,8 @@ pub struct GraphUser {
     pub on_premises_sync_enabled: Option<bool>,
     /// JPEG bytes. The photo lives in the mailbox, so changing it is not a delta change.
     pub photo: Option<Vec<u8>>,
+    /// Object ids of the groups the user is a (transitive) member of.
+    pub member_of: Vec<String>,
 }
 
 impl GraphUser {
@@ -710,6 +712,10 @@ pub fn router(sim: Arc<GraphSim>) -> Router {
         .route("/v1.0/users/{user}", get(get_user))
         .route("/v1.0/users/{user}/photo", get(photo_metadata))
         .route("/v1.0/users/{user}/photo/$value", get(photo_value))
+        .route(
+            "/v1.0/users/{user}/checkMemberGroups",
+            post(check_member_groups),
+        )
         .fallback(unknown_segment)
         .with_state(sim.clone())
         .layer(gate.clone());
@@ -938,6 +944,41 @@ async fn get_user(
         v["@odata.context"] = json!(context(&sim.base(&headers), select.as_deref(), true));
         Ok(axum::Json(v).into_response())
     });
+    sim.respond(result)
+}
+
+/// `POST /users/{id}/checkMemberGroups` (directoryobject-checkmembergroups): which of up to
+/// 20 `groupIds` the user is a member of.
+async fn check_member_groups(
+    State(sim): State<Arc<GraphSim>>,
+    Path(user): Path<String>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let asked: Vec<String> = body["groupIds"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let result = if asked.is_empty() || asked.len() > 20 {
+        Err(GraphError::new(
+            StatusCode::BAD_REQUEST,
+            "Request_BadRequest",
+            "groupIds must hold between 1 and 20 group ids.",
+        ))
+    } else {
+        sim.with(|s| s.find(&user).map(|e| e.user.member_of.clone()))
+            .ok_or_else(|| not_found(&user))
+            .map(|member_of| {
+                let value: Vec<&String> = asked
+                    .iter()
+                    .filter(|g| member_of.iter().any(|m| m.eq_ignore_ascii_case(g)))
+                    .collect();
+                axum::Json(json!({ "value": value })).into_response()
+            })
+    };
     sim.respond(result)
 }
 
