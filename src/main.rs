@@ -194,6 +194,14 @@ async fn demo(listen: SocketAddr, dir: &Path) -> anyhow::Result<()> {
         .map(|u| format!("            {} ({})\n", u.upn, u.name))
         .collect();
     let ca = dir.join("tls/ca.pem");
+    // The path this very binary was started from, so the printed command works as is.
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| {
+            let cwd = std::env::current_dir().ok()?;
+            Some(p.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or(p))
+        })
+        .unwrap_or_else(|| PathBuf::from("pbxgate"));
     let pad = " ".repeat(12);
     let lines = [
         String::new(),
@@ -215,7 +223,8 @@ async fn demo(listen: SocketAddr, dir: &Path) -> anyhow::Result<()> {
             demo.provisioning_secret
         ),
         format!(
-            "  Sync      pbxgate sync users --once --dry-run --config {}",
+            "  Sync      {} sync users --once --dry-run --config {}",
+            exe.display(),
             demo.config_path.display()
         ),
         format!("  Config    {}", demo.config_path.display()),
