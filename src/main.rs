@@ -130,8 +130,13 @@ async fn sync_once(
                 .run(app.users.as_ref(), mode, dry_run, &stop)
                 .await?
         }
-        SyncWorker::Contacts | SyncWorker::Presence => {
-            anyhow::bail!("this pbxgate build has no contacts or presence worker yet")
+        SyncWorker::Presence => {
+            app.runner
+                .run(app.presence.as_ref(), mode, dry_run, &stop)
+                .await?
+        }
+        SyncWorker::Contacts => {
+            anyhow::bail!("this pbxgate build has no contacts worker yet")
         }
     };
     if dry_run {
@@ -212,6 +217,8 @@ async fn demo(listen: SocketAddr, dir: &Path) -> anyhow::Result<()> {
         format!("{pad}Carol has no extension yet: she gets one when she signs in (or from"),
         format!("{pad}the user sync, 30 s after start). Gina is a guest; guests get none,"),
         format!("{pad}so she sees the page that says so."),
+        format!("{pad}Calendar: Alice has a meeting from minute 2 to 12 (her status turns"),
+        format!("{pad}Do Not Disturb, then back); Bob is out of office today (Away)."),
         format!(
             "  TLS       certificates from a throw-away demo CA: {}",
             ca.display()
