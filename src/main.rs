@@ -139,6 +139,10 @@ async fn sync_once(
             anyhow::bail!("this pbxgate build has no contacts worker yet")
         }
     };
+    if report.status == "failed" {
+        let why = report.message.as_deref().unwrap_or("see the log");
+        anyhow::bail!("the {} run failed: {why}", report.worker);
+    }
     if dry_run {
         println!("Dry run ({:?}): nothing was changed.\n", report.mode);
         print!("{}", report.table());

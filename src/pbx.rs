@@ -349,9 +349,9 @@ impl PbxClient {
         Err(PbxError::Unexpected("unreachable retry state".into()))
     }
 
-    /// The current status profile of each of `ids`, read in bulk: `$filter` on the ids for a
-    /// few users, every page of `$select=Id,CurrentProfileName` for many.
-    pub async fn profiles(&self, ids: &[i64]) -> Result<HashMap<i64, String>, PbxError> {
+    /// The current status profile by user id, read in bulk: of `ids` by `$filter` (20 ids a
+    /// call), or of everyone (`None`, 100 a page) when that is fewer calls.
+    pub async fn profiles(&self, ids: Option<&[i64]>) -> Result<HashMap<i64, String>, PbxError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "PascalCase")]
         struct Row {
@@ -359,16 +359,15 @@ impl PbxClient {
             #[serde(default)]
             current_profile_name: Option<String>,
         }
-        let wanted: std::collections::HashSet<i64> = ids.iter().copied().collect();
-        let filters: Vec<Option<String>> = if ids.len() > 4 * PROFILE_FILTER {
-            vec![None]
-        } else {
-            ids.chunks(PROFILE_FILTER)
+        let filters: Vec<Option<String>> = match ids {
+            None => vec![None],
+            Some(ids) => ids
+                .chunks(PROFILE_FILTER)
                 .map(|c| {
                     let f = c.iter().map(|id| format!("Id eq {id}"));
                     Some(f.collect::<Vec<_>>().join(" or "))
                 })
-                .collect()
+                .collect(),
         };
         let mut out = HashMap::new();
         for filter in filters {
@@ -389,7 +388,6 @@ impl PbxClient {
                 out.extend(
                     page.value
                         .into_iter()
-                        .filter(|r| wanted.contains(&r.id))
                         .map(|r| (r.id, r.current_profile_name.unwrap_or_default())),
                 );
                 if n < PAGE {

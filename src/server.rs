@@ -547,6 +547,8 @@ async fn check_session(app: &App, req: &Parts) -> Result<(), Response> {
 }
 
 const STARTUP_DELAY: Duration = Duration::from_secs(30);
+/// A presence run that failed (Graph or 3CX down) is retried after this long.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(15);
 
 /// The users worker's schedule: a delta run every `interval`, a full one at the first run
 /// after `full_sync_at` each day (and at the very first run). One replica runs at a time; the others find the lease taken.
@@ -597,15 +599,21 @@ async fn schedule_presence(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         let now = app.clock.now();
-        match app
+        let ok = match app
             .runner
             .run(app.presence.as_ref(), Mode::Delta, false, &stop)
             .await
         {
-            Ok(_) => {}
-            Err(crate::sync::SyncError::Busy(_)) => tracing::debug!("presence runs elsewhere"),
-            Err(e) => tracing::error!(error = %e, "presence sync could not run"),
-        }
+            Ok(report) => report.status == "succeeded",
+            Err(crate::sync::SyncError::Busy(_)) => {
+                tracing::debug!("presence runs elsewhere");
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "presence sync could not run");
+                false
+            }
+        };
         if *stop.borrow() {
             return;
         }
@@ -615,10 +623,24 @@ async fn schedule_presence(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 tracing::warn!(error = %e, "pruning presence run records failed");
             }
         }
-        // Wake at the next boundary (a second late, so the meeting has begun by then).
-        let wait = (app.presence.next_due(app.clock.now()) - app.clock.now() + 1).max(1);
-        next = tokio::time::Instant::now() + Duration::from_secs(wait as u64).min(interval);
+        // After a failure the last read is stale and "due" at once: back off instead.
+        let wait = match ok {
+            true => until_due(app.presence.next_due(app.clock.now()), app.clock.now()),
+            false => RETRY_AFTER_FAILURE,
+        };
+        next = tokio::time::Instant::now() + wait.min(interval);
     }
+}
+
+/// From `now` (whole seconds) to just after the start of second `due`: the clock reads whole
+/// seconds, so waking 50 ms into that second is the earliest moment it says `due`.
+fn until_due(due: i64, now: i64) -> Duration {
+    let into_second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| Duration::from_nanos(d.subsec_nanos().into()))
+        .unwrap_or_default();
+    Duration::from_secs(due.saturating_sub(now).max(0) as u64).saturating_sub(into_second)
+        + Duration::from_millis(50)
 }
 
 async fn purge_sessions(app: Arc<App>) {

@@ -493,7 +493,9 @@ impl Worker for PresenceWorker {
         }
         if !candidates.is_empty() {
             let ids: Vec<i64> = candidates.iter().map(|(r, ..)| r.pbx_user_id).collect();
-            let current = self.pbx.profiles(&ids).await?;
+            // 20 ids a filtered call, or 100 users a page of everyone: whichever is fewer.
+            let filtered = ids.len().div_ceil(20) <= rows.len().div_ceil(100);
+            let current = self.pbx.profiles(filtered.then_some(&ids[..])).await?;
             for (row, wanted, h) in candidates {
                 match current.get(&row.pbx_user_id) {
                     Some(c) => actions.push(self.decide(row, wanted.as_deref(), h, c)),

@@ -12,11 +12,8 @@ use crate::sync_users::{SyncEnv, sync_env, tenant};
 const MIN: i64 = 60;
 
 async fn presence_env(edit: impl FnOnce(&mut Config)) -> SyncEnv {
-    let env = sync_env(|c| {
-        c.sync.presence.enabled = true;
-        edit(c);
-    })
-    .await;
+    // The worker runs when the test says so, not on the gateway's schedule.
+    let env = sync_env(edit).await;
     tenant(&env.graph);
     let users = env.run(Mode::Full, false).await;
     assert_eq!(users.status, "succeeded", "{users:?}");
@@ -214,7 +211,7 @@ async fn a_restart_mid_meeting_still_restores() {
 
 /// `n` more members with mailboxes, synced to extensions.
 async fn with_users(n: usize) -> SyncEnv {
-    let env = sync_env(|c| c.sync.presence.enabled = true).await;
+    let env = sync_env(|_| {}).await;
     for i in 0..n {
         env.graph.add_user(GraphUser::member(
             &format!("user{i:03}@contoso.com"),
@@ -279,4 +276,38 @@ async fn mailbox_less_and_policy_blocked_users_are_skipped_for_a_day() {
         Some(&2),
         "asked again after a day: {r:?}"
     );
+}
+
+#[tokio::test]
+async fn the_command_line_dry_run_prints_the_plan_and_writes_nothing() {
+    let env = presence_env(|_| {}).await;
+    env.meeting(ALICE, -MIN, 30 * MIN, "busy");
+    let path = env.binary_config("");
+    // Off the test's (single) runtime thread: the simulators must go on answering.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(binary())
+            .args(["sync", "presence", "--once", "--dry-run", "--config"])
+            .arg(&path)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Dry run"), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("set "))
+        .unwrap_or_default();
+    assert!(
+        line.contains("Alice.Adams@Contoso.com") && line.contains("\"Out of office\""),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(env.writes().is_empty());
 }

@@ -62,6 +62,27 @@ impl SyncEnv {
             .unwrap()
     }
 
+    /// A config file for the real binary: the same store and simulators, plus `extra`.
+    pub fn binary_config(&self, extra: &str) -> std::path::PathBuf {
+        let path = self.dir.path().join("pbxgate.toml");
+        let c = &self.gw.app.config;
+        let text = format!(
+            "{}\n{extra}",
+            config_text(&self.sandbox.pbx_server.url(), self.dir.path(), "")
+                .replace(
+                    "authority = \"http://127.0.0.1:9\"",
+                    &format!("authority = \"{}\"", c.entra.authority)
+                )
+                .replace(
+                    "graph_url = \"http://127.0.0.1:9\"",
+                    &format!("graph_url = \"{}\"", self.graph_server.url())
+                )
+                .replace(TENANT, DEMO_TENANT)
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     fn ext(&self, number: &str) -> Option<SimExtension> {
         self.sandbox.pbx.extension(number)
     }
@@ -460,22 +481,7 @@ async fn a_killed_sync_process_is_converged_by_the_next_run() {
     }
     env.graph.set_latency(std::time::Duration::from_millis(5));
     // The real binary, on the same store, against the same simulators.
-    let path = env.dir.path().join("pbxgate.toml");
-    let c = &env.gw.app.config;
-    let text = format!(
-        "{}\n[sync.users]\nextension_start = \"200\"\n",
-        config_text(&env.sandbox.pbx_server.url(), env.dir.path(), "")
-            .replace(
-                "authority = \"http://127.0.0.1:9\"",
-                &format!("authority = \"{}\"", c.entra.authority)
-            )
-            .replace(
-                "graph_url = \"http://127.0.0.1:9\"",
-                &format!("graph_url = \"{}\"", env.graph_server.url())
-            )
-            .replace(TENANT, DEMO_TENANT)
-    );
-    std::fs::write(&path, text).unwrap();
+    let path = env.binary_config("[sync.users]\nextension_start = \"200\"\n");
     let mut child = std::process::Command::new(binary())
         .args(["sync", "users", "--once", "--config"])
         .arg(&path)
