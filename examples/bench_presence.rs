@@ -53,7 +53,12 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let upn = |i: usize| format!("user{i:05}@contoso.com");
-    for i in 0..users {
+    // The demo tenant's members are synced too: N users in all.
+    let demo_members = pbxgate::sandbox::demo_directory()
+        .iter()
+        .filter(|u| u.user_type == "Member")
+        .count();
+    for i in 0..users - demo_members {
         sandbox
             .graph
             .add_user(GraphUser::member(&upn(i), "Bench", &format!("User {i:05}")));
@@ -78,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
 
     // A tenth of the users are in a meeting now.
     let now = SystemClock.now();
-    for i in (0..users).step_by(10) {
+    for i in (0..users - demo_members).step_by(10) {
         sandbox
             .graph
             .add_event(&upn(i), now - 60, now + 3600, "busy");
