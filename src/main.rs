@@ -130,8 +130,13 @@ async fn sync_once(
                 .run(app.users.as_ref(), mode, dry_run, &stop)
                 .await?
         }
-        SyncWorker::Contacts | SyncWorker::Presence => {
-            anyhow::bail!("this pbxgate build has no contacts or presence worker yet")
+        SyncWorker::Contacts => {
+            app.runner
+                .run(app.contacts.as_ref(), mode, dry_run, &stop)
+                .await?
+        }
+        SyncWorker::Presence => {
+            anyhow::bail!("this pbxgate build has no presence worker yet")
         }
     };
     if dry_run {

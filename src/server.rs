@@ -38,6 +38,7 @@ use crate::pbx::{PbxClient, PbxError};
 use crate::proxy::{self, ClientInfo, Forward, Upstream};
 use crate::session::{Rejection, Sessions};
 use crate::store::{Store, StoreError};
+use crate::sync::contacts::ContactsWorker;
 use crate::sync::users::UsersWorker;
 use crate::sync::{Mode, Runner};
 use crate::tls::{self, TlsError};
@@ -56,6 +57,7 @@ pub struct App {
     pub pbx: Arc<PbxClient>,
     pub graph: Arc<GraphClient>,
     pub users: Arc<UsersWorker>,
+    pub contacts: Arc<ContactsWorker>,
     pub runner: Runner,
 }
 
@@ -113,6 +115,13 @@ impl App {
             sessions.clone(),
             clock.clone(),
         ));
+        let contacts = Arc::new(ContactsWorker::new(
+            &config,
+            graph.clone(),
+            pbx.clone(),
+            store.clone(),
+            clock.clone(),
+        ));
         let runner = Runner::new(store.clone(), clock.clone(), metrics.clone());
         Ok(Arc::new(App {
             config,
@@ -126,6 +135,7 @@ impl App {
             pbx,
             graph,
             users,
+            contacts,
             runner,
         }))
     }
@@ -170,6 +180,12 @@ impl Gateway {
             .users
             .enabled
             .then(|| tokio::spawn(schedule_users(app.clone(), stop_rx)));
+        let contacts = app
+            .config
+            .sync
+            .contacts
+            .enabled
+            .then(|| tokio::spawn(schedule_contacts(app.clone(), stop_tx.subscribe())));
         tracing::info!(
             addr = %self.local_addr(),
             tls = self.tls.is_some(),
@@ -183,6 +199,9 @@ impl Gateway {
         let _ = stop_tx.send(true);
         if let Some(users) = users {
             let _ = tokio::time::timeout(Duration::from_secs(30), users).await;
+        }
+        if let Some(contacts) = contacts {
+            let _ = tokio::time::timeout(Duration::from_secs(30), contacts).await;
         }
         app.store.close().await;
     }
@@ -561,6 +580,47 @@ async fn schedule_users(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             Ok(_) => {}
             Err(crate::sync::SyncError::Busy(_)) => tracing::debug!("users sync runs elsewhere"),
             Err(e) => tracing::error!(error = %e, "users sync could not run"),
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+/// The contacts worker's schedule, the same shape as the users worker's: a delta run every
+/// `interval`, a full one at the first run after `full_sync_at` each day and at the first run.
+async fn schedule_contacts(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let cfg = app.config.sync.contacts.clone();
+    let first = tokio::time::Instant::now() + STARTUP_DELAY.min(cfg.interval.get());
+    let mut tick = tokio::time::interval_at(first, cfg.interval.get());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let last_full: i64 = app
+            .store
+            .state(crate::sync::contacts::FULL_STATE)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mode = match crate::sync::Daily::new(&cfg.full_sync_at, &cfg.time_zone) {
+            Ok(daily) if last_full < daily.last_due(app.clock.now()) => Mode::Full,
+            _ => Mode::Delta,
+        };
+        match app
+            .runner
+            .run(app.contacts.as_ref(), mode, false, &stop)
+            .await
+        {
+            Ok(_) => {}
+            Err(crate::sync::SyncError::Busy(_)) => {
+                tracing::debug!("contacts sync runs elsewhere")
+            }
+            Err(e) => tracing::error!(error = %e, "contacts sync could not run"),
         }
         if *stop.borrow() {
             return;

@@ -15,6 +15,9 @@ use sqlx::{AnyPool, Row};
 
 use crate::clock::UnixTime;
 
+mod contacts;
+pub use contacts::{ContactLink, MailboxSkip};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store URL {0:?}: expected sqlite://PATH or postgres://…")]
@@ -108,6 +111,11 @@ fn migrator() -> Migrator {
             ),
             m(2, "sign in", include_str!("../migrations/0002_sign_in.sql")),
             m(3, "sync", include_str!("../migrations/0003_sync.sql")),
+            m(
+                4,
+                "contacts",
+                include_str!("../migrations/0004_contacts.sql"),
+            ),
         ]),
         ..Migrator::DEFAULT
     }

@@ -41,6 +41,9 @@ use tower::ServiceExt;
 use crate::clock::{Clock, UnixTime};
 use crate::ids;
 
+mod contacts;
+pub use contacts::{MailboxAccess, SimContact};
+
 /// Members one JSON batch may hold (concepts/json-batching.md).
 pub const MAX_BATCH: usize = 20;
 /// Outlook's limit of concurrent requests per app and mailbox (includes/throttling-outlook.md).
@@ -271,6 +274,7 @@ pub struct GraphSim {
     base: RwLock<String>,
     clock: Arc<dyn Clock>,
     state: Mutex<GraphState>,
+    contacts: Mutex<contacts::ContactsState>,
 }
 
 impl GraphSim {
@@ -282,6 +286,7 @@ impl GraphSim {
                 page_size: 100,
                 ..Default::default()
             }),
+            contacts: Mutex::default(),
         }
     }
 
@@ -716,6 +721,7 @@ pub fn router(sim: Arc<GraphSim>) -> Router {
             "/v1.0/users/{user}/checkMemberGroups",
             post(check_member_groups),
         )
+        .merge(contacts::routes())
         .fallback(unknown_segment)
         .with_state(sim.clone())
         .layer(gate.clone());

@@ -26,6 +26,8 @@ use crate::clock::{Clock, UnixTime};
 use crate::ids;
 use crate::pbx::REFRESH_COOKIE;
 
+mod contacts;
+
 /// An extension of the simulated PBX.
 #[derive(Debug, Clone)]
 pub struct SimExtension {
@@ -61,6 +63,8 @@ struct PbxState {
     writes_left: Option<usize>,
     /// XAPI requests served.
     requests: usize,
+    /// The company and personal phonebooks.
+    contacts: contacts::Phonebooks,
 }
 
 /// What the simulated PBX knows.
@@ -215,6 +219,10 @@ pub fn router(sim: Arc<PbxSim>) -> Router {
             "/xapi/v1/{entity}",
             axum::routing::patch(patch_user).delete(delete_user),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            sim.clone(),
+            contacts::intercept,
+        ))
         .with_state(sim)
 }
 
