@@ -24,7 +24,7 @@ use super::users::normalize_phone;
 use super::{Action, Mode, Plan, SyncError, Worker};
 use crate::clock::Clock;
 use crate::config::{Config, ContactFolders, ContactsSyncConfig, DedupeBy};
-use crate::graph::{BatchRequest, GraphClient, GraphError};
+use crate::graph::{BATCH_MAX, BatchRequest, BatchResponse, GraphClient, GraphError};
 use crate::pbx::{Book, ContactFields, OWNED_TAG_PREFIX, PbxClient, PbxContact};
 use crate::store::{ContactLink, Store};
 
@@ -540,10 +540,12 @@ pub struct ContactsWorker {
     config: ContactsSyncConfig,
 }
 
-/// Why a mailbox was not read in this run.
-enum Unread {
-    Skip(Box<ContactAction>),
-    Outage(SyncError),
+/// A mailbox ready for its delta round.
+struct Prepared {
+    folders: Vec<String>,
+    discovered: bool,
+    /// (folder, delta start, from scratch)
+    starts: Vec<(String, String, bool)>,
 }
 
 impl ContactsWorker {
@@ -699,14 +701,35 @@ impl ContactsWorker {
         out
     }
 
-    /// Reads one mailbox: folders, then each folder's delta (first pages in `$batch`).
-    async fn read_source(&self, src: &Source, mode: Mode) -> Result<SourceRead, Unread> {
-        let unread = |e: GraphError| self.unread(src, e);
-        let (folders, discovered) = self.folders(src, mode).await.map_err(unread)?;
-        let starts = self.starts(src, &folders, mode).await;
+    /// Reads the mailboxes: their folders, then every folder's delta, the first pages of all
+    /// folders of all mailboxes in `$batch` calls of 20. A mailbox that cannot be read is a
+    /// `Skip`; an outage ends the run.
+    async fn read_sources<'a>(
+        &self,
+        sources: &[&'a Source],
+        mode: Mode,
+    ) -> Result<Vec<(&'a Source, Result<SourceRead, ContactAction>)>, SyncError> {
+        let mut preparing = Vec::new();
+        for s in sources {
+            let s: &'a Source = s;
+            preparing.push(async move { (s, self.prepare(s, mode).await) });
+        }
+        let prepared: Vec<_> = futures_util::stream::iter(preparing)
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        let mut out = Vec::new();
+        let mut ready = Vec::new();
+        for (s, p) in prepared {
+            match p {
+                Ok(p) => ready.push((s, p)),
+                Err(e) => out.push((s, Err(self.skip(s, e)?))),
+            }
+        }
         let root = self.graph.url("");
-        let requests: Vec<BatchRequest> = starts
+        let requests: Vec<BatchRequest> = ready
             .iter()
+            .flat_map(|(_, p)| p.starts.iter())
             .enumerate()
             .map(|(i, (_, start, _))| BatchRequest {
                 id: i.to_string(),
@@ -716,21 +739,61 @@ impl ContactsWorker {
                 headers: None,
             })
             .collect();
-        let answers = if requests.is_empty() {
-            Vec::new()
-        } else {
-            self.graph.batch(requests).await.map_err(unread)?
-        };
+        let mut batches = Vec::new();
+        for chunk in requests.chunks(BATCH_MAX) {
+            batches.push(self.graph.batch(chunk.to_vec()));
+        }
+        let answered: Vec<_> = futures_util::stream::iter(batches)
+            .buffered(PARALLEL / 2)
+            .collect()
+            .await;
+        let mut answers = Vec::new();
+        for a in answered {
+            answers.extend(a?);
+        }
+        let mut answers = answers.into_iter();
+        let mut finishing = Vec::new();
+        for (s, p) in ready {
+            let mine: Vec<BatchResponse> = answers.by_ref().take(p.starts.len()).collect();
+            finishing.push(async move { (s, self.finish_source(s, p, mine).await) });
+        }
+        let finished: Vec<_> = futures_util::stream::iter(finishing)
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        for (s, r) in finished {
+            match r {
+                Ok(read) => out.push((s, Ok(read))),
+                Err(e) => out.push((s, Err(self.skip(s, e)?))),
+            }
+        }
+        Ok(out)
+    }
+
+    /// A mailbox's folders and where each folder's delta starts.
+    async fn prepare(&self, src: &Source, mode: Mode) -> Result<Prepared, GraphError> {
+        let (folders, discovered) = self.folders(src, mode).await?;
+        let starts = self.starts(src, &folders, mode).await;
+        Ok(Prepared {
+            folders,
+            discovered,
+            starts,
+        })
+    }
+
+    async fn finish_source(
+        &self,
+        src: &Source,
+        p: Prepared,
+        answers: Vec<BatchResponse>,
+    ) -> Result<SourceRead, GraphError> {
         let mut read = SourceRead {
             folders: Vec::new(),
-            discovered: discovered.then(|| folders.clone()),
+            discovered: p.discovered.then_some(p.folders),
         };
-        for ((folder, _, fresh), answer) in starts.into_iter().zip(answers) {
-            let f = self
-                .finish_folder(src, &folder, fresh, answer)
-                .await
-                .map_err(unread)?;
-            read.folders.push(f);
+        for ((folder, _, fresh), answer) in p.starts.into_iter().zip(answers) {
+            read.folders
+                .push(self.finish_folder(src, &folder, fresh, answer).await?);
         }
         Ok(read)
     }
@@ -741,7 +804,7 @@ impl ContactsWorker {
         src: &Source,
         folder: &str,
         fresh: bool,
-        answer: crate::graph::BatchResponse,
+        answer: BatchResponse,
     ) -> Result<FolderRead, GraphError> {
         let mb = Some(src.mailbox.as_str());
         let mut out = FolderRead {
@@ -807,17 +870,16 @@ impl ContactsWorker {
         Ok(out)
     }
 
-    fn unread(&self, src: &Source, e: GraphError) -> Unread {
-        match skip_reason(&e) {
-            Some((reason, lasting)) => Unread::Skip(Box::new(ContactAction::Skip {
-                item: src.label.clone(),
-                mailbox: Some(src.mailbox.clone()),
-                reason,
-                retry_at: lasting
-                    .then(|| self.clock.now() + self.config.mailbox_retry.get().as_secs() as i64),
-            })),
-            None => Unread::Outage(e.into()),
-        }
+    /// The skip that reports an unreadable mailbox, or the outage that ends the run.
+    fn skip(&self, src: &Source, e: GraphError) -> Result<ContactAction, SyncError> {
+        let (reason, lasting) = skip_reason(&e).ok_or(SyncError::Graph(e))?;
+        let retry = self.config.mailbox_retry.get().as_secs() as i64;
+        Ok(ContactAction::Skip {
+            item: src.label.clone(),
+            mailbox: Some(src.mailbox.clone()),
+            reason,
+            retry_at: lasting.then(|| self.clock.now() + retry),
+        })
     }
 
     /// The `sync_state` entries a clean run keeps for `src`.
@@ -997,25 +1059,16 @@ impl Worker for ContactsWorker {
                 None => to_read.push(s),
             }
         }
-        let mut reading = Vec::new();
-        for s in to_read {
-            reading.push(async move { (s, self.read_source(s, mode).await) });
-        }
-        let results = futures_util::stream::iter(reading)
-            .buffer_unordered(PARALLEL)
-            .collect::<Vec<_>>()
-            .await;
         let mut reads: HashMap<String, SourceRead> = HashMap::new();
-        for (src, r) in results {
+        for (src, r) in self.read_sources(&to_read, mode).await? {
             match r {
                 Ok(read) => {
                     reads.insert(src.mailbox.clone(), read);
                 }
-                Err(Unread::Outage(e)) => return Err(e),
-                Err(Unread::Skip(a)) => {
+                Err(a) => {
                     tracing::info!(mailbox = %src.label, reason = %a.detail(), "contacts of a mailbox skipped");
                     unread.insert(src.mailbox.clone());
-                    actions.push(*a);
+                    actions.push(a);
                 }
             }
         }

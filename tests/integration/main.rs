@@ -7,5 +7,6 @@ mod pbx;
 mod proxy;
 mod store;
 mod support;
+mod sync_contacts;
 mod sync_users;
 mod tls;
