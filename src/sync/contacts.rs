@@ -364,6 +364,17 @@ pub fn plan_book(
             }
         }
     }
+    // Every source read from scratch: links of mailboxes no longer configured are gone too.
+    if complete {
+        let known: BTreeSet<&str> = reads.iter().map(|(s, _)| s.mailbox.as_str()).collect();
+        gone.extend(
+            state
+                .links
+                .iter()
+                .filter(|l| !known.contains(l.mailbox.as_str()))
+                .map(|l| (l.mailbox.clone(), l.contact_id.clone())),
+        );
+    }
     // A contact that left one folder and arrived in another has moved, not gone.
     let gone: BTreeSet<(String, String)> = gone
         .into_iter()
@@ -1408,9 +1419,13 @@ mod tests {
                 ..Default::default()
             },
         };
+        let old = entry(6, &contact("z9", "Zed", Some("+49 9")), "gone@x");
         let state = BookState {
-            links: vec![link(&e1, "shared@x", "c1", "f")],
-            entries: vec![e1, dup, stray],
+            links: vec![
+                link(&e1, "shared@x", "c1", "f"),
+                link(&old, "gone@x", "z9", "f"),
+            ],
+            entries: vec![e1, dup, stray, old],
         };
         let bo = contact("c2", "Bo", Some("+49 2"));
         let r = read("f", vec![ann, bo], vec![], true);
@@ -1423,7 +1438,8 @@ mod tests {
             true,
         );
         let kinds: Vec<&str> = a.iter().map(Action::kind).collect();
-        assert_eq!(kinds, ["delete", "delete", "skip"], "{a:?}");
+        assert_eq!(kinds, ["delete", "delete", "delete", "skip"], "{a:?}");
+        assert!(a.iter().any(|x| matches!(x, ContactAction::Delete { pbx_id: Some(6), unlink, .. } if unlink.len() == 1)));
         assert!(overflow.contains("shared@x"));
     }
 

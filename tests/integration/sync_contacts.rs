@@ -472,3 +472,53 @@ async fn the_limit_is_reported_not_hit_and_a_dry_run_changes_nothing() {
     assert_eq!(count(&r, "skip"), 1, "{r:?}");
     assert_eq!(count(&r, "create"), 0);
 }
+
+// The binary blocks this thread while it runs; the simulators answer from the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_runs_the_contacts_worker_once_and_dry() {
+    let env = env(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = &env.gw.app.config;
+    let text = format!(
+        "{}\n[sync.contacts]\nshared_mailboxes = [\"{DEMO_SHARED_MAILBOX}\"]\n",
+        config_text(&env.sandbox.pbx_server.url(), dir.path(), "")
+            .replace(
+                "authority = \"http://127.0.0.1:9\"",
+                &format!("authority = \"{}\"", c.entra.authority)
+            )
+            .replace(
+                "graph_url = \"http://127.0.0.1:9\"",
+                &format!("graph_url = \"{}\"", c.entra.graph_url)
+            )
+            .replace(TENANT, DEMO_TENANT)
+    );
+    let path = dir.path().join("pbxgate.toml");
+    std::fs::write(&path, text).unwrap();
+    let sync = |extra: &[&str]| {
+        std::process::Command::new(binary())
+            .args(["sync", "contacts", "--once"])
+            .args(extra)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let dry = sync(&["--dry-run"]);
+    let out = String::from_utf8_lossy(&dry.stdout);
+    let err = String::from_utf8_lossy(&dry.stderr);
+    assert!(dry.status.success(), "{out}{err}");
+    assert!(
+        out.contains("company phonebook: Lena Lopez"),
+        "{out}{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert!(out.contains("create: 4"), "{out}");
+    assert_eq!(env.writes(), 0, "a dry run writes nothing");
+    let run = sync(&["--full"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(env.owned_tags().len(), 4);
+}

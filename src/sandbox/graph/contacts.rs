@@ -519,3 +519,107 @@ fn contact_page(
     }
     axum::Json(body).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::sandbox::graph::router;
+    use crate::sandbox::{Running, spawn};
+
+    async fn start() -> (Arc<GraphSim>, Running, reqwest::Client) {
+        crate::tls::provider();
+        let sim = Arc::new(GraphSim::new(Arc::new(ManualClock::new(1_767_225_600))));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = spawn(listener, router(sim.clone()), None).unwrap();
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_static("Bearer app-test"),
+        );
+        let http = reqwest::Client::builder()
+            .default_headers(h)
+            .build()
+            .unwrap();
+        (sim, server, http)
+    }
+
+    async fn get(http: &reqwest::Client, url: &str, prefer: Option<&str>) -> (u16, Value) {
+        let mut req = http.get(url);
+        if let Some(p) = prefer {
+            req = req.header("Prefer", p);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn folder_delta_pages_reports_changes_moves_and_expiry() {
+        let (sim, server, http) = start().await;
+        sim.add_mailbox("m1", "shared@contoso.com");
+        let sub = sim.add_contact_folder("shared@contoso.com", "Sub", None);
+        let a = sim.add_contact("m1", None, SimContact::person("Ann", "A", "+1 1"));
+        sim.add_contact("m1", None, SimContact::person("Bo", "B", "+1 2"));
+        sim.add_contact("m1", None, SimContact::person("Cy", "C", "+1 3"));
+        let base = format!("{}/v1.0/users/shared@contoso.com", server.url());
+        // The folder list names the default folder as the parent of its children.
+        let (status, folders) = get(&http, &format!("{base}/contactFolders"), None).await;
+        assert_eq!(status, 200);
+        let default = folders["value"][0]["parentFolderId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(folders["value"][0]["id"], json!(sub));
+        let start =
+            format!("{base}/contactFolders/{default}/contacts/delta?$select=givenName,mobilePhone");
+        let (_, page) = get(&http, &start, Some("odata.maxpagesize=2")).await;
+        assert_eq!(page["value"].as_array().unwrap().len(), 2);
+        assert!(page["value"][0].get("surname").is_none(), "$select");
+        let next = page["@odata.nextLink"].as_str().unwrap().to_string();
+        let (_, page) = get(&http, &next, None).await;
+        assert_eq!(page["value"].as_array().unwrap().len(), 1);
+        let link = page["@odata.deltaLink"].as_str().unwrap().to_string();
+        // Ann moves to the subfolder: removed here, new there.
+        sim.move_contact("m1", &a, Some(&sub));
+        let (_, page) = get(&http, &link, None).await;
+        assert_eq!(page["value"][0]["id"], json!(a));
+        assert_eq!(page["value"][0]["@removed"]["reason"], "deleted");
+        let (_, page) = get(
+            &http,
+            &format!("{base}/contactFolders/{sub}/contacts/delta"),
+            None,
+        )
+        .await;
+        assert_eq!(page["value"][0]["givenName"], "Ann");
+        // Expired tokens: 410 syncStateNotFound.
+        sim.expire_delta_tokens();
+        let (status, body) = get(&http, &link, None).await;
+        assert_eq!(status, 410);
+        assert_eq!(body["error"]["code"], "syncStateNotFound");
+    }
+
+    #[tokio::test]
+    async fn mailbox_less_and_blocked_users_answer_as_graph_does() {
+        let (sim, server, http) = start().await;
+        sim.add_mailbox("m2", "nobox@contoso.com");
+        sim.set_mailbox_access("m2", MailboxAccess::NoMailbox);
+        sim.add_mailbox("m3", "blocked@contoso.com");
+        sim.set_mailbox_access("m3", MailboxAccess::Denied);
+        let url = |u: &str| format!("{}/v1.0/users/{u}/contactFolders", server.url());
+        let (status, body) = get(&http, &url("nobox@contoso.com"), None).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (404, Some("MailboxNotEnabledForRESTAPI"))
+        );
+        let (status, body) = get(&http, &url("m3"), None).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("ErrorAccessDenied"))
+        );
+        let (status, body) = get(&http, &url("nobody@contoso.com"), None).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (404, Some("ErrorInvalidUser"))
+        );
+    }
+}

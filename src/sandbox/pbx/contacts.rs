@@ -247,3 +247,18 @@ fn create(sim: &PbxSim, who: &Subject, body: Value) -> Response {
         (StatusCode::CREATED, axum::Json(Value::Object(c))).into_response()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tag_filters_are_understood() {
+        assert_eq!(
+            tag_filter("startswith(Tag,'pbxgate:')"),
+            Ok((true, "pbxgate:".into()))
+        );
+        assert_eq!(tag_filter("Tag eq 'o''x'"), Ok((false, "o'x".into())));
+        assert!(tag_filter("FirstName eq 'x'").is_err());
+    }
+}
