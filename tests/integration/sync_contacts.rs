@@ -522,3 +522,20 @@ async fn the_command_line_runs_the_contacts_worker_once_and_dry() {
     );
     assert_eq!(env.owned_tags().len(), 4);
 }
+
+#[tokio::test]
+async fn contact_links_and_skips_work_on_postgresql() {
+    let db = PgDatabase::create().await;
+    let url = db.url.clone();
+    let env = env(move |c| c.store.url = url).await;
+    let r = env.run(Mode::Delta).await;
+    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(env.owned_tags().len(), 4);
+    let ids = env.sandbox.graph.contact_ids(DEMO_SHARED_MAILBOX);
+    env.sandbox
+        .graph
+        .delete_contact(DEMO_SHARED_MAILBOX, &ids[1]);
+    let r = env.run(Mode::Delta).await;
+    assert_eq!((count(&r, "delete"), count(&r, "skip")), (1, 1), "{r:?}");
+    assert_eq!(env.owned_tags().len(), 3);
+}
