@@ -115,6 +115,8 @@ struct ContactPages {
 #[derive(Default)]
 pub(super) struct ContactsState {
     mailboxes: Vec<Mailbox>,
+    /// Lower-case id and UPN → index in `mailboxes`.
+    index: HashMap<String, usize>,
     seq: u64,
     tokens: HashMap<String, Token>,
     pages: HashMap<String, ContactPages>,
@@ -122,9 +124,8 @@ pub(super) struct ContactsState {
 
 impl ContactsState {
     fn find(&mut self, key: &str) -> Option<&mut Mailbox> {
-        self.mailboxes
-            .iter_mut()
-            .find(|m| m.id.eq_ignore_ascii_case(key) || m.upn.eq_ignore_ascii_case(key))
+        let i = *self.index.get(&key.to_lowercase())?;
+        self.mailboxes.get_mut(i)
     }
 }
 
@@ -168,6 +169,9 @@ impl GraphSim {
     pub fn add_mailbox(&self, id: &str, upn: &str) {
         self.contacts(|s| {
             if s.find(id).is_none() {
+                let i = s.mailboxes.len();
+                s.index.insert(id.to_lowercase(), i);
+                s.index.insert(upn.to_lowercase(), i);
                 s.mailboxes.push(Mailbox {
                     id: id.into(),
                     upn: upn.into(),
