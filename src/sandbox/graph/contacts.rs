@@ -88,8 +88,6 @@ struct Folder {
 }
 
 struct Mailbox {
-    id: String,
-    upn: String,
     default_folder: String,
     folders: Vec<Folder>,
     items: Vec<Item>,
@@ -99,7 +97,6 @@ struct Mailbox {
 
 #[derive(Clone)]
 struct Token {
-    mailbox: String,
     folder: String,
     since: u64,
     epoch: u64,
@@ -173,8 +170,6 @@ impl GraphSim {
                 s.index.insert(id.to_lowercase(), i);
                 s.index.insert(upn.to_lowercase(), i);
                 s.mailboxes.push(Mailbox {
-                    id: id.into(),
-                    upn: upn.into(),
                     default_folder: folder_id(),
                     folders: Vec::new(),
                     items: Vec::new(),
@@ -489,7 +484,6 @@ fn delta(
             offset: 0,
             size,
             token: Token {
-                mailbox: m.id.clone(),
                 folder: folder.to_string(),
                 since: seq,
                 epoch,
@@ -518,7 +512,6 @@ fn contact_page(
         sim.contacts(|s| s.pages.insert(token, p));
     } else {
         body["@odata.deltaLink"] = json!(format!("{path}?$deltatoken={token}"));
-        let _ = &p.token.mailbox;
         sim.contacts(|s| s.tokens.insert(token, p.token));
     }
     axum::Json(body).into_response()
