@@ -839,7 +839,10 @@ impl ContactsWorker {
                     out.link = Some(d.delta_link);
                     return Ok(out);
                 }
-                GraphError::NotFound(_) if !fresh => {
+                // The folder was deleted (not the mailbox: that is `ErrorInvalidUser`).
+                GraphError::NotFound(_)
+                    if !fresh && answer.body["error"]["code"] == "ErrorItemNotFound" =>
+                {
                     out.gone = true;
                     return Ok(out);
                 }

@@ -539,3 +539,34 @@ async fn contact_links_and_skips_work_on_postgresql() {
     assert_eq!((count(&r, "delete"), count(&r, "skip")), (1, 1), "{r:?}");
     assert_eq!(env.owned_tags().len(), 3);
 }
+
+#[tokio::test]
+async fn new_folders_are_found_by_the_full_run_and_a_deleted_one_takes_its_entries_along() {
+    let env = env(|_| {}).await;
+    env.run(Mode::Delta).await;
+    let g = &env.sandbox.graph;
+    // A new subfolder: the folder list is kept between delta runs; the full run finds it.
+    let work = g.add_contact_folder(ALICE, "Work", None);
+    let vic = SimContact::person("Vic", "Vo", "+44 7700 900789");
+    g.add_contact(ALICE, Some(&work), vic);
+    let r = env.run(Mode::Delta).await;
+    assert_eq!(count(&r, "create"), 0, "{r:?}");
+    let r = env.run(Mode::Full).await;
+    assert_eq!(count(&r, "create"), 1, "{r:?}");
+    assert_eq!(
+        env.personal("101"),
+        ["Paul Parker", "Quinn Adams", "Vic Vo"]
+    );
+    // Family deleted with Quinn in it: the entry goes at the next delta run.
+    let quinn = g.contact_ids(ALICE)[1].clone();
+    let links = env.gw.app.store.contact_links("101").await.unwrap();
+    let family = links.iter().find(|l| l.contact_id == quinn).unwrap();
+    g.delete_contact_folder(ALICE, &family.folder_id);
+    let r = env.run(Mode::Delta).await;
+    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(count(&r, "delete"), 1, "{r:?}");
+    assert_eq!(env.personal("101"), ["Paul Parker", "Vic Vo"]);
+    let writes = env.writes();
+    env.run(Mode::Delta).await;
+    assert_eq!(env.writes(), writes);
+}

@@ -277,6 +277,34 @@ impl GraphSim {
         });
     }
 
+    /// Deletes a folder with its subfolders and contacts; its delta link then answers 404.
+    pub fn delete_contact_folder(&self, mailbox: &str, folder: &str) {
+        self.edit_mailbox(mailbox, |m, seq| {
+            let mut doomed = vec![folder.to_string()];
+            let mut i = 0;
+            while i < doomed.len() {
+                let parent = doomed[i].clone();
+                doomed.extend(
+                    m.folders
+                        .iter()
+                        .filter(|f| f.parent.as_deref() == Some(parent.as_str()))
+                        .map(|f| f.id.clone()),
+                );
+                i += 1;
+            }
+            m.folders.retain(|f| !doomed.contains(&f.id));
+            let (gone, kept): (Vec<Item>, Vec<Item>) = std::mem::take(&mut m.items)
+                .into_iter()
+                .partition(|i| doomed.contains(&i.folder));
+            m.items = kept;
+            m.tombstones.extend(gone.into_iter().map(|i| Tombstone {
+                id: i.id,
+                folder: i.folder,
+                at: seq,
+            }));
+        });
+    }
+
     /// The contact ids of a mailbox, in the order they were added.
     pub fn contact_ids(&self, mailbox: &str) -> Vec<String> {
         self.contacts(|s| {
