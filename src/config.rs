@@ -65,81 +65,6 @@ pub struct SyncConfig {
     pub users: UsersSyncConfig,
 }
 
-/// What the user sync does when a user is disabled or deleted in Entra ID.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnRemoved {
-    /// Disable the extension (default): nothing is lost, the number stays reserved.
-    Disable,
-    /// Leave the extension as it is.
-    Keep,
-    /// Delete the extension, if pbxgate created it (a matched extension is disabled instead).
-    Delete,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct UsersSyncConfig {
-    /// Run the users worker in `serve`.
-    #[serde(default)]
-    pub enabled: bool,
-    /// Incremental (delta) runs this often.
-    #[serde(default = "default_users_interval")]
-    pub interval: Duration,
-    /// The daily time (HH:MM, in `time_zone`) of the full reconcile: every user, and
-    /// extensions deleted in 3CX.
-    #[serde(default = "default_full_sync_at")]
-    pub full_sync_at: String,
-    /// IANA time zone of `full_sync_at`, e.g. "Europe/Berlin".
-    #[serde(default = "default_time_zone")]
-    pub time_zone: String,
-    /// First extension number to hand out; unset: 3CX's GetFirstAvailableExtensionNumber.
-    #[serde(default)]
-    pub extension_start: Option<String>,
-    #[serde(default)]
-    pub include_guests: bool,
-    #[serde(default = "default_on_removed")]
-    pub on_removed: OnRemoved,
-    /// Set the extension's outbound caller ID from the user's first business phone.
-    #[serde(default)]
-    pub outbound_caller_id_from_business_phone: bool,
-    /// Provision a user who signs in before the first sync, through the same code path.
-    #[serde(default = "default_true")]
-    pub provision_on_login: bool,
-}
-
-impl Default for UsersSyncConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            interval: default_users_interval(),
-            full_sync_at: default_full_sync_at(),
-            time_zone: default_time_zone(),
-            extension_start: None,
-            include_guests: false,
-            on_removed: default_on_removed(),
-            outbound_caller_id_from_business_phone: false,
-            provision_on_login: true,
-        }
-    }
-}
-
-fn default_users_interval() -> Duration {
-    Duration::secs(15 * 60)
-}
-fn default_full_sync_at() -> String {
-    "02:00".into()
-}
-fn default_time_zone() -> String {
-    "UTC".into()
-}
-fn default_on_removed() -> OnRemoved {
-    OnRemoved::Disable
-}
-fn default_true() -> bool {
-    true
-}
-
 /// Which contact folders of a mailbox the contact sync reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -236,6 +161,81 @@ fn default_max_personal_contacts() -> usize {
 }
 fn default_mailbox_retry() -> Duration {
     Duration::secs(24 * 3600)
+}
+
+/// What the user sync does when a user is disabled or deleted in Entra ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRemoved {
+    /// Disable the extension (default): nothing is lost, the number stays reserved.
+    Disable,
+    /// Leave the extension as it is.
+    Keep,
+    /// Delete the extension, if pbxgate created it (a matched extension is disabled instead).
+    Delete,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersSyncConfig {
+    /// Run the users worker in `serve`.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Incremental (delta) runs this often.
+    #[serde(default = "default_users_interval")]
+    pub interval: Duration,
+    /// The daily time (HH:MM, in `time_zone`) of the full reconcile: every user, and
+    /// extensions deleted in 3CX.
+    #[serde(default = "default_full_sync_at")]
+    pub full_sync_at: String,
+    /// IANA time zone of `full_sync_at`, e.g. "Europe/Berlin".
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// First extension number to hand out; unset: 3CX's GetFirstAvailableExtensionNumber.
+    #[serde(default)]
+    pub extension_start: Option<String>,
+    #[serde(default)]
+    pub include_guests: bool,
+    #[serde(default = "default_on_removed")]
+    pub on_removed: OnRemoved,
+    /// Set the extension's outbound caller ID from the user's first business phone.
+    #[serde(default)]
+    pub outbound_caller_id_from_business_phone: bool,
+    /// Provision a user who signs in before the first sync, through the same code path.
+    #[serde(default = "default_true")]
+    pub provision_on_login: bool,
+}
+
+impl Default for UsersSyncConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interval: default_users_interval(),
+            full_sync_at: default_full_sync_at(),
+            time_zone: default_time_zone(),
+            extension_start: None,
+            include_guests: false,
+            on_removed: default_on_removed(),
+            outbound_caller_id_from_business_phone: false,
+            provision_on_login: true,
+        }
+    }
+}
+
+fn default_users_interval() -> Duration {
+    Duration::secs(15 * 60)
+}
+fn default_full_sync_at() -> String {
+    "02:00".into()
+}
+fn default_time_zone() -> String {
+    "UTC".into()
+}
+fn default_on_removed() -> OnRemoved {
+    OnRemoved::Disable
+}
+fn default_true() -> bool {
+    true
 }
 
 /// Who is who beyond what the user sync finds.
@@ -670,6 +670,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_contacts(o)?;
         if let Some(start) = &self.sync.users.extension_start
             && (start.is_empty() || !start.bytes().all(|b| b.is_ascii_digit()))
         {
@@ -688,7 +689,6 @@ impl Config {
         if self.sync.users.interval.0 < std::time::Duration::from_secs(60) {
             return Err(o.error("sync.users.interval", "must be at least 1m"));
         }
-        self.validate_contacts(o)?;
         if self.server.login_rate_limit == 0 {
             return Err(o.error("server.login_rate_limit", "must be at least 1"));
         }

@@ -56,8 +56,8 @@ pub struct App {
     pub directory: Directory,
     pub pbx: Arc<PbxClient>,
     pub graph: Arc<GraphClient>,
-    pub users: Arc<UsersWorker>,
     pub contacts: Arc<ContactsWorker>,
+    pub users: Arc<UsersWorker>,
     pub runner: Runner,
 }
 
@@ -107,19 +107,19 @@ impl App {
             auth.provider.clone(),
             clock.clone(),
         )?);
+        let contacts = Arc::new(ContactsWorker::new(
+            &config,
+            graph.clone(),
+            pbx.clone(),
+            store.clone(),
+            clock.clone(),
+        ));
         let users = Arc::new(UsersWorker::new(
             &config,
             graph.clone(),
             pbx.clone(),
             store.clone(),
             sessions.clone(),
-            clock.clone(),
-        ));
-        let contacts = Arc::new(ContactsWorker::new(
-            &config,
-            graph.clone(),
-            pbx.clone(),
-            store.clone(),
             clock.clone(),
         ));
         let runner = Runner::new(store.clone(), clock.clone(), metrics.clone());
@@ -134,8 +134,8 @@ impl App {
             directory,
             pbx,
             graph,
-            users,
             contacts,
+            users,
             runner,
         }))
     }
@@ -174,18 +174,18 @@ impl Gateway {
         let app = self.app.clone();
         let purge = tokio::spawn(purge_sessions(app.clone()));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let users = app
-            .config
-            .sync
-            .users
-            .enabled
-            .then(|| tokio::spawn(schedule_users(app.clone(), stop_rx)));
         let contacts = app
             .config
             .sync
             .contacts
             .enabled
             .then(|| tokio::spawn(schedule_contacts(app.clone(), stop_tx.subscribe())));
+        let users = app
+            .config
+            .sync
+            .users
+            .enabled
+            .then(|| tokio::spawn(schedule_users(app.clone(), stop_rx)));
         tracing::info!(
             addr = %self.local_addr(),
             tls = self.tls.is_some(),
@@ -197,11 +197,11 @@ impl Gateway {
         purge.abort();
         // A sync run in progress finishes its current item and records itself interrupted.
         let _ = stop_tx.send(true);
-        if let Some(users) = users {
-            let _ = tokio::time::timeout(Duration::from_secs(30), users).await;
-        }
         if let Some(contacts) = contacts {
             let _ = tokio::time::timeout(Duration::from_secs(30), contacts).await;
+        }
+        if let Some(users) = users {
+            let _ = tokio::time::timeout(Duration::from_secs(30), users).await;
         }
         app.store.close().await;
     }
@@ -549,44 +549,6 @@ async fn check_session(app: &App, req: &Parts) -> Result<(), Response> {
     Err(classed(RouteClass::Unauthenticated, res))
 }
 
-const STARTUP_DELAY: Duration = Duration::from_secs(30);
-
-/// The users worker's schedule: a delta run every `interval`, a full one at the first run
-/// after `full_sync_at` each day (and at the very first run). One replica runs at a time; the others find the lease taken.
-async fn schedule_users(app: Arc<App>, mut stop: watch::Receiver<bool>) {
-    let cfg = app.config.sync.users.clone();
-    // The first run waits a little, so that a restart loop does not hammer Graph and 3CX.
-    let first = tokio::time::Instant::now() + STARTUP_DELAY.min(cfg.interval.get());
-    let mut tick = tokio::time::interval_at(first, cfg.interval.get());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let last_full: i64 = app
-            .store
-            .state("users.last_full")
-            .await
-            .ok()
-            .flatten()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mode = match crate::sync::Daily::new(&cfg.full_sync_at, &cfg.time_zone) {
-            Ok(daily) if last_full < daily.last_due(app.clock.now()) => Mode::Full,
-            _ => Mode::Delta,
-        };
-        match app.runner.run(app.users.as_ref(), mode, false, &stop).await {
-            Ok(_) => {}
-            Err(crate::sync::SyncError::Busy(_)) => tracing::debug!("users sync runs elsewhere"),
-            Err(e) => tracing::error!(error = %e, "users sync could not run"),
-        }
-        if *stop.borrow() {
-            return;
-        }
-    }
-}
-
 /// The contacts worker's schedule, the same shape as the users worker's: a delta run every
 /// `interval`, a full one at the first run after `full_sync_at` each day and at the first run.
 async fn schedule_contacts(app: Arc<App>, mut stop: watch::Receiver<bool>) {
@@ -621,6 +583,44 @@ async fn schedule_contacts(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 tracing::debug!("contacts sync runs elsewhere")
             }
             Err(e) => tracing::error!(error = %e, "contacts sync could not run"),
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+const STARTUP_DELAY: Duration = Duration::from_secs(30);
+
+/// The users worker's schedule: a delta run every `interval`, a full one at the first run
+/// after `full_sync_at` each day (and at the very first run). One replica runs at a time; the others find the lease taken.
+async fn schedule_users(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let cfg = app.config.sync.users.clone();
+    // The first run waits a little, so that a restart loop does not hammer Graph and 3CX.
+    let first = tokio::time::Instant::now() + STARTUP_DELAY.min(cfg.interval.get());
+    let mut tick = tokio::time::interval_at(first, cfg.interval.get());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let last_full: i64 = app
+            .store
+            .state("users.last_full")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mode = match crate::sync::Daily::new(&cfg.full_sync_at, &cfg.time_zone) {
+            Ok(daily) if last_full < daily.last_due(app.clock.now()) => Mode::Full,
+            _ => Mode::Delta,
+        };
+        match app.runner.run(app.users.as_ref(), mode, false, &stop).await {
+            Ok(_) => {}
+            Err(crate::sync::SyncError::Busy(_)) => tracing::debug!("users sync runs elsewhere"),
+            Err(e) => tracing::error!(error = %e, "users sync could not run"),
         }
         if *stop.borrow() {
             return;

@@ -271,22 +271,22 @@ impl GraphState {
 
 /// What the simulated Graph knows, and the knobs tests turn.
 pub struct GraphSim {
+    contacts: Mutex<contacts::ContactsState>,
     base: RwLock<String>,
     clock: Arc<dyn Clock>,
     state: Mutex<GraphState>,
-    contacts: Mutex<contacts::ContactsState>,
 }
 
 impl GraphSim {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
+            contacts: Mutex::default(),
             base: RwLock::new(String::new()),
             clock,
             state: Mutex::new(GraphState {
                 page_size: 100,
                 ..Default::default()
             }),
-            contacts: Mutex::default(),
         }
     }
 
@@ -712,6 +712,7 @@ fn new_token() -> String {
 pub fn router(sim: Arc<GraphSim>) -> Router {
     let gate = middleware::from_fn_with_state(sim.clone(), gate);
     let members = Router::new()
+        .merge(contacts::routes())
         .route("/v1.0/users", get(list_users))
         .route("/v1.0/users/delta", get(users_delta))
         .route("/v1.0/users/{user}", get(get_user))
@@ -721,7 +722,6 @@ pub fn router(sim: Arc<GraphSim>) -> Router {
             "/v1.0/users/{user}/checkMemberGroups",
             post(check_member_groups),
         )
-        .merge(contacts::routes())
         .fallback(unknown_segment)
         .with_state(sim.clone())
         .layer(gate.clone());

@@ -256,10 +256,10 @@ impl Sandbox {
         for u in demo_directory() {
             graph.add_user(u);
         }
-        demo_contacts(&graph);
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let graph_server = spawn(listener, graph::router(graph.clone()), None)?;
         graph.set_base(&graph_server.url());
+        demo_contacts(&graph);
         let pbx = Arc::new(PbxSim::new(
             provisioning_secret,
             api_client,

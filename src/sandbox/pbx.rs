@@ -50,6 +50,8 @@ enum Subject {
 
 #[derive(Default)]
 struct PbxState {
+    /// The company and personal phonebooks.
+    contacts: contacts::Phonebooks,
     extensions: Vec<SimExtension>,
     /// access token → (who, expiry)
     tokens: HashMap<String, (Subject, UnixTime)>,
@@ -63,8 +65,6 @@ struct PbxState {
     writes_left: Option<usize>,
     /// XAPI requests served.
     requests: usize,
-    /// The company and personal phonebooks.
-    contacts: contacts::Phonebooks,
 }
 
 /// What the simulated PBX knows.
@@ -201,6 +201,9 @@ impl PbxSim {
 }
 
 pub fn router(sim: Arc<PbxSim>) -> Router {
+    // The phonebook paths (`/xapi/v1/Contacts…`) are answered by a layer: `Contacts({Id})`
+    // would collide with the `{entity}` route.
+    let phonebooks = axum::middleware::from_fn_with_state(sim.clone(), contacts::intercept);
     Router::new()
         .route("/", get(webclient))
         .route("/webclient", get(webclient))
@@ -219,11 +222,8 @@ pub fn router(sim: Arc<PbxSim>) -> Router {
             "/xapi/v1/{entity}",
             axum::routing::patch(patch_user).delete(delete_user),
         )
-        .layer(axum::middleware::from_fn_with_state(
-            sim.clone(),
-            contacts::intercept,
-        ))
         .with_state(sim)
+        .layer(phonebooks)
 }
 
 /// 3CX's error shape: `{"error":{"code","message"}}`.
