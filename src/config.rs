@@ -63,6 +63,8 @@ pub struct SyncConfig {
     pub contacts: ContactsSyncConfig,
     #[serde(default)]
     pub users: UsersSyncConfig,
+    #[serde(default)]
+    pub presence: PresenceSyncConfig,
 }
 
 /// Which contact folders of a mailbox the contact sync reads.
@@ -204,6 +206,10 @@ pub struct UsersSyncConfig {
     /// Provision a user who signs in before the first sync, through the same code path.
     #[serde(default = "default_true")]
     pub provision_on_login: bool,
+    /// Copy Entra profile photos to the extensions (`ContactImage`; format unverified, see
+    /// the README). Checked when a user is created and at each full reconcile.
+    #[serde(default)]
+    pub photos: bool,
 }
 
 impl Default for UsersSyncConfig {
@@ -218,8 +224,87 @@ impl Default for UsersSyncConfig {
             on_removed: default_on_removed(),
             outbound_caller_id_from_business_phone: false,
             provision_on_login: true,
+            photos: false,
         }
     }
+}
+
+/// Calendar free/busy → 3CX status profile (DESIGN §4, presence).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceSyncConfig {
+    /// Run the presence worker in `serve`.
+    #[serde(default)]
+    pub enabled: bool,
+    /// How often free/busy is read from Graph; status changes inside an interval happen on
+    /// time anyway, because each read looks ahead.
+    #[serde(default = "default_presence_interval")]
+    pub interval: Duration,
+    /// The 3CX profile (internal name) for `busy` and `workingElsewhere`.
+    #[serde(default = "default_busy_profile")]
+    pub busy_profile: String,
+    /// The 3CX profile (internal name) for `oof`.
+    #[serde(default = "default_away_profile")]
+    pub away_profile: String,
+    /// Per free/busy status (`free`, `tentative`, `busy`, `oof`, `workingElsewhere`,
+    /// `unknown`): the profile to set, or "" for none. Wins over the two keys above.
+    #[serde(default)]
+    pub map: BTreeMap<String, String>,
+    /// Profiles pbxgate never overrides (3CX's "Custom 1"/"Custom 2": Lunch, Business Trip).
+    #[serde(default = "default_protected_profiles")]
+    pub protected_profiles: Vec<String>,
+}
+
+impl Default for PresenceSyncConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interval: default_presence_interval(),
+            busy_profile: default_busy_profile(),
+            away_profile: default_away_profile(),
+            map: BTreeMap::new(),
+            protected_profiles: default_protected_profiles(),
+        }
+    }
+}
+
+/// The free/busy statuses Graph's `scheduleItem.status` takes.
+pub const FREE_BUSY_STATUSES: [&str; 6] = [
+    "free",
+    "tentative",
+    "busy",
+    "oof",
+    "workingElsewhere",
+    "unknown",
+];
+
+impl PresenceSyncConfig {
+    /// Status (lower case) → profile, defaults overlaid with `map`; unmapped statuses absent.
+    pub fn mapping(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::from([
+            ("busy".to_string(), self.busy_profile.clone()),
+            ("workingelsewhere".to_string(), self.busy_profile.clone()),
+            ("oof".to_string(), self.away_profile.clone()),
+        ]);
+        for (status, profile) in &self.map {
+            m.insert(status.to_lowercase(), profile.clone());
+        }
+        m.retain(|_, p| !p.is_empty());
+        m
+    }
+}
+
+fn default_presence_interval() -> Duration {
+    Duration::secs(60)
+}
+fn default_busy_profile() -> String {
+    "Out of office".into()
+}
+fn default_away_profile() -> String {
+    "Away".into()
+}
+fn default_protected_profiles() -> Vec<String> {
+    vec!["Custom 1".into(), "Custom 2".into()]
 }
 
 fn default_users_interval() -> Duration {
@@ -686,6 +771,7 @@ impl Config {
             };
             return Err(o.error(key, e));
         }
+        self.validate_presence(o)?;
         if self.sync.users.interval.0 < std::time::Duration::from_secs(60) {
             return Err(o.error("sync.users.interval", "must be at least 1m"));
         }
@@ -719,6 +805,35 @@ impl Config {
                 "sync.contacts.shared_mailboxes",
                 "entries must be a UPN or an object id",
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_presence(&self, o: &Origins) -> Result<(), ConfigError> {
+        let p = &self.sync.presence;
+        if p.interval.0 < std::time::Duration::from_secs(15) {
+            return Err(o.error("sync.presence.interval", "must be at least 15s"));
+        }
+        if let Some(bad) = p
+            .map
+            .keys()
+            .find(|k| !FREE_BUSY_STATUSES.iter().any(|s| s.eq_ignore_ascii_case(k)))
+        {
+            return Err(o.error(
+                &format!("sync.presence.map.{bad}"),
+                format!(
+                    "not a free/busy status; one of {}",
+                    FREE_BUSY_STATUSES.join(", ")
+                ),
+            ));
+        }
+        for (key, v) in [
+            ("sync.presence.busy_profile", &p.busy_profile),
+            ("sync.presence.away_profile", &p.away_profile),
+        ] {
+            if v.trim().is_empty() {
+                return Err(o.error(key, "must name a 3CX profile, e.g. \"Away\""));
+            }
         }
         Ok(())
     }

@@ -136,7 +136,9 @@ async fn sync_once(
                 .await?
         }
         SyncWorker::Presence => {
-            anyhow::bail!("this pbxgate build has no presence worker yet")
+            app.runner
+                .run(app.presence.as_ref(), mode, dry_run, &stop)
+                .await?
         }
     };
     if dry_run {
@@ -217,6 +219,8 @@ async fn demo(listen: SocketAddr, dir: &Path) -> anyhow::Result<()> {
         format!("{pad}Carol has no extension yet: she gets one when she signs in (or from"),
         format!("{pad}the user sync, 30 s after start). Gina is a guest; guests get none,"),
         format!("{pad}so she sees the page that says so."),
+        format!("{pad}Calendar: Alice has a meeting from minute 2 to 12 (her status turns"),
+        format!("{pad}Do Not Disturb, then back); Bob is out of office today (Away)."),
         format!(
             "  TLS       certificates from a throw-away demo CA: {}",
             ca.display()

@@ -7,6 +7,7 @@
 //! impersonation through `/connect/token`, `/webclient/api/Login/GetAccessToken` and its
 //! `RefreshTokenCookie`, and `/webclient/api/Logout`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ pub use contacts::{Book, ContactFields, OWNED_TAG_PREFIX, PbxContact};
 /// The name of the webclient's refresh-token cookie (undocumented; §2.1 of the research).
 pub const REFRESH_COOKIE: &str = "RefreshTokenCookie";
 /// 3CX allows `$top` up to 100.
+/// Ids per `$filter` when reading profiles (an OData `or` chain stays short).
+const PROFILE_FILTER: usize = 20;
 const PAGE: usize = 100;
 /// Fields read from `/Users`: always an explicit `$select`, as the default listing includes
 /// SIP and voicemail credentials.
@@ -81,6 +84,12 @@ pub struct UserFields {
     pub outbound_caller_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    /// The photo (format undocumented by 3CX; pbxgate sends a `data:` URI, "" removes it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contact_image: Option<String>,
+    /// The status profile, by internal name ("Available", "Away", "Out of office", …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_profile_name: Option<String>,
 }
 
 impl UserFields {
@@ -341,6 +350,67 @@ impl PbxClient {
             return check(res).await;
         }
         Err(PbxError::Unexpected("unreachable retry state".into()))
+    }
+
+    /// The current status profile of each of `ids`, read in bulk: `$filter` on the ids for a
+    /// few users, every page of `$select=Id,CurrentProfileName` for many.
+    pub async fn profiles(&self, ids: &[i64]) -> Result<HashMap<i64, String>, PbxError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Row {
+            id: i64,
+            #[serde(default)]
+            current_profile_name: Option<String>,
+        }
+        let wanted: std::collections::HashSet<i64> = ids.iter().copied().collect();
+        let filters: Vec<Option<String>> = if ids.len() > 4 * PROFILE_FILTER {
+            vec![None]
+        } else {
+            ids.chunks(PROFILE_FILTER)
+                .map(|c| {
+                    let f = c.iter().map(|id| format!("Id eq {id}"));
+                    Some(f.collect::<Vec<_>>().join(" or "))
+                })
+                .collect()
+        };
+        let mut out = HashMap::new();
+        for filter in filters {
+            let mut seen = 0;
+            loop {
+                let (top, skip) = (PAGE.to_string(), seen.to_string());
+                let mut query = vec![
+                    ("$select", "Id,CurrentProfileName"),
+                    ("$top", top.as_str()),
+                    ("$skip", skip.as_str()),
+                ];
+                if let Some(f) = &filter {
+                    query.push(("$filter", f));
+                }
+                let page: Collection<Row> = self.xapi_get("/xapi/v1/Users", &query).await?;
+                seen += page.value.len();
+                let n = page.value.len();
+                out.extend(
+                    page.value
+                        .into_iter()
+                        .filter(|r| wanted.contains(&r.id))
+                        .map(|r| (r.id, r.current_profile_name.unwrap_or_default())),
+                );
+                if n < PAGE {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `PATCH /Users({id})` with `CurrentProfileName` (SSIG-IT/3cx-mcp-server, checked on
+    /// 20.0.8: the internal profile name is what 3CX accepts).
+    pub async fn set_profile(&self, id: i64, profile: &str) -> Result<(), PbxError> {
+        let fields = UserFields {
+            current_profile_name: Some(profile.to_string()),
+            ..Default::default()
+        };
+        self.update_user(id, &fields).await
     }
 
     /// `POST /Users`: a new extension with `number` and `fields`.

@@ -39,6 +39,7 @@ use crate::proxy::{self, ClientInfo, Forward, Upstream};
 use crate::session::{Rejection, Sessions};
 use crate::store::{Store, StoreError};
 use crate::sync::contacts::ContactsWorker;
+use crate::sync::presence::PresenceWorker;
 use crate::sync::users::UsersWorker;
 use crate::sync::{Mode, Runner};
 use crate::tls::{self, TlsError};
@@ -58,6 +59,7 @@ pub struct App {
     pub graph: Arc<GraphClient>,
     pub contacts: Arc<ContactsWorker>,
     pub users: Arc<UsersWorker>,
+    pub presence: Arc<PresenceWorker>,
     pub runner: Runner,
 }
 
@@ -122,6 +124,13 @@ impl App {
             sessions.clone(),
             clock.clone(),
         ));
+        let presence = Arc::new(PresenceWorker::new(
+            &config,
+            graph.clone(),
+            pbx.clone(),
+            store.clone(),
+            clock.clone(),
+        ));
         let runner = Runner::new(store.clone(), clock.clone(), metrics.clone());
         Ok(Arc::new(App {
             config,
@@ -136,6 +145,7 @@ impl App {
             graph,
             contacts,
             users,
+            presence,
             runner,
         }))
     }
@@ -185,7 +195,13 @@ impl Gateway {
             .sync
             .users
             .enabled
-            .then(|| tokio::spawn(schedule_users(app.clone(), stop_rx)));
+            .then(|| tokio::spawn(schedule_users(app.clone(), stop_rx.clone())));
+        let presence = app
+            .config
+            .sync
+            .presence
+            .enabled
+            .then(|| tokio::spawn(schedule_presence(app.clone(), stop_rx)));
         tracing::info!(
             addr = %self.local_addr(),
             tls = self.tls.is_some(),
@@ -197,11 +213,8 @@ impl Gateway {
         purge.abort();
         // A sync run in progress finishes its current item and records itself interrupted.
         let _ = stop_tx.send(true);
-        if let Some(contacts) = contacts {
-            let _ = tokio::time::timeout(Duration::from_secs(30), contacts).await;
-        }
-        if let Some(users) = users {
-            let _ = tokio::time::timeout(Duration::from_secs(30), users).await;
+        for worker in [contacts, users, presence].into_iter().flatten() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
         }
         app.store.close().await;
     }
@@ -625,6 +638,43 @@ async fn schedule_users(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             return;
         }
+    }
+}
+
+/// The presence worker's schedule: a read every `interval`, and in between a run at each
+/// meeting boundary the last read knows of, so statuses change on time. Run records older
+/// than a week are dropped now and then (a tick a minute adds up).
+async fn schedule_presence(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let interval = app.config.sync.presence.interval.get();
+    let mut next = tokio::time::Instant::now() + STARTUP_DELAY.min(interval);
+    let mut pruned_at = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = stop.changed() => return,
+        }
+        let now = app.clock.now();
+        match app
+            .runner
+            .run(app.presence.as_ref(), Mode::Delta, false, &stop)
+            .await
+        {
+            Ok(_) => {}
+            Err(crate::sync::SyncError::Busy(_)) => tracing::debug!("presence runs elsewhere"),
+            Err(e) => tracing::error!(error = %e, "presence sync could not run"),
+        }
+        if *stop.borrow() {
+            return;
+        }
+        if now - pruned_at > 3600 {
+            pruned_at = now;
+            if let Err(e) = app.store.prune_runs("presence", now - 7 * 86_400).await {
+                tracing::warn!(error = %e, "pruning presence run records failed");
+            }
+        }
+        // Wake at the next boundary (a second late, so the meeting has begun by then).
+        let wait = (app.presence.next_due(app.clock.now()) - app.clock.now() + 1).max(1);
+        next = tokio::time::Instant::now() + Duration::from_secs(wait as u64).min(interval);
     }
 }
 

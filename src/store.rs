@@ -6,6 +6,7 @@
 //! dialect-specific SQL gets a per-backend variant in [`migrator`].
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -115,6 +116,11 @@ fn migrator() -> Migrator {
                 4,
                 "contacts",
                 include_str!("../migrations/0004_contacts.sql"),
+            ),
+            m(
+                5,
+                "sync items",
+                include_str!("../migrations/0005_sync_items.sql"),
             ),
         ]),
         ..Migrator::DEFAULT
@@ -610,5 +616,63 @@ impl Store {
             }
         };
         Ok(())
+    }
+
+    /// Every item a worker remembers (`sync_items`), by item key.
+    pub async fn items(&self, worker: &str) -> Result<HashMap<String, String>, StoreError> {
+        let rows = sqlx::query("SELECT item, value FROM sync_items WHERE worker = $1")
+            .bind(worker)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::Query)
+    }
+
+    /// Remembers (`Some`) or forgets (`None`) one item of a worker.
+    pub async fn set_item(
+        &self,
+        worker: &str,
+        item: &str,
+        value: Option<&str>,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        match value {
+            Some(v) => {
+                sqlx::query(
+                    "INSERT INTO sync_items (worker, item, value, updated_at) \
+                     VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (worker, item) DO UPDATE SET value = $3, updated_at = $4",
+                )
+                .bind(worker)
+                .bind(item)
+                .bind(v)
+                .bind(now)
+                .execute(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query("DELETE FROM sync_items WHERE worker = $1 AND item = $2")
+                    .bind(worker)
+                    .bind(item)
+                    .execute(&self.pool)
+                    .await?
+            }
+        };
+        Ok(())
+    }
+
+    /// Drops the run records of `worker` that ended before `before` (a presence tick every
+    /// minute would otherwise grow the table without bound).
+    pub async fn prune_runs(&self, worker: &str, before: UnixTime) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM sync_runs WHERE worker = $1 AND ended_at IS NOT NULL AND ended_at < $2",
+        )
+        .bind(worker)
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 }

@@ -90,6 +90,29 @@ pub struct GraphUser {
     pub photo: Option<Vec<u8>>,
     /// Object ids of the groups the user is a (transitive) member of.
     pub member_of: Vec<String>,
+    /// Whether Outlook resources (photo, contacts, calendar) are reachable for the app.
+    pub mailbox: Mailbox,
+}
+
+/// What Outlook says about a user's mailbox.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mailbox {
+    #[default]
+    Exchange,
+    /// No Exchange Online mailbox: 404 `MailboxNotEnabledForRESTAPI`.
+    Missing,
+    /// Outside the app's application access policy: 403 `ErrorAccessDenied`.
+    Blocked,
+}
+
+/// A calendar event as free/busy sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimEvent {
+    pub id: u64,
+    pub start: UnixTime,
+    pub end: UnixTime,
+    /// `showAs`, spelled as the test wants it back (Graph's concept page capitalises).
+    pub show_as: String,
 }
 
 impl GraphUser {
@@ -252,6 +275,9 @@ struct GraphState {
     requests: usize,
     batches: usize,
     by_path: HashMap<String, usize>,
+    /// Lower-case user id → calendar events.
+    events: HashMap<String, Vec<SimEvent>>,
+    event_seq: u64,
 }
 
 impl GraphState {
@@ -407,6 +433,29 @@ impl GraphSim {
     /// A live user by id or UPN.
     pub fn user(&self, key: &str) -> Option<GraphUser> {
         self.with(|s| s.find(key).map(|e| e.user.clone()))
+    }
+
+    /// Adds a calendar event to a live user's mailbox; returns its id (for `remove_event`).
+    pub fn add_event(&self, user: &str, start: UnixTime, end: UnixTime, show_as: &str) -> u64 {
+        self.with(|s| {
+            s.event_seq += 1;
+            let id = s.event_seq;
+            let key = s
+                .find(user)
+                .map_or(user.to_lowercase(), |e| e.user.id.to_lowercase());
+            s.events.entry(key).or_default().push(SimEvent {
+                id,
+                start,
+                end,
+                show_as: show_as.to_string(),
+            });
+            id
+        })
+    }
+
+    /// Removes an event (a meeting cancelled).
+    pub fn remove_event(&self, id: u64) {
+        self.with(|s| s.events.values_mut().for_each(|v| v.retain(|e| e.id != id)));
     }
 
     /// The next `n` requests (batch members included, the batch envelope not) answer 429
@@ -593,6 +642,11 @@ impl GraphSim {
             return Ok(None);
         }
         let user = percent_encoding::percent_decode_str(user).decode_utf8_lossy();
+        match self.with(|s| s.find(&user).map(|e| e.user.mailbox)) {
+            Some(Mailbox::Missing) => return Err(no_mailbox()),
+            Some(Mailbox::Blocked) => return Err(access_policy()),
+            _ => {}
+        }
         let admitted = self.with(|s| {
             let mailbox = s
                 .find(&user)
@@ -673,6 +727,24 @@ fn not_found(key: &str) -> GraphError {
     )
 }
 
+/// A user without an Exchange Online mailbox (notes §2.7).
+fn no_mailbox() -> GraphError {
+    GraphError::new(
+        StatusCode::NOT_FOUND,
+        "MailboxNotEnabledForRESTAPI",
+        "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
+    )
+}
+
+/// A mailbox outside the app's application access policy (notes §2.2).
+fn access_policy() -> GraphError {
+    GraphError::new(
+        StatusCode::FORBIDDEN,
+        "ErrorAccessDenied",
+        "Access to OData is disabled.",
+    )
+}
+
 /// 410 with where to start over (delta-query-overview.md, "Synchronization reset").
 fn sync_reset(base: &str, select: Option<&[&str]>) -> GraphError {
     let fresh = match select {
@@ -721,6 +793,10 @@ pub fn router(sim: Arc<GraphSim>) -> Router {
         .route(
             "/v1.0/users/{user}/checkMemberGroups",
             post(check_member_groups),
+        )
+        .route(
+            "/v1.0/users/{user}/calendar/getSchedule",
+            post(get_schedule),
         )
         .fallback(unknown_segment)
         .with_state(sim.clone())
@@ -1638,4 +1714,158 @@ mod tests {
             "the batch's member never ran"
         );
     }
+}
+
+/// `getSchedule`'s body; the concept page sends PascalCase keys, the reference camelCase.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ScheduleQuery {
+    #[serde(alias = "Schedules")]
+    schedules: Vec<String>,
+    #[serde(alias = "StartTime")]
+    start_time: DateTimeZone,
+    #[serde(alias = "EndTime")]
+    end_time: DateTimeZone,
+    #[serde(default, alias = "AvailabilityViewInterval")]
+    availability_view_interval: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DateTimeZone {
+    date_time: String,
+    #[serde(default)]
+    time_zone: Option<String>,
+}
+
+/// `2026-11-29T10:00:00` (optionally with fractional seconds) in UTC → Unix seconds.
+fn parse_utc(d: &DateTimeZone) -> Option<UnixTime> {
+    let tz = d.time_zone.as_deref().unwrap_or("UTC");
+    if !tz.eq_ignore_ascii_case("UTC") {
+        return None; // the simulator speaks UTC only, as pbxgate does
+    }
+    let civil: jiff::civil::DateTime = d.date_time.trim_end_matches('Z').parse().ok()?;
+    jiff::tz::TimeZone::UTC
+        .to_timestamp(civil)
+        .ok()
+        .map(|t| t.as_second())
+}
+
+fn utc_string(t: UnixTime) -> String {
+    jiff::Timestamp::from_second(t)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S.0000000").to_string())
+        .unwrap_or_default()
+}
+
+/// Free/busy digit of a status (`availabilityView`): the busiest event of the slot wins.
+fn busyness(status: &str) -> u8 {
+    match status.to_ascii_lowercase().as_str() {
+        "tentative" => 1,
+        "busy" => 2,
+        "oof" => 3,
+        "workingelsewhere" => 4,
+        _ => 0,
+    }
+}
+
+/// `POST /users/{id|upn}/calendar/getSchedule` (calendar-getschedule.md): up to 20 schedules,
+/// a window under 62 days, times in UTC. Each schedule is answered on its own: its items
+/// overlapping the window, an `availabilityView`, or an `error` for an address Exchange
+/// cannot resolve.
+async fn get_schedule(
+    State(sim): State<Arc<GraphSim>>,
+    Path(_caller): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let base = sim.base(&headers);
+    let q: ScheduleQuery = match serde_json::from_slice(&body) {
+        Ok(q) => q,
+        Err(e) => {
+            return sim.error(GraphError::bad_request(
+                "ErrorInvalidRequest",
+                format!("The request body is invalid: {e}"),
+            ));
+        }
+    };
+    let interval = q
+        .availability_view_interval
+        .as_ref()
+        .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
+        .unwrap_or(30);
+    let window = parse_utc(&q.start_time).zip(parse_utc(&q.end_time));
+    let problem = match window {
+        _ if q.schedules.is_empty() || q.schedules.len() > 20 => {
+            Some("Schedules must hold between 1 and 20 addresses.")
+        }
+        _ if !(5..=1440).contains(&interval) => {
+            Some("AvailabilityViewInterval must be between 5 and 1440 minutes.")
+        }
+        None => Some("StartTime and EndTime must be UTC date-times."),
+        Some((start, end)) if end <= start || end - start >= 62 * 86_400 => {
+            Some("The time window must be positive and shorter than 62 days.")
+        }
+        Some(_) => None,
+    };
+    if let Some(message) = problem {
+        return sim.error(GraphError::bad_request("ErrorInvalidRequest", message));
+    }
+    let (start, end) = window.unwrap_or_default();
+    let value: Vec<Value> = sim.with(|s| {
+        q.schedules
+            .iter()
+            .map(|address| schedule_of(s, address, start, end, interval * 60))
+            .collect()
+    });
+    axum::Json(json!({
+        "@odata.context": format!("{base}/v1.0/$metadata#Collection(microsoft.graph.scheduleInformation)"),
+        "value": value,
+    }))
+    .into_response()
+}
+
+fn schedule_of(s: &GraphState, address: &str, start: UnixTime, end: UnixTime, slot: i64) -> Value {
+    let user = s
+        .find(address)
+        .filter(|e| e.user.mailbox == Mailbox::Exchange);
+    let Some(user) = user else {
+        return json!({"scheduleId": address, "error": {
+            "message": format!("Failed to resolve the e-mail address {address} to a mailbox."),
+            "responseCode": "ErrorMailRecipientNotFound"}});
+    };
+    let mut events: Vec<&SimEvent> = s
+        .events
+        .get(&user.user.id.to_lowercase())
+        .map(|v| {
+            v.iter()
+                .filter(|e| e.start < end && e.end > start)
+                .collect()
+        })
+        .unwrap_or_default();
+    events.sort_by_key(|e| e.start);
+    let view: String = (0..)
+        .map(|i| start + i * slot)
+        .take_while(|t| *t < end)
+        .map(|t| {
+            let busiest = events
+                .iter()
+                .filter(|e| e.start < t + slot && e.end > t)
+                .map(|e| busyness(&e.show_as))
+                .max()
+                .unwrap_or(0);
+            char::from(b'0' + busiest)
+        })
+        .collect();
+    let items: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            json!({"isPrivate": false, "status": e.show_as,
+            "start": {"dateTime": utc_string(e.start), "timeZone": "UTC"},
+            "end": {"dateTime": utc_string(e.end), "timeZone": "UTC"}})
+        })
+        .collect();
+    json!({"scheduleId": address, "availabilityView": view, "scheduleItems": items,
+        "workingHours": {"daysOfWeek": ["monday","tuesday","wednesday","thursday","friday"],
+            "startTime": "08:00:00.0000000", "endTime": "17:00:00.0000000",
+            "timeZone": {"name": "UTC"}}})
 }

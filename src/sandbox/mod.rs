@@ -110,6 +110,7 @@ pub fn demo_extensions() -> Vec<SimExtension> {
         enabled: true,
         mobile: String::new(),
         outbound_caller_id: String::new(),
+        ..Default::default()
     };
     vec![
         ext(1, "100", "Reception", "Desk", "reception@contoso.com"),

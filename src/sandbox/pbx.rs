@@ -29,7 +29,7 @@ use crate::pbx::REFRESH_COOKIE;
 mod contacts;
 
 /// An extension of the simulated PBX.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SimExtension {
     pub id: i64,
     pub number: String,
@@ -40,6 +40,10 @@ pub struct SimExtension {
     pub enabled: bool,
     pub mobile: String,
     pub outbound_caller_id: String,
+    /// `CurrentProfileName`; empty reads as "Available".
+    pub profile: String,
+    /// `ContactImage`, as written.
+    pub contact_image: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +69,8 @@ struct PbxState {
     writes_left: Option<usize>,
     /// XAPI requests served.
     requests: usize,
+    /// Every `CurrentProfileName` write: (extension, profile, when).
+    profile_writes: Vec<(String, String, UnixTime)>,
 }
 
 /// What the simulated PBX knows.
@@ -134,6 +140,11 @@ impl PbxSim {
     /// XAPI requests served so far (reads and writes).
     pub fn requests(&self) -> usize {
         self.with(|s| s.requests)
+    }
+
+    /// Every status profile write so far: (extension, profile, simulator time).
+    pub fn profile_writes(&self) -> Vec<(String, String, UnixTime)> {
+        self.with(|s| s.profile_writes.clone())
     }
 
     /// XAPI user writes served so far.
@@ -249,6 +260,7 @@ const WEBCLIENT_PAGE: &str = r#"<!doctype html>
 <body><h1>3CX Webclient</h1>
 <p>Simulated phone system <code>__FQDN__</code>, reached through pbxgate.</p>
 <p id="me">Connecting…</p>
+<p id="status"></p>
 <p><a id="logout" href="/auth/logout">Sign out</a></p>
 <script>
 (async () => {
@@ -265,6 +277,13 @@ const WEBCLIENT_PAGE: &str = r#"<!doctype html>
   me.dataset.state = 'signed-in';
   me.dataset.extension = user.Number;
   me.textContent = 'Extension ' + user.Number + ' · ' + user.FirstName + ' ' + user.LastName;
+  // The status profile, as the calendar (through pbxgate's presence sync) changes it.
+  const status = async () => {
+    const r = await fetch('/xapi/v1/MyUser', {headers: {Authorization: 'Bearer ' + token}});
+    if (r.ok) document.getElementById('status').textContent = 'Status: ' + (await r.json()).CurrentProfileName;
+  };
+  status();
+  setInterval(status, 10000);
 })();
 </script></body></html>"#;
 
@@ -472,6 +491,8 @@ fn user_json(e: &SimExtension) -> Value {
         "Id": e.id, "Number": e.number, "FirstName": e.first_name, "LastName": e.last_name,
         "DisplayName": format!("{} {}", e.first_name, e.last_name), "Enabled": e.enabled,
         "Mobile": e.mobile, "OutboundCallerID": e.outbound_caller_id,
+        "CurrentProfileName": if e.profile.is_empty() { "Available" } else { &e.profile },
+        "ContactImage": e.contact_image,
         "AuthID": format!("auth{}", e.number), "AuthPassword": "sip-secret", "VMPIN": "1234",
     });
     if !e.email.is_empty() {
@@ -492,14 +513,22 @@ struct ODataQuery {
     skip: Option<usize>,
 }
 
-/// The `$filter` forms pbxgate sends: `tolower(EmailAddress) eq '…'` and `Number eq '…'`,
-/// joined by `or`. Anything else is a 400, as an unsupported filter is on a real PBX.
+/// The `$filter` forms pbxgate sends: `tolower(EmailAddress) eq '…'`, `Number eq '…'` and
+/// `Id eq 7`, joined by `or`. Anything else is a 400, as an unsupported filter is on a real PBX.
 fn matches_filter(filter: &str, e: &SimExtension) -> Result<bool, String> {
     let mut any = false;
     for clause in filter.split(" or ") {
         let (field, value) = clause
             .split_once(" eq ")
             .ok_or_else(|| format!("unsupported $filter clause {clause:?}"))?;
+        if field.trim() == "Id" {
+            let id: i64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("expected a number in {clause:?}"))?;
+            any |= e.id == id;
+            continue;
+        }
         let value = value
             .trim()
             .strip_prefix('\'')
@@ -566,7 +595,7 @@ async fn my_user(State(sim): State<Arc<PbxSim>>, headers: HeaderMap) -> Response
         Some(Subject::Extension(n)) => match sim.extension(&n) {
             Some(e) => axum::Json(project(
                 user_json(&e),
-                Some("Id,Number,FirstName,LastName,DisplayName,EmailAddress"),
+                Some("Id,Number,FirstName,LastName,DisplayName,EmailAddress,CurrentProfileName"),
             ))
             .into_response(),
             None => odata_error(StatusCode::NOT_FOUND, "User not found"),
@@ -622,6 +651,12 @@ fn apply_fields(e: &mut SimExtension, body: &Value) {
     if let Some(v) = body.get("Enabled").and_then(Value::as_bool) {
         e.enabled = v;
     }
+    if let Some(v) = text("ContactImage") {
+        e.contact_image = v;
+    }
+    if let Some(v) = text("CurrentProfileName") {
+        e.profile = v;
+    }
 }
 
 fn email_taken(s: &PbxState, email: &str, except: i64) -> bool {
@@ -664,8 +699,7 @@ async fn create_user(
             email: String::new(),
             access_password: None,
             enabled: true,
-            mobile: String::new(),
-            outbound_caller_id: String::new(),
+            ..Default::default()
         };
         apply_fields(&mut e, &body);
         s.writes += 1;
@@ -713,6 +747,10 @@ async fn patch_user(
         let password_changed = body.get("AccessPassword").is_some();
         apply_fields(e, &body);
         let number = e.number.clone();
+        if let Some(p) = body.get("CurrentProfileName").and_then(Value::as_str) {
+            let now = sim.clock.now();
+            s.profile_writes.push((number.clone(), p.to_string(), now));
+        }
         s.writes += 1;
         if let Some(n) = s.writes_left.as_mut() {
             *n = n.saturating_sub(1);

@@ -7,6 +7,7 @@
 //! rerun after any failure or a crash converges without duplicates.
 
 pub mod contacts;
+pub mod presence;
 pub mod users;
 
 use std::collections::BTreeMap;

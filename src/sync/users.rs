@@ -12,13 +12,15 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
 use super::{Action, Mode, Plan, SyncError, Worker};
 use crate::clock::Clock;
 use crate::config::{Config, OnRemoved};
 use crate::directory::{canonical_upn, email_candidates, override_map, suffix_aliases};
-use crate::graph::{GraphClient, GraphError};
+use crate::graph::{BatchRequest, GraphClient, GraphError};
 use crate::pbx::{PbxClient, PbxUser, UserFields};
 use crate::session::Sessions;
 use crate::store::{DirectoryRow, Store};
@@ -27,6 +29,8 @@ use crate::store::{DirectoryRow, Store};
 pub const SELECT: &str = "id,displayName,givenName,surname,userPrincipalName,mail,businessPhones,mobilePhone,accountEnabled,userType";
 const DELTA_STATE: &str = "users.delta_link";
 const FULL_STATE: &str = "users.last_full";
+/// `sync_items` worker key of the photo etags pbxgate uploaded, by object id.
+const PHOTOS: &str = "users.photos";
 
 /// A user as Graph returns it with `SELECT`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -91,6 +95,12 @@ pub enum UserAction {
     },
     /// The user is gone or disabled in Entra: leave the extension, remember the removal.
     Keep { oid: String, upn: String },
+    /// The Entra photo changed (`etag`) or went away (`None`): copy it to the extension.
+    Photo {
+        oid: String,
+        upn: String,
+        etag: Option<String>,
+    },
 }
 
 impl Action for UserAction {
@@ -102,6 +112,7 @@ impl Action for UserAction {
             Self::Disable { .. } => "disable",
             Self::Delete { .. } => "delete",
             Self::Keep { .. } => "keep",
+            Self::Photo { .. } => "photo",
         }
     }
 
@@ -110,9 +121,10 @@ impl Action for UserAction {
             Self::Create { user, .. } | Self::Match { user, .. } | Self::Update { user, .. } => {
                 upn_of(user)
             }
-            Self::Disable { upn, .. } | Self::Delete { upn, .. } | Self::Keep { upn, .. } => {
-                upn.clone()
-            }
+            Self::Disable { upn, .. }
+            | Self::Delete { upn, .. }
+            | Self::Keep { upn, .. }
+            | Self::Photo { upn, .. } => upn.clone(),
         }
     }
 
@@ -128,6 +140,8 @@ impl Action for UserAction {
             Self::Disable { number, .. } => format!("extension {number}: disable, end sessions"),
             Self::Delete { number, .. } => format!("extension {number}: delete, end sessions"),
             Self::Keep { .. } => "end sessions, keep the extension".into(),
+            Self::Photo { etag: Some(e), .. } => format!("new photo {e}"),
+            Self::Photo { etag: None, .. } => "photo removed".into(),
         }
     }
 }
@@ -224,6 +238,7 @@ impl UsersWorker {
                     .unwrap_or_default()
             }),
             enabled: None,
+            ..Default::default()
         }
     }
 
@@ -245,6 +260,7 @@ impl UsersWorker {
             mobile: differs(&want.mobile, &have.mobile),
             outbound_caller_id: differs(&want.outbound_caller_id, &have.outbound_caller_id),
             enabled: None,
+            ..Default::default()
         }
     }
 
@@ -460,6 +476,71 @@ impl UsersWorker {
         Ok(self.store.upsert_directory_user(&row).await?)
     }
 
+    /// Photo changes are not in delta: the photo metadata's etag of each user in `users`
+    /// (every user on a full run) is compared with the one pbxgate last uploaded, 20
+    /// metadata reads a `$batch`.
+    async fn plan_photos(&self, users: &[GraphUser]) -> Result<Vec<UserAction>, SyncError> {
+        let known = self.store.items(PHOTOS).await?;
+        let wanted: Vec<&GraphUser> = users.iter().filter(|u| self.wanted(u)).collect();
+        let requests = wanted
+            .iter()
+            .enumerate()
+            .map(|(i, u)| BatchRequest {
+                id: i.to_string(),
+                method: "GET".into(),
+                url: format!("/users/{}/photo", u.id),
+                body: None,
+                headers: None,
+            })
+            .collect();
+        let answers = self.graph.batch(requests).await?;
+        let mut actions = Vec::new();
+        for (u, answer) in wanted.iter().zip(&answers) {
+            let etag = match answer.error("photo") {
+                // Some tenants answer "no photo" with a 1×1 placeholder (profilephoto-get.md).
+                None if answer.body["width"] == 1 && answer.body["height"] == 1 => None,
+                None => answer.body["@odata.mediaEtag"].as_str().map(str::to_string),
+                // No photo, or no mailbox to hold one.
+                Some(GraphError::NotFound(_) | GraphError::MailboxNotEnabled(_)) => None,
+                Some(e) => {
+                    tracing::warn!(user = %upn_of(u), error = %e, "photo metadata unreadable");
+                    continue;
+                }
+            };
+            if etag.as_ref() != known.get(&u.id) {
+                actions.push(UserAction::Photo {
+                    oid: u.id.clone(),
+                    upn: upn_of(u),
+                    etag,
+                });
+            }
+        }
+        Ok(actions)
+    }
+
+    /// Uploads the user's photo as a `data:` URI in `ContactImage` ("" when it went away),
+    /// then remembers its etag so that it is uploaded again only when it changes.
+    async fn copy_photo(&self, oid: &str, etag: Option<&str>) -> Result<(), SyncError> {
+        let Some(row) = self.store.directory_user(&self.tenant_id, oid).await? else {
+            return Ok(()); // not (yet) an extension: the next full run tries again
+        };
+        let image = match etag {
+            Some(_) => self
+                .graph
+                .get_bytes(&format!("/users/{oid}/photo/$value"), Some(oid))
+                .await?
+                .map(|jpeg| format!("data:image/jpeg;base64,{}", STANDARD.encode(jpeg))),
+            None => None,
+        };
+        let fields = UserFields {
+            contact_image: Some(image.unwrap_or_default()),
+            ..Default::default()
+        };
+        self.pbx.update_user(row.pbx_user_id, &fields).await?;
+        let now = self.clock.now();
+        Ok(self.store.set_item(PHOTOS, oid, etag, now).await?)
+    }
+
     async fn mark_removed(&self, oid: &str) -> Result<(), SyncError> {
         if let Some(mut row) = self.store.directory_user(&self.tenant_id, oid).await? {
             row.removed_at = Some(self.clock.now());
@@ -498,9 +579,12 @@ impl Worker for UsersWorker {
         }
         let pbx_users = self.pbx.users(None).await?;
         let rows = self.store.directory_users(&self.tenant_id).await?;
-        let actions = self
+        let mut actions = self
             .plan_users(&changed, &removed, &pbx_users, &rows, mode)
             .await?;
+        if self.config.photos {
+            actions.extend(self.plan_photos(&changed).await?);
+        }
         Ok(Plan {
             mode,
             actions,
@@ -545,6 +629,7 @@ impl Worker for UsersWorker {
                 self.mark_removed(oid).await?;
             }
             UserAction::Keep { oid, .. } => self.mark_removed(oid).await?,
+            UserAction::Photo { oid, etag, .. } => self.copy_photo(oid, etag.as_deref()).await?,
         }
         Ok(())
     }

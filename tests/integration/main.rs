@@ -8,5 +8,6 @@ mod proxy;
 mod store;
 mod support;
 mod sync_contacts;
+mod sync_presence;
 mod sync_users;
 mod tls;

@@ -21,6 +21,7 @@ async fn sim_with(n: i64, clock: &ManualClock) -> (Arc<PbxSim>, pbxgate::sandbox
             enabled: true,
             mobile: String::new(),
             outbound_caller_id: String::new(),
+            ..Default::default()
         })
         .collect();
     let sim = Arc::new(PbxSim::new(

@@ -12,15 +12,16 @@ use pbxgate::sync::{Mode, RunReport};
 
 use crate::support::*;
 
-struct SyncEnv {
-    sandbox: Sandbox,
-    graph: Arc<GraphSim>,
-    graph_server: Running,
-    gw: TestGateway,
-    dir: tempfile::TempDir,
+/// The simulators and a gateway on a manual clock; shared with the other workers' tests.
+pub struct SyncEnv {
+    pub sandbox: Sandbox,
+    pub graph: Arc<GraphSim>,
+    pub graph_server: Running,
+    pub gw: TestGateway,
+    pub dir: tempfile::TempDir,
 }
 
-async fn sync_env(edit: impl FnOnce(&mut Config)) -> SyncEnv {
+pub async fn sync_env(edit: impl FnOnce(&mut Config)) -> SyncEnv {
     init();
     let clock = ManualClock::new(SystemClock.now());
     let registration = registration();
@@ -50,7 +51,8 @@ async fn sync_env(edit: impl FnOnce(&mut Config)) -> SyncEnv {
 }
 
 impl SyncEnv {
-    async fn run(&self, mode: Mode, dry_run: bool) -> RunReport {
+    /// One run of the users worker.
+    pub async fn run(&self, mode: Mode, dry_run: bool) -> RunReport {
         let (_tx, stop) = tokio::sync::watch::channel(false);
         self.gw
             .app
@@ -80,7 +82,7 @@ fn count(r: &RunReport, kind: &str) -> u64 {
 }
 
 /// Alice (matches 101), Erin and Frank (new), and Gina (a guest).
-fn tenant(g: &GraphSim) -> (String, String, String) {
+pub fn tenant(g: &GraphSim) -> (String, String, String) {
     let mut alice = GraphUser::member("Alice.Adams@Contoso.com", "Alice", "Adams");
     alice.id = "3f2504e0-4f89-41d3-9a0c-0305e82c3301".into();
     g.add_user(alice.clone());
@@ -111,6 +113,7 @@ fn hand_made(number: &str, email: &str) -> SimExtension {
         enabled: true,
         mobile: String::new(),
         outbound_caller_id: String::new(),
+        ..Default::default()
     }
 }
 
@@ -529,4 +532,41 @@ async fn a_stopping_gateway_records_the_run_as_interrupted() {
     // Nothing was committed: the next run does the whole job.
     let r = env.run(Mode::Delta, false).await;
     assert_eq!(count(&r, "create"), 2);
+}
+
+#[tokio::test]
+async fn photos_are_copied_once_and_again_only_when_they_change() {
+    use base64::Engine;
+    let env = sync_env(|c| c.sync.users.photos = true).await;
+    let (alice, _, _) = tenant(&env.graph);
+    env.graph.set_photo(&alice, Some(b"\xff\xd8first".to_vec()));
+    let r = env.run(Mode::Full, false).await;
+    assert_eq!(count(&r, "photo"), 1, "only Alice has a photo: {r:?}");
+    let data_uri = |b: &[u8]| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(b);
+        format!("data:image/jpeg;base64,{b64}")
+    };
+    assert_eq!(
+        env.ext("101").unwrap().contact_image,
+        data_uri(b"\xff\xd8first")
+    );
+    // The nightly check reads metadata only: nothing is uploaded again.
+    let writes = env.sandbox.pbx.writes();
+    let r = env.run(Mode::Full, false).await;
+    assert_eq!(count(&r, "photo"), 0, "{r:?}");
+    assert_eq!(env.sandbox.pbx.writes(), writes);
+    // A new photo is no delta change: the delta run misses it, the nightly run copies it.
+    env.graph
+        .set_photo(&alice, Some(b"\xff\xd8second".to_vec()));
+    assert_eq!(count(&env.run(Mode::Delta, false).await, "photo"), 0);
+    assert_eq!(count(&env.run(Mode::Full, false).await, "photo"), 1);
+    assert_eq!(
+        env.ext("101").unwrap().contact_image,
+        data_uri(b"\xff\xd8second")
+    );
+    // Removed in Entra: removed from the extension, once.
+    env.graph.set_photo(&alice, None);
+    assert_eq!(count(&env.run(Mode::Full, false).await, "photo"), 1);
+    assert_eq!(env.ext("101").unwrap().contact_image, "");
+    assert_eq!(count(&env.run(Mode::Full, false).await, "photo"), 0);
 }
