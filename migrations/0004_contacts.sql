@@ -1,6 +1,6 @@
 -- The contacts worker: which 3CX phonebook entries pbxgate made from which Outlook contact
--- (only those are ever changed or deleted), and mailboxes left alone for a while because they
--- have no Exchange Online mailbox or an access policy blocks them.
+-- (only those are ever changed or deleted). Mailboxes it skips for a while are `sync_items`
+-- (worker 'contacts', item 'skip:<mailbox>').
 CREATE TABLE contact_links (
     book       TEXT NOT NULL,      -- 'company', or the extension number of a personal phonebook
     mailbox    TEXT NOT NULL,      -- the source mailbox: object id or UPN as configured
@@ -12,9 +12,3 @@ CREATE TABLE contact_links (
     PRIMARY KEY (book, mailbox, contact_id)
 );
 CREATE INDEX contact_links_tag ON contact_links (book, tag);
-
-CREATE TABLE contact_mailbox_skips (
-    mailbox    TEXT PRIMARY KEY,
-    reason     TEXT NOT NULL,
-    retry_at   BIGINT NOT NULL
-);

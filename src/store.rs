@@ -17,7 +17,7 @@ use sqlx::{AnyPool, Row};
 use crate::clock::UnixTime;
 
 mod contacts;
-pub use contacts::{ContactLink, MailboxSkip};
+pub use contacts::ContactLink;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

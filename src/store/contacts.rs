@@ -1,5 +1,5 @@
-//! The contacts worker's records: `contact_links` (what pbxgate put into which phonebook, from
-//! which Outlook contact) and `contact_mailbox_skips` (mailboxes left alone for a while).
+//! The contacts worker's records: `contact_links`, what pbxgate put into which phonebook from
+//! which Outlook contact.
 
 use sqlx::Row;
 
@@ -18,14 +18,6 @@ pub struct ContactLink {
     pub tag: String,
     pub pbx_id: i64,
     pub updated_at: UnixTime,
-}
-
-/// A mailbox the worker skips until `retry_at`, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MailboxSkip {
-    pub mailbox: String,
-    pub reason: String,
-    pub retry_at: UnixTime,
 }
 
 const LINK_COLUMNS: &str = "book, mailbox, contact_id, folder_id, tag, pbx_id, updated_at";
@@ -99,52 +91,6 @@ impl Store {
         .bind(contact_id)
         .execute(&self.pool)
         .await?;
-        Ok(())
-    }
-
-    /// Mailboxes skipped until a time after `now`.
-    pub async fn mailbox_skips(&self, now: UnixTime) -> Result<Vec<MailboxSkip>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT mailbox, reason, retry_at FROM contact_mailbox_skips WHERE retry_at > $1",
-        )
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(MailboxSkip {
-                    mailbox: r.try_get(0)?,
-                    reason: r.try_get(1)?,
-                    retry_at: r.try_get(2)?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::Query)
-    }
-
-    /// Records a skip; `None` clears it (the mailbox answered again).
-    pub async fn set_mailbox_skip(
-        &self,
-        mailbox: &str,
-        skip: Option<(&str, UnixTime)>,
-    ) -> Result<(), StoreError> {
-        match skip {
-            Some((reason, retry_at)) => sqlx::query(
-                "INSERT INTO contact_mailbox_skips (mailbox, reason, retry_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (mailbox) DO UPDATE SET reason = $2, retry_at = $3",
-            )
-            .bind(mailbox)
-            .bind(reason)
-            .bind(retry_at)
-            .execute(&self.pool)
-            .await?,
-            None => {
-                sqlx::query("DELETE FROM contact_mailbox_skips WHERE mailbox = $1")
-                    .bind(mailbox)
-                    .execute(&self.pool)
-                    .await?
-            }
-        };
         Ok(())
     }
 }

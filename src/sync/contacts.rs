@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::users::normalize_phone;
@@ -33,6 +33,9 @@ pub const SELECT: &str = "givenName,surname,displayName,companyName,department,j
 const FOLDERS_STATE: &str = "contacts.folders:";
 const DELTA_STATE: &str = "contacts.delta:";
 pub const FULL_STATE: &str = "contacts.last_full";
+/// `sync_items` of this worker: `skip:<mailbox>` → [`Skipped`].
+const ITEMS: &str = "contacts";
+const SKIP_ITEM: &str = "skip:";
 /// Mailboxes read (and phonebooks listed) at the same time.
 const PARALLEL: usize = 8;
 /// A path segment: everything but unreserved characters and `@` is escaped.
@@ -551,6 +554,13 @@ pub struct ContactsWorker {
     config: ContactsSyncConfig,
 }
 
+/// A mailbox left alone until `retry_at` (Unix seconds), and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Skipped {
+    reason: String,
+    retry_at: i64,
+}
+
 /// A mailbox ready for its delta round.
 struct Prepared {
     folders: Vec<String>,
@@ -1046,14 +1056,18 @@ impl Worker for ContactsWorker {
     async fn plan(&self, mode: Mode) -> Result<Plan<ContactAction>, SyncError> {
         let now = self.clock.now();
         let sources = self.sources().await?;
-        let skips: HashMap<String, (String, i64)> = match mode {
+        let skips: HashMap<String, Skipped> = match mode {
             Mode::Full => HashMap::new(),
             Mode::Delta => self
                 .store
-                .mailbox_skips(now)
+                .items(ITEMS)
                 .await?
                 .into_iter()
-                .map(|s| (s.mailbox, (s.reason, s.retry_at)))
+                .filter_map(|(k, v)| {
+                    let skip: Skipped = serde_json::from_str(&v).ok()?;
+                    let mailbox = k.strip_prefix(SKIP_ITEM)?.to_string();
+                    (skip.retry_at > now).then_some((mailbox, skip))
+                })
                 .collect(),
         };
         let mut actions = Vec::new();
@@ -1061,12 +1075,12 @@ impl Worker for ContactsWorker {
         let mut to_read = Vec::new();
         for s in &sources {
             match skips.get(&s.mailbox) {
-                Some((reason, until)) => {
+                Some(Skipped { reason, retry_at }) => {
                     unread.insert(s.mailbox.clone());
                     actions.push(ContactAction::Skip {
                         item: s.label.clone(),
                         mailbox: Some(s.mailbox.clone()),
-                        reason: format!("{reason}; skipped until {}", when(*until)),
+                        reason: format!("{reason}; skipped until {}", when(*retry_at)),
                         retry_at: None,
                     });
                 }
@@ -1150,8 +1164,14 @@ impl Worker for ContactsWorker {
                 retry_at: Some(at),
                 ..
             } => {
+                let skip = Skipped {
+                    reason: reason.clone(),
+                    retry_at: *at,
+                };
+                let value = serde_json::to_string(&skip).unwrap_or_default();
+                let item = format!("{SKIP_ITEM}{mailbox}");
                 self.store
-                    .set_mailbox_skip(mailbox, Some((reason, *at)))
+                    .set_item(ITEMS, &item, Some(&value), self.clock.now())
                     .await?
             }
             ContactAction::Skip { .. } => {}
