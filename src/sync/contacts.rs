@@ -322,7 +322,6 @@ pub fn plan_book(
     };
     // What Outlook wants: tag → fields (the first source wins) and the contacts behind it.
     let mut desired: BTreeMap<String, (ContactFields, Vec<LinkKey>)> = BTreeMap::new();
-    let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
     let mut gone: BTreeSet<(String, String)> = BTreeSet::new();
     let links_by_key: HashMap<(String, String), &ContactLink> = state
         .links
@@ -332,10 +331,8 @@ pub fn plan_book(
     for (src, read) in reads {
         for f in &read.folders {
             for c in &f.changed {
-                let key = (src.mailbox.clone(), c.id.clone());
-                seen.insert(key.clone());
                 let Some(mut fields) = to_fields(c) else {
-                    gone.insert(key);
+                    gone.insert((src.mailbox.clone(), c.id.clone()));
                     continue;
                 };
                 fields.tag = tag_for(&src.mailbox, &c.id, &fields, dedupe);
@@ -379,10 +376,11 @@ pub fn plan_book(
         );
     }
     // A contact that left one folder and arrived in another has moved, not gone.
-    let gone: BTreeSet<(String, String)> = gone
-        .into_iter()
-        .filter(|k| !seen.contains(k) || desired.values().all(|(_, ls)| !has(ls, k)))
+    let wanted: BTreeSet<(String, String)> = desired
+        .values()
+        .flat_map(|(_, ls)| ls.iter().map(|l| (l.mailbox.clone(), l.contact_id.clone())))
         .collect();
+    let gone: BTreeSet<(String, String)> = gone.difference(&wanted).cloned().collect();
 
     let mut actions = Vec::new();
     let mut by_tag: HashMap<&str, &PbxContact> = HashMap::new();
@@ -465,12 +463,13 @@ pub fn plan_book(
             by_old_tag.entry(l.tag.clone()).or_default().push(k.clone());
         }
     }
-    let holds = |tag: &str| {
-        desired.contains_key(tag)
-            || state.links.iter().any(|l| {
-                l.tag == tag && !leaving.contains(&(l.mailbox.clone(), l.contact_id.clone()))
-            })
-    };
+    let held: BTreeSet<&str> = state
+        .links
+        .iter()
+        .filter(|l| !leaving.contains(&(l.mailbox.clone(), l.contact_id.clone())))
+        .map(|l| l.tag.as_str())
+        .collect();
+    let holds = |tag: &str| desired.contains_key(tag) || held.contains(tag);
     for (tag, unlink) in by_old_tag {
         if holds(&tag) {
             actions.push(ContactAction::Unlink {
@@ -519,12 +518,6 @@ pub fn plan_book(
         });
     }
     (actions, overflow)
-}
-
-fn has(links: &[LinkKey], k: &(String, String)) -> bool {
-    links
-        .iter()
-        .any(|l| l.mailbox == k.0 && l.contact_id == k.1)
 }
 
 /// A mailbox that cannot be read: skipped for a while (no mailbox, access policy) or for
