@@ -159,7 +159,7 @@ fn default_max_company_contacts() -> usize {
     10_000
 }
 fn default_max_personal_contacts() -> usize {
-    1_000
+    500
 }
 fn default_mailbox_retry() -> Duration {
     Duration::secs(24 * 3600)
