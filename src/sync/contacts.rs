@@ -758,7 +758,7 @@ impl ContactsWorker {
             batches.push(self.graph.batch(chunk.to_vec()));
         }
         let answered: Vec<_> = futures_util::stream::iter(batches)
-            .buffered(PARALLEL / 2)
+            .buffered(PARALLEL)
             .collect()
             .await;
         let mut answers = Vec::new();
