@@ -60,9 +60,109 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct SyncConfig {
     #[serde(default)]
+    pub contacts: ContactsSyncConfig,
+    #[serde(default)]
     pub users: UsersSyncConfig,
     #[serde(default)]
     pub presence: PresenceSyncConfig,
+}
+
+/// Which contact folders of a mailbox the contact sync reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContactFolders {
+    /// The default Contacts folder only (what 3CX's own Exchange sync reads).
+    Default,
+    /// The default folder and all its subfolders, at any depth.
+    All,
+}
+
+/// How the company phonebook merges the same person found in several shared mailboxes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DedupeBy {
+    /// One entry per contact per mailbox.
+    None,
+    /// One entry per first e-mail address (contacts without one are not merged).
+    Email,
+    /// One entry per first phone number.
+    Phone,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactsSyncConfig {
+    /// Run the contacts worker in `serve`.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Incremental (delta) runs this often.
+    #[serde(default = "default_contacts_interval")]
+    pub interval: Duration,
+    /// The daily time (HH:MM, in `time_zone`) of the full reconcile.
+    #[serde(default = "default_full_sync_at")]
+    pub full_sync_at: String,
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// Mailboxes (UPN or object id) whose contacts make up the company phonebook.
+    #[serde(default)]
+    pub shared_mailboxes: Vec<String>,
+    /// Synced users' own contacts → their personal phonebooks. Off by default: the 3CX call
+    /// it relies on is undocumented (README, "Contact sync").
+    #[serde(default)]
+    pub personal: bool,
+    #[serde(default = "default_contact_folders")]
+    pub folders: ContactFolders,
+    #[serde(default = "default_dedupe_by")]
+    pub dedupe_by: DedupeBy,
+    /// At most this many pbxgate entries in the company phonebook; beyond it, contacts are
+    /// reported and not created.
+    #[serde(default = "default_max_company_contacts")]
+    pub max_company_contacts: usize,
+    /// At most this many pbxgate entries per personal phonebook (keep it at or below 3CX's
+    /// `PersonalContactsMaxCount` minus room for the user's own entries).
+    #[serde(default = "default_max_personal_contacts")]
+    pub max_personal_contacts: usize,
+    /// A mailbox found without Exchange (or blocked by an access policy) is left alone this
+    /// long before it is tried again (full runs try it at once).
+    #[serde(default = "default_mailbox_retry")]
+    pub mailbox_retry: Duration,
+}
+
+impl Default for ContactsSyncConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interval: default_contacts_interval(),
+            full_sync_at: default_full_sync_at(),
+            time_zone: default_time_zone(),
+            shared_mailboxes: Vec::new(),
+            personal: false,
+            folders: default_contact_folders(),
+            dedupe_by: default_dedupe_by(),
+            max_company_contacts: default_max_company_contacts(),
+            max_personal_contacts: default_max_personal_contacts(),
+            mailbox_retry: default_mailbox_retry(),
+        }
+    }
+}
+
+fn default_contacts_interval() -> Duration {
+    Duration::secs(15 * 60)
+}
+fn default_contact_folders() -> ContactFolders {
+    ContactFolders::All
+}
+fn default_dedupe_by() -> DedupeBy {
+    DedupeBy::None
+}
+fn default_max_company_contacts() -> usize {
+    10_000
+}
+fn default_max_personal_contacts() -> usize {
+    500
+}
+fn default_mailbox_retry() -> Duration {
+    Duration::secs(24 * 3600)
 }
 
 /// What the user sync does when a user is disabled or deleted in Entra ID.
@@ -655,6 +755,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_contacts(o)?;
         if let Some(start) = &self.sync.users.extension_start
             && (start.is_empty() || !start.bytes().all(|b| b.is_ascii_digit()))
         {
@@ -683,6 +784,28 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| o.error("log.level", e))?;
+        Ok(())
+    }
+
+    fn validate_contacts(&self, o: &Origins) -> Result<(), ConfigError> {
+        let c = &self.sync.contacts;
+        if let Err(e) = crate::sync::Daily::new(&c.full_sync_at, &c.time_zone) {
+            let key = if e.contains("time zone") {
+                "sync.contacts.time_zone"
+            } else {
+                "sync.contacts.full_sync_at"
+            };
+            return Err(o.error(key, e));
+        }
+        if c.interval.0 < std::time::Duration::from_secs(60) {
+            return Err(o.error("sync.contacts.interval", "must be at least 1m"));
+        }
+        if c.shared_mailboxes.iter().any(|m| m.trim().is_empty()) {
+            return Err(o.error(
+                "sync.contacts.shared_mailboxes",
+                "entries must be a UPN or an object id",
+            ));
+        }
         Ok(())
     }
 

@@ -130,13 +130,15 @@ async fn sync_once(
                 .run(app.users.as_ref(), mode, dry_run, &stop)
                 .await?
         }
+        SyncWorker::Contacts => {
+            app.runner
+                .run(app.contacts.as_ref(), mode, dry_run, &stop)
+                .await?
+        }
         SyncWorker::Presence => {
             app.runner
                 .run(app.presence.as_ref(), mode, dry_run, &stop)
                 .await?
-        }
-        SyncWorker::Contacts => {
-            anyhow::bail!("this pbxgate build has no contacts worker yet")
         }
     };
     if report.status == "failed" {

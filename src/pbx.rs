@@ -22,6 +22,9 @@ use crate::clock::{Clock, UnixTime};
 use crate::config::PbxConfig;
 use crate::tls::{self, TlsError};
 
+mod contacts;
+pub use contacts::{Book, ContactFields, OWNED_TAG_PREFIX, PbxContact};
+
 /// The name of the webclient's refresh-token cookie (undocumented; §2.1 of the research).
 pub const REFRESH_COOKIE: &str = "RefreshTokenCookie";
 /// 3CX allows `$top` up to 100.

@@ -38,6 +38,7 @@ use crate::pbx::{PbxClient, PbxError};
 use crate::proxy::{self, ClientInfo, Forward, Upstream};
 use crate::session::{Rejection, Sessions};
 use crate::store::{Store, StoreError};
+use crate::sync::contacts::ContactsWorker;
 use crate::sync::presence::PresenceWorker;
 use crate::sync::users::UsersWorker;
 use crate::sync::{Mode, Runner};
@@ -56,6 +57,7 @@ pub struct App {
     pub directory: Directory,
     pub pbx: Arc<PbxClient>,
     pub graph: Arc<GraphClient>,
+    pub contacts: Arc<ContactsWorker>,
     pub users: Arc<UsersWorker>,
     pub presence: Arc<PresenceWorker>,
     pub runner: Runner,
@@ -107,6 +109,13 @@ impl App {
             auth.provider.clone(),
             clock.clone(),
         )?);
+        let contacts = Arc::new(ContactsWorker::new(
+            &config,
+            graph.clone(),
+            pbx.clone(),
+            store.clone(),
+            clock.clone(),
+        ));
         let users = Arc::new(UsersWorker::new(
             &config,
             graph.clone(),
@@ -134,6 +143,7 @@ impl App {
             directory,
             pbx,
             graph,
+            contacts,
             users,
             presence,
             runner,
@@ -174,6 +184,12 @@ impl Gateway {
         let app = self.app.clone();
         let purge = tokio::spawn(purge_sessions(app.clone()));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let contacts = app
+            .config
+            .sync
+            .contacts
+            .enabled
+            .then(|| tokio::spawn(schedule_contacts(app.clone(), stop_tx.subscribe())));
         let users = app
             .config
             .sync
@@ -197,7 +213,7 @@ impl Gateway {
         purge.abort();
         // A sync run in progress finishes its current item and records itself interrupted.
         let _ = stop_tx.send(true);
-        for worker in [users, presence].into_iter().flatten() {
+        for worker in [contacts, users, presence].into_iter().flatten() {
             let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
         }
         app.store.close().await;
@@ -544,6 +560,47 @@ async fn check_session(app: &App, req: &Parts) -> Result<(), Response> {
         res.headers_mut().append(header::SET_COOKIE, v);
     }
     Err(classed(RouteClass::Unauthenticated, res))
+}
+
+/// The contacts worker's schedule, the same shape as the users worker's: a delta run every
+/// `interval`, a full one at the first run after `full_sync_at` each day and at the first run.
+async fn schedule_contacts(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let cfg = app.config.sync.contacts.clone();
+    let first = tokio::time::Instant::now() + STARTUP_DELAY.min(cfg.interval.get());
+    let mut tick = tokio::time::interval_at(first, cfg.interval.get());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let last_full: i64 = app
+            .store
+            .state(crate::sync::contacts::FULL_STATE)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mode = match crate::sync::Daily::new(&cfg.full_sync_at, &cfg.time_zone) {
+            Ok(daily) if last_full < daily.last_due(app.clock.now()) => Mode::Full,
+            _ => Mode::Delta,
+        };
+        match app
+            .runner
+            .run(app.contacts.as_ref(), mode, false, &stop)
+            .await
+        {
+            Ok(_) => {}
+            Err(crate::sync::SyncError::Busy(_)) => {
+                tracing::debug!("contacts sync runs elsewhere")
+            }
+            Err(e) => tracing::error!(error = %e, "contacts sync could not run"),
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
 }
 
 const STARTUP_DELAY: Duration = Duration::from_secs(30);

@@ -16,6 +16,9 @@ use sqlx::{AnyPool, Row};
 
 use crate::clock::UnixTime;
 
+mod contacts;
+pub use contacts::ContactLink;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store URL {0:?}: expected sqlite://PATH or postgres://…")]
@@ -109,6 +112,11 @@ fn migrator() -> Migrator {
             ),
             m(2, "sign in", include_str!("../migrations/0002_sign_in.sql")),
             m(3, "sync", include_str!("../migrations/0003_sync.sql")),
+            m(
+                4,
+                "contacts",
+                include_str!("../migrations/0004_contacts.sql"),
+            ),
             m(
                 5,
                 "sync items",

@@ -133,6 +133,12 @@ ca_file = {ca_path:?}
 [store]
 url = "sqlite://{db}"
 
+[sync.contacts]
+enabled = true
+interval = "1m"
+shared_mailboxes = ["{shared}"]
+personal = true
+
 [sync.users]
 enabled = true
 interval = "1m"
@@ -145,6 +151,7 @@ interval = "1m"
         gw_cert = gw_cert.display().to_string(),
         gw_key = gw_key.display().to_string(),
         tenant = super::DEMO_TENANT,
+        shared = super::DEMO_SHARED_MAILBOX,
         authority = sandbox.entra_server.url(),
         graph_url = sandbox.graph_server.url(),
         pbx_url = sandbox.pbx_server.url(),

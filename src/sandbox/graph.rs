@@ -41,6 +41,9 @@ use tower::ServiceExt;
 use crate::clock::{Clock, UnixTime};
 use crate::ids;
 
+mod contacts;
+pub use contacts::{MailboxAccess, SimContact};
+
 /// Members one JSON batch may hold (concepts/json-batching.md).
 pub const MAX_BATCH: usize = 20;
 /// Outlook's limit of concurrent requests per app and mailbox (includes/throttling-outlook.md).
@@ -294,6 +297,7 @@ impl GraphState {
 
 /// What the simulated Graph knows, and the knobs tests turn.
 pub struct GraphSim {
+    contacts: Mutex<contacts::ContactsState>,
     base: RwLock<String>,
     clock: Arc<dyn Clock>,
     state: Mutex<GraphState>,
@@ -302,6 +306,7 @@ pub struct GraphSim {
 impl GraphSim {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
+            contacts: Mutex::default(),
             base: RwLock::new(String::new()),
             clock,
             state: Mutex::new(GraphState {
@@ -779,6 +784,7 @@ fn new_token() -> String {
 pub fn router(sim: Arc<GraphSim>) -> Router {
     let gate = middleware::from_fn_with_state(sim.clone(), gate);
     let members = Router::new()
+        .merge(contacts::routes())
         .route("/v1.0/users", get(list_users))
         .route("/v1.0/users/delta", get(users_delta))
         .route("/v1.0/users/{user}", get(get_user))

@@ -156,6 +156,62 @@ pub fn demo_directory() -> Vec<graph::GraphUser> {
     users
 }
 
+/// The demo tenant's shared mailbox, whose contacts make up the company phonebook.
+pub const DEMO_SHARED_MAILBOX: &str = "reception@contoso.com";
+
+/// Contacts for the demo: the shared mailbox (one contact in a subfolder, one without a phone
+/// number, so left out), Alice and Bob (Alice with a subfolder), and Emil without a mailbox.
+pub fn demo_contacts(g: &graph::GraphSim) {
+    use graph::{MailboxAccess, SimContact};
+    let shared = DEMO_SHARED_MAILBOX;
+    g.add_mailbox("5f0c1d2e-3b4a-4c5d-8e6f-7a8b9c0d1e2f", shared);
+    let mut hotline = SimContact {
+        display_name: "Fabrikam Support".into(),
+        company_name: Some("Fabrikam".into()),
+        business_phones: vec!["+1 425 555 0100".into()],
+        ..Default::default()
+    };
+    hotline.emails = vec!["support@fabrikam.example".into()];
+    g.add_contact(shared, None, hotline);
+    let mut lena = SimContact::person("Lena", "Lopez", "+1 425 555 0111");
+    lena.company_name = Some("Fabrikam".into());
+    lena.job_title = Some("Account Manager".into());
+    lena.business_phones = vec!["+1 425 555 0112".into()];
+    g.add_contact(shared, None, lena);
+    let mut max = SimContact::person("Max", "Müller", "+49 170 5550199");
+    max.company_name = Some("Contoso Elektro".into());
+    max.department = Some("Service".into());
+    max.home_phones = vec!["+49 30 5550198".into()];
+    g.add_contact(shared, None, max);
+    let mut nora = SimContact::person("Nora", "Newsletter", "");
+    nora.mobile_phone = None;
+    g.add_contact(shared, None, nora);
+    let suppliers = g.add_contact_folder(shared, "Suppliers", None);
+    g.add_contact(
+        shared,
+        Some(&suppliers),
+        SimContact::person("Otto", "Ortiz", "+34 600 555 010"),
+    );
+    let alice = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
+    g.add_contact(
+        alice,
+        None,
+        SimContact::person("Paul", "Parker", "+44 7700 900123"),
+    );
+    let family = g.add_contact_folder(alice, "Family", None);
+    g.add_contact(
+        alice,
+        Some(&family),
+        SimContact::person("Quinn", "Adams", "+44 7700 900456"),
+    );
+    g.add_contact(
+        "6ba7b810-9dad-41d1-80b4-00c04fd430c8",
+        None,
+        SimContact::person("Rita", "Ross", "+1 206 555 0142"),
+    );
+    g.set_mailbox_access("emil.ek@contoso.com", MailboxAccess::NoMailbox);
+}
+
 /// The application registration the gateway will use.
 pub struct Registration {
     pub client_id: String,
@@ -204,6 +260,7 @@ impl Sandbox {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let graph_server = spawn(listener, graph::router(graph.clone()), None)?;
         graph.set_base(&graph_server.url());
+        demo_contacts(&graph);
         let pbx = Arc::new(PbxSim::new(
             provisioning_secret,
             api_client,

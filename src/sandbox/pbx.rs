@@ -26,6 +26,8 @@ use crate::clock::{Clock, UnixTime};
 use crate::ids;
 use crate::pbx::REFRESH_COOKIE;
 
+mod contacts;
+
 /// An extension of the simulated PBX.
 #[derive(Debug, Clone, Default)]
 pub struct SimExtension {
@@ -52,6 +54,8 @@ enum Subject {
 
 #[derive(Default)]
 struct PbxState {
+    /// The company and personal phonebooks.
+    contacts: contacts::Phonebooks,
     extensions: Vec<SimExtension>,
     /// access token → (who, expiry)
     tokens: HashMap<String, (Subject, UnixTime)>,
@@ -208,6 +212,9 @@ impl PbxSim {
 }
 
 pub fn router(sim: Arc<PbxSim>) -> Router {
+    // The phonebook paths (`/xapi/v1/Contacts…`) are answered by a layer: `Contacts({Id})`
+    // would collide with the `{entity}` route.
+    let phonebooks = axum::middleware::from_fn_with_state(sim.clone(), contacts::intercept);
     Router::new()
         .route("/", get(webclient))
         .route("/webclient", get(webclient))
@@ -227,6 +234,7 @@ pub fn router(sim: Arc<PbxSim>) -> Router {
             axum::routing::patch(patch_user).delete(delete_user),
         )
         .with_state(sim)
+        .layer(phonebooks)
 }
 
 /// 3CX's error shape: `{"error":{"code","message"}}`.

@@ -6,6 +6,7 @@
 //! the run is recorded as failed. Plans are computed from the current state each time, so a
 //! rerun after any failure or a crash converges without duplicates.
 
+pub mod contacts;
 pub mod presence;
 pub mod users;
 

@@ -7,6 +7,7 @@ mod pbx;
 mod proxy;
 mod store;
 mod support;
+mod sync_contacts;
 mod sync_presence;
 mod sync_users;
 mod tls;

@@ -1,0 +1,96 @@
+//! The contacts worker's records: `contact_links`, what pbxgate put into which phonebook from
+//! which Outlook contact.
+
+use sqlx::Row;
+
+use super::{Store, StoreError};
+use crate::clock::UnixTime;
+
+/// One Outlook contact behind one 3CX phonebook entry. Several links may share an entry
+/// (`dedupe_by`); the entry goes when its last link goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactLink {
+    /// `company`, or the extension number of a personal phonebook.
+    pub book: String,
+    pub mailbox: String,
+    pub contact_id: String,
+    pub folder_id: String,
+    pub tag: String,
+    pub pbx_id: i64,
+    pub updated_at: UnixTime,
+}
+
+const LINK_COLUMNS: &str = "book, mailbox, contact_id, folder_id, tag, pbx_id, updated_at";
+
+fn link(r: &sqlx::any::AnyRow) -> Result<ContactLink, sqlx::Error> {
+    Ok(ContactLink {
+        book: r.try_get(0)?,
+        mailbox: r.try_get(1)?,
+        contact_id: r.try_get(2)?,
+        folder_id: r.try_get(3)?,
+        tag: r.try_get(4)?,
+        pbx_id: r.try_get(5)?,
+        updated_at: r.try_get(6)?,
+    })
+}
+
+impl Store {
+    /// Every link of one phonebook.
+    pub async fn contact_links(&self, book: &str) -> Result<Vec<ContactLink>, StoreError> {
+        let sql = format!("SELECT {LINK_COLUMNS} FROM contact_links WHERE book = $1");
+        let rows = sqlx::query(&sql).bind(book).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(link)
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::Query)
+    }
+
+    /// Every link whose contact came from `mailbox`, whatever the phonebook.
+    pub async fn contact_links_of(&self, mailbox: &str) -> Result<Vec<ContactLink>, StoreError> {
+        let sql = format!("SELECT {LINK_COLUMNS} FROM contact_links WHERE mailbox = $1");
+        let rows = sqlx::query(&sql)
+            .bind(mailbox)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(link)
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::Query)
+    }
+
+    pub async fn upsert_contact_link(&self, l: &ContactLink) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO contact_links (book, mailbox, contact_id, folder_id, tag, pbx_id, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (book, mailbox, contact_id) DO UPDATE SET \
+             folder_id = $4, tag = $5, pbx_id = $6, updated_at = $7",
+        )
+        .bind(&l.book)
+        .bind(&l.mailbox)
+        .bind(&l.contact_id)
+        .bind(&l.folder_id)
+        .bind(&l.tag)
+        .bind(l.pbx_id)
+        .bind(l.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delete_contact_link(
+        &self,
+        book: &str,
+        mailbox: &str,
+        contact_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM contact_links WHERE book = $1 AND mailbox = $2 AND contact_id = $3",
+        )
+        .bind(book)
+        .bind(mailbox)
+        .bind(contact_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
