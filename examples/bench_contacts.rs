@@ -8,13 +8,11 @@
 //!
 //! `bench_contacts [USERS] [CONTACTS_PER_USER] [SHARED_CONTACTS] [LATENCY_MS] [PBXGATE_BINARY]`
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pbxgate::clock::SystemClock;
 use pbxgate::sandbox::graph::{GraphUser, SimContact};
-use pbxgate::sandbox::{DEMO_TENANT, Registration, Sandbox};
+
+mod common;
 
 struct Measured {
     wall: Duration,
@@ -41,22 +39,7 @@ async fn main() -> anyhow::Result<()> {
     let binary = std::env::args()
         .nth(5)
         .unwrap_or_else(|| "target/release/pbxgate".into());
-    pbxgate::tls::provider();
-
-    let registration = Registration {
-        client_id: "bench".into(),
-        client_secret: Some("bench-secret".into()),
-        certificate: None,
-        public_url: "https://pbx.example.com".into(),
-    };
-    let sandbox = Sandbox::start(
-        &registration,
-        ("bench", "xapi"),
-        "p",
-        None,
-        Arc::new(SystemClock),
-    )
-    .await?;
+    let sandbox = common::sandbox().await?;
     let g = &sandbox.graph;
     for i in 0..users {
         let u = GraphUser::member(
@@ -85,47 +68,18 @@ async fn main() -> anyhow::Result<()> {
     g.set_latency(Duration::from_millis(latency as u64));
 
     let dir = tempfile::tempdir()?;
-    let config = dir.path().join("pbxgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[server]
-public_url = "https://pbx.example.com"
-[entra]
-tenant_id = "{DEMO_TENANT}"
-client_id = "bench"
-client_secret = "bench-secret"
-authority = "{entra}"
-graph_url = "{graph}"
-[pbx]
-url = "{pbx}"
-client_id = "bench"
-client_secret = "xapi"
-[store]
-url = "sqlite://{db}"
-[log]
-level = "warn"
-[sync.contacts]
-shared_mailboxes = ["{SHARED}"]
-personal = true
-max_company_contacts = 100000
-max_personal_contacts = 1000
-[sync.users]
-extension_start = "1000"
-"#,
-            entra = sandbox.entra_server.url(),
-            graph = sandbox.graph_server.url(),
-            pbx = sandbox.pbx_server.url(),
-            db = dir.path().join("pbxgate.db").display(),
-        ),
-    )?;
-
-    run(&binary, "users", &config).await?;
+    let extra = format!(
+        "[sync.contacts]\nshared_mailboxes = [\"{SHARED}\"]\npersonal = true\n\
+         max_company_contacts = 100000\nmax_personal_contacts = 1000\n\
+         [sync.users]\nextension_start = \"1000\"\n"
+    );
+    let config = common::write_config(&sandbox, dir.path(), &extra)?;
+    common::run(&binary, "users", &config).await?;
     let measure = async || -> anyhow::Result<Measured> {
         sandbox.graph.reset_counters();
         let (xapi0, writes0) = (sandbox.pbx.requests(), sandbox.pbx.contact_writes());
         let started = Instant::now();
-        let peak_rss_kib = run(&binary, "contacts", &config).await?;
+        let peak_rss_kib = common::run(&binary, "contacts", &config).await?;
         Ok(Measured {
             wall: started.elapsed(),
             graph: sandbox.graph.requests(),
@@ -165,37 +119,4 @@ extension_start = "1000"
         again.graph as f64 / folders as f64
     );
     Ok(())
-}
-
-/// Runs `pbxgate sync WORKER --once`; its peak RSS in KiB.
-async fn run(binary: &str, worker: &str, config: &Path) -> anyhow::Result<u64> {
-    let mut child = std::process::Command::new(binary)
-        .args(["sync", worker, "--once", "--config"])
-        .arg(config)
-        .stdout(std::process::Stdio::null())
-        .spawn()?;
-    let pid = child.id();
-    let mut peak = 0;
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        peak = peak.max(vm_hwm(pid).unwrap_or(0));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    anyhow::ensure!(status.success(), "pbxgate sync {worker} failed: {status}");
-    Ok(peak)
-}
-
-/// Peak resident memory of a process, in KiB.
-fn vm_hwm(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
 }

@@ -9,12 +9,13 @@
 //! `bench_presence [USERS] [LATENCY_MS] [PBXGATE_BINARY]`
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pbxgate::clock::{Clock, SystemClock};
+use pbxgate::sandbox::Sandbox;
 use pbxgate::sandbox::graph::GraphUser;
-use pbxgate::sandbox::{DEMO_TENANT, Registration, Sandbox};
+
+mod common;
 
 struct Tick {
     wall: Duration,
@@ -36,22 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let binary = args
         .next()
         .unwrap_or_else(|| "target/release/pbxgate".into());
-    pbxgate::tls::provider();
-
-    let registration = Registration {
-        client_id: "bench".into(),
-        client_secret: Some("bench-secret".into()),
-        certificate: None,
-        public_url: "https://pbx.example.com".into(),
-    };
-    let sandbox = Sandbox::start(
-        &registration,
-        ("bench", "xapi"),
-        "p",
-        None,
-        Arc::new(SystemClock),
-    )
-    .await?;
+    let sandbox = common::sandbox().await?;
     let upn = |i: usize| format!("user{i:05}@contoso.com");
     // The demo tenant's members are synced too: N users in all.
     let demo_members = pbxgate::sandbox::demo_directory()
@@ -64,21 +50,10 @@ async fn main() -> anyhow::Result<()> {
             .add_user(GraphUser::member(&upn(i), "Bench", &format!("User {i:05}")));
     }
     let dir = tempfile::tempdir()?;
-    let config = dir.path().join("pbxgate.toml");
-    std::fs::write(&config, config_text(&sandbox, dir.path()))?;
+    let extra = "[sync.users]\nextension_start = \"1000\"\n[sync.presence]\nenabled = false\ninterval = \"1m\"\n";
+    let config = common::write_config(&sandbox, dir.path(), extra)?;
 
-    let run = |what: &'static str| {
-        let status = std::process::Command::new(&binary)
-            .args(["sync", what, "--once", "--config"])
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .status();
-        async move {
-            anyhow::ensure!(status?.success(), "pbxgate sync {what} failed");
-            Ok(())
-        }
-    };
-    run("users").await?;
+    common::run(&binary, "users", &config).await?;
     sandbox.graph.set_latency(Duration::from_millis(latency));
 
     // A tenth of the users are in a meeting now.
@@ -92,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
         sandbox.graph.reset_counters();
         let (xapi0, writes0) = (sandbox.pbx.requests(), sandbox.pbx.writes());
         let started = Instant::now();
-        run("presence").await?;
+        common::run(&binary, "presence", &config).await?;
         let envelopes = sandbox.graph.batch_calls();
         Ok(Tick {
             wall: started.elapsed(),
@@ -184,36 +159,4 @@ fn wall_secs() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
-}
-
-fn config_text(sandbox: &Sandbox, dir: &Path) -> String {
-    format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-public_url = "https://pbx.example.com"
-[entra]
-tenant_id = "{DEMO_TENANT}"
-client_id = "bench"
-client_secret = "bench-secret"
-authority = "{entra}"
-graph_url = "{graph}"
-[pbx]
-url = "{pbx}"
-client_id = "bench"
-client_secret = "xapi"
-[store]
-url = "sqlite://{db}"
-[log]
-level = "warn"
-[sync.users]
-extension_start = "1000"
-[sync.presence]
-enabled = false
-interval = "1m"
-"#,
-        entra = sandbox.entra_server.url(),
-        graph = sandbox.graph_server.url(),
-        pbx = sandbox.pbx_server.url(),
-        db = dir.join("pbxgate.db").display(),
-    )
 }

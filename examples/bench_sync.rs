@@ -5,12 +5,11 @@
 //!
 //! `bench_sync [USERS] [LATENCY_MS] [PBXGATE_BINARY]`
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pbxgate::clock::SystemClock;
 use pbxgate::sandbox::graph::GraphUser;
-use pbxgate::sandbox::{DEMO_TENANT, Registration, Sandbox};
+
+mod common;
 
 struct Measured {
     wall: Duration,
@@ -32,22 +31,7 @@ async fn main() -> anyhow::Result<()> {
     let binary = args
         .next()
         .unwrap_or_else(|| "target/release/pbxgate".into());
-    pbxgate::tls::provider();
-
-    let registration = Registration {
-        client_id: "bench".into(),
-        client_secret: Some("bench-secret".into()),
-        certificate: None,
-        public_url: "https://pbx.example.com".into(),
-    };
-    let sandbox = Sandbox::start(
-        &registration,
-        ("bench", "xapi"),
-        "p",
-        None,
-        Arc::new(SystemClock),
-    )
-    .await?;
+    let sandbox = common::sandbox().await?;
     for i in 0..users {
         let mut u = GraphUser::member(
             &format!("user{i:05}@contoso.com"),
@@ -60,55 +44,14 @@ async fn main() -> anyhow::Result<()> {
     sandbox.graph.set_latency(Duration::from_millis(latency));
 
     let dir = tempfile::tempdir()?;
-    let config = dir.path().join("pbxgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[server]
-public_url = "https://pbx.example.com"
-[entra]
-tenant_id = "{DEMO_TENANT}"
-client_id = "bench"
-client_secret = "bench-secret"
-authority = "{entra}"
-graph_url = "{graph}"
-[pbx]
-url = "{pbx}"
-client_id = "bench"
-client_secret = "xapi"
-[store]
-url = "sqlite://{db}"
-[log]
-level = "warn"
-[sync.users]
-extension_start = "1000"
-"#,
-            entra = sandbox.entra_server.url(),
-            graph = sandbox.graph_server.url(),
-            pbx = sandbox.pbx_server.url(),
-            db = dir.path().join("pbxgate.db").display(),
-        ),
-    )?;
+    let extra = "[sync.users]\nextension_start = \"1000\"\n";
+    let config = common::write_config(&sandbox, dir.path(), extra)?;
 
     let measure = async || -> anyhow::Result<Measured> {
         sandbox.graph.reset_counters();
         let (xapi0, writes0) = (sandbox.pbx.requests(), sandbox.pbx.writes());
         let started = Instant::now();
-        let mut child = std::process::Command::new(&binary)
-            .args(["sync", "users", "--once", "--config"])
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .spawn()?;
-        let pid = child.id();
-        let mut peak = 0;
-        let status = loop {
-            if let Some(s) = child.try_wait()? {
-                break s;
-            }
-            peak = peak.max(vm_hwm(pid).unwrap_or(0));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        anyhow::ensure!(status.success(), "pbxgate sync failed: {status}");
+        let peak = common::run(&binary, "users", &config).await?;
         Ok(Measured {
             wall: started.elapsed(),
             graph: sandbox.graph.requests(),
@@ -147,17 +90,4 @@ extension_start = "1000"
         (first.graph as f64 / ideal as f64 - 1.0) * 100.0
     );
     Ok(())
-}
-
-/// Peak resident memory of a process, in KiB.
-fn vm_hwm(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
 }

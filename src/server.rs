@@ -41,7 +41,7 @@ use crate::store::{Store, StoreError};
 use crate::sync::contacts::ContactsWorker;
 use crate::sync::presence::PresenceWorker;
 use crate::sync::users::UsersWorker;
-use crate::sync::{Mode, Runner};
+use crate::sync::{Mode, Runner, Worker};
 use crate::tls::{self, TlsError};
 use crate::web::{self, Page};
 
@@ -184,18 +184,30 @@ impl Gateway {
         let app = self.app.clone();
         let purge = tokio::spawn(purge_sessions(app.clone()));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let contacts = app
-            .config
-            .sync
-            .contacts
-            .enabled
-            .then(|| tokio::spawn(schedule_contacts(app.clone(), stop_tx.subscribe())));
-        let users = app
-            .config
-            .sync
-            .users
-            .enabled
-            .then(|| tokio::spawn(schedule_users(app.clone(), stop_rx.clone())));
+        let sync = &app.config.sync;
+        let daily = |at: &str, tz: &str| crate::sync::Daily::new(at, tz).ok();
+        let contacts = sync.contacts.enabled.then(|| {
+            let d = daily(&sync.contacts.full_sync_at, &sync.contacts.time_zone);
+            let every = sync.contacts.interval.get();
+            tokio::spawn(schedule_daily(
+                app.clone(),
+                app.contacts.clone(),
+                every,
+                d,
+                stop_rx.clone(),
+            ))
+        });
+        let users = sync.users.enabled.then(|| {
+            let d = daily(&sync.users.full_sync_at, &sync.users.time_zone);
+            let every = sync.users.interval.get();
+            tokio::spawn(schedule_daily(
+                app.clone(),
+                app.users.clone(),
+                every,
+                d,
+                stop_rx.clone(),
+            ))
+        });
         let presence = app
             .config
             .sync
@@ -562,58 +574,24 @@ async fn check_session(app: &App, req: &Parts) -> Result<(), Response> {
     Err(classed(RouteClass::Unauthenticated, res))
 }
 
-/// The contacts worker's schedule, the same shape as the users worker's: a delta run every
-/// `interval`, a full one at the first run after `full_sync_at` each day and at the first run.
-async fn schedule_contacts(app: Arc<App>, mut stop: watch::Receiver<bool>) {
-    let cfg = app.config.sync.contacts.clone();
-    let first = tokio::time::Instant::now() + STARTUP_DELAY.min(cfg.interval.get());
-    let mut tick = tokio::time::interval_at(first, cfg.interval.get());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let last_full: i64 = app
-            .store
-            .state(crate::sync::contacts::FULL_STATE)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mode = match crate::sync::Daily::new(&cfg.full_sync_at, &cfg.time_zone) {
-            Ok(daily) if last_full < daily.last_due(app.clock.now()) => Mode::Full,
-            _ => Mode::Delta,
-        };
-        match app
-            .runner
-            .run(app.contacts.as_ref(), mode, false, &stop)
-            .await
-        {
-            Ok(_) => {}
-            Err(crate::sync::SyncError::Busy(_)) => {
-                tracing::debug!("contacts sync runs elsewhere")
-            }
-            Err(e) => tracing::error!(error = %e, "contacts sync could not run"),
-        }
-        if *stop.borrow() {
-            return;
-        }
-    }
-}
-
 const STARTUP_DELAY: Duration = Duration::from_secs(30);
 /// A presence run that failed (Graph or 3CX down) is retried after this long.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(15);
 
-/// The users worker's schedule: a delta run every `interval`, a full one at the first run
-/// after `full_sync_at` each day (and at the very first run). One replica runs at a time; the others find the lease taken.
-async fn schedule_users(app: Arc<App>, mut stop: watch::Receiver<bool>) {
-    let cfg = app.config.sync.users.clone();
+/// A worker with a nightly full run (users, contacts): a delta run every `every`, a full one
+/// at the first run after the daily time each day (and at the very first run). One replica
+/// runs at a time; the others find the lease taken.
+async fn schedule_daily<W: Worker>(
+    app: Arc<App>,
+    worker: Arc<W>,
+    every: Duration,
+    daily: Option<crate::sync::Daily>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let full_state = format!("{}.last_full", W::NAME);
     // The first run waits a little, so that a restart loop does not hammer Graph and 3CX.
-    let first = tokio::time::Instant::now() + STARTUP_DELAY.min(cfg.interval.get());
-    let mut tick = tokio::time::interval_at(first, cfg.interval.get());
+    let first = tokio::time::Instant::now() + STARTUP_DELAY.min(every);
+    let mut tick = tokio::time::interval_at(first, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
@@ -622,20 +600,22 @@ async fn schedule_users(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         }
         let last_full: i64 = app
             .store
-            .state("users.last_full")
+            .state(&full_state)
             .await
             .ok()
             .flatten()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let mode = match crate::sync::Daily::new(&cfg.full_sync_at, &cfg.time_zone) {
-            Ok(daily) if last_full < daily.last_due(app.clock.now()) => Mode::Full,
+        let mode = match &daily {
+            Some(d) if last_full < d.last_due(app.clock.now()) => Mode::Full,
             _ => Mode::Delta,
         };
-        match app.runner.run(app.users.as_ref(), mode, false, &stop).await {
+        match app.runner.run(worker.as_ref(), mode, false, &stop).await {
             Ok(_) => {}
-            Err(crate::sync::SyncError::Busy(_)) => tracing::debug!("users sync runs elsewhere"),
-            Err(e) => tracing::error!(error = %e, "users sync could not run"),
+            Err(crate::sync::SyncError::Busy(_)) => {
+                tracing::debug!(worker = W::NAME, "runs elsewhere")
+            }
+            Err(e) => tracing::error!(worker = W::NAME, error = %e, "sync could not run"),
         }
         if *stop.borrow() {
             return;
