@@ -147,7 +147,8 @@ impl Store {
                 Backend::Sqlite => 4,
                 Backend::Postgres => 16,
             })
-            .acquire_timeout(Duration::from_secs(5))
+            // Generous: on a loaded host a short wait fails a sync run that would succeed.
+            .acquire_timeout(Duration::from_secs(15))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
