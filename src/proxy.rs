@@ -12,6 +12,8 @@ use axum::body::Body;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri};
+use http_body_util::Either;
+use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -224,7 +226,11 @@ pub fn passthrough_prefix<'a>(path: &str, prefixes: &'a [String]) -> Option<&'a 
         .map(String::as_str)
 }
 
-type HttpsClient = Client<HttpsConnector<HttpConnector>, Body>;
+/// What goes to 3CX: the client's body as hyper reads it (streamed, not boxed), or one
+/// pbxgate made (a token request it read and hands on, the readiness probe).
+pub type UpstreamBody = Either<Incoming, Body>;
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
 /// The pooled client to one 3CX origin.
 pub struct Upstream {
@@ -294,9 +300,9 @@ impl Upstream {
     /// that 3CX accepts (101) is relayed in a background task until either side closes.
     pub async fn forward(
         &self,
-        mut req: Request<Body>,
+        mut req: Request<UpstreamBody>,
         fwd: Forward<'_>,
-    ) -> Result<Response<Body>, ProxyError> {
+    ) -> Result<Response<Incoming>, ProxyError> {
         let websocket = is_websocket_upgrade(req.headers());
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         *req.uri_mut() = self.uri(req.uri().path_and_query())?;
@@ -325,14 +331,14 @@ impl Upstream {
             }
             _ => strip_hop_by_hop(res.headers_mut()),
         }
-        Ok(res.map(Body::new))
+        Ok(res)
     }
 
     /// Whether 3CX answers at all (any status below 500), for `/readyz`.
     pub async fn probe(&self, timeout: Duration) -> Result<u16, ProxyError> {
         let req = Request::get(self.uri(None)?)
             .header(header::USER_AGENT, "pbxgate-readyz")
-            .body(Body::empty())
+            .body(Either::Right(Body::empty()))
             .map_err(|e| ProxyError::Protocol(e.to_string()))?;
         let res = tokio::time::timeout(timeout, self.client.request(req))
             .await

@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get};
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, StatusCode};
+use http_body_util::Either;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -35,7 +36,7 @@ use crate::directory::Directory;
 use crate::graph::GraphClient;
 use crate::metrics::{Metrics, RouteClass};
 use crate::pbx::{PbxClient, PbxError};
-use crate::proxy::{self, ClientInfo, Forward, Upstream};
+use crate::proxy::{self, ClientInfo, Forward, Upstream, UpstreamBody};
 use crate::session::{Rejection, Sessions};
 use crate::store::{Store, StoreError};
 use crate::sync::users::UsersWorker;
@@ -177,7 +178,11 @@ impl Gateway {
             "listening"
         );
         let idle = app.config.server.idle_timeout.get();
-        serve(self.listener, self.tls, router(app.clone()), idle, shutdown).await;
+        let dispatch = Dispatch::Gateway {
+            own: router(app.clone()),
+            app: app.clone(),
+        };
+        accept_loop(self.listener, self.tls, Arc::new(dispatch), idle, shutdown).await;
         purge.abort();
         // A sync run in progress finishes its current item and records itself interrupted.
         let _ = stop_tx.send(true);
@@ -188,7 +193,13 @@ impl Gateway {
     }
 }
 
-/// pbxgate's own routes first; every other path belongs to 3CX.
+/// The body of an answer: 3CX's, passed on as hyper reads it (streamed, not boxed), or one
+/// that pbxgate made itself.
+pub type ResBody = Either<Incoming, Body>;
+
+/// pbxgate's own routes first; every other path belongs to 3CX. The gateway hands only
+/// paths under [`is_own`] to this router and proxies the rest directly (`proxy_request`);
+/// a route added here needs its path covered by `is_own`.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -202,8 +213,16 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/auth", any(auth_not_found))
         .route("/auth/{*rest}", any(auth_not_found))
         .fallback(gateway)
-        .layer(middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)
+}
+
+/// Whether `path` may be one of pbxgate's own routes (see [`router`]): those go through
+/// the router, everything else straight to the proxy. `/admin` is reserved for the status
+/// page; until it exists the router's fallback proxies it as before.
+fn is_own(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/auth" | "/admin")
+        || path.starts_with("/auth/")
+        || path.starts_with("/admin/")
 }
 
 /// A short page with the request's correlation id, counted under `class`.
@@ -226,21 +245,60 @@ pub fn classed(class: RouteClass, res: impl IntoResponse) -> Response {
     res
 }
 
-/// Request id, timing, metrics and the access log line; the outermost layer.
-async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+/// How a connection's requests are answered.
+enum Dispatch {
+    /// Every request through one router (the sandbox's simulators).
+    Router(Router),
+    /// The gateway: pbxgate's own routes through `own`, everything else proxied directly
+    /// on hyper's types (no router, no boxed bodies); each request observed.
+    Gateway { app: Arc<App>, own: Router },
+}
+
+impl Dispatch {
+    async fn call(&self, peer: Peer, mut req: http::Request<Incoming>) -> Response<ResBody> {
+        match self {
+            Self::Router(router) => {
+                req.extensions_mut().insert(peer);
+                let res = tower::ServiceExt::oneshot(router.clone(), req)
+                    .await
+                    .unwrap_or_else(|never| match never {});
+                res.map(Either::Right)
+            }
+            Self::Gateway { app, own } => observe(app, own, peer, req).await,
+        }
+    }
+}
+
+/// Request id, timing, metrics and the access log line, around every gateway request.
+async fn observe(
+    app: &Arc<App>,
+    own: &Router,
+    peer: Peer,
+    mut req: http::Request<Incoming>,
+) -> Response<ResBody> {
     let start = Instant::now();
     let id = request_id(req.headers());
-    req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let uri = req.uri().clone();
     let span = tracing::info_span!("request", request_id = %id);
-    let mut res = next.run(req).instrument(span.clone()).await;
+    let (class, mut res) = async {
+        if is_own(uri.path()) {
+            let ext = req.extensions_mut();
+            ext.insert(peer);
+            ext.insert(RequestId(id.clone()));
+            // Boxed: the rare path's future would otherwise enlarge every request's.
+            let res = Box::pin(tower::ServiceExt::oneshot(own.clone(), req))
+                .await
+                .unwrap_or_else(|never| match never {});
+            (class_of(&res), res.map(Either::Right))
+        } else {
+            let (parts, body) = req.into_parts();
+            proxy_request(app, peer, &id, parts, Either::Left(body)).await
+        }
+    }
+    .instrument(span.clone())
+    .await;
     let elapsed = start.elapsed();
-    let class = res
-        .extensions()
-        .get::<RouteClass>()
-        .copied()
-        .unwrap_or(RouteClass::Ops);
     let status = res.status().as_u16();
     app.metrics
         .observe_request(class, status, elapsed.as_secs_f64());
@@ -251,12 +309,20 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
     tracing::info!(
         target: "pbxgate::access",
         %method,
-        path = %log_path(class, &path, &app.config.pbx.passthrough),
+        path = %log_path(class, uri.path(), &app.config.pbx.passthrough),
         status,
         class = class.as_str(),
         ms = elapsed.as_secs_f64() * 1000.0,
     );
     res
+}
+
+/// The route class a handler put on its answer.
+fn class_of(res: &Response) -> RouteClass {
+    res.extensions()
+        .get::<RouteClass>()
+        .copied()
+        .unwrap_or(RouteClass::Ops)
 }
 
 /// Paths without their query (which may carry credentials, e.g. `/ws/webclient?pass=`), and
@@ -373,11 +439,16 @@ async fn auth_not_found(req: Request) -> Response {
     )
 }
 
-pub fn client_info(app: &App, req: &Parts) -> ClientInfo {
-    let peer = req.extensions.get::<Peer>().copied().unwrap_or(Peer {
+/// The connection's peer, as the accept loop recorded it on the request.
+fn peer_of(req: &Parts) -> Peer {
+    req.extensions.get::<Peer>().copied().unwrap_or(Peer {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         tls: false,
-    });
+    })
+}
+
+pub fn client_info(app: &App, req: &Parts) -> ClientInfo {
+    let peer = peer_of(req);
     ClientInfo::resolve(
         peer.addr,
         peer.tls,
@@ -386,76 +457,107 @@ pub fn client_info(app: &App, req: &Parts) -> ClientInfo {
     )
 }
 
-/// Everything that is not pbxgate's own: passthrough, or a valid session, then 3CX.
+/// The router's fallback: a path under [`is_own`] that no route of pbxgate's matched.
 async fn gateway(State(app): State<Arc<App>>, req: Request) -> Response {
-    // Parts, not the request: the body is not Sync, so it must not be borrowed across awaits.
     let (parts, body) = req.into_parts();
-    let rid = correlation(&parts);
-    let path = parts.uri.path();
-    if !proxy::path_is_safe(path) {
-        return page(
-            rid.as_deref(),
+    let peer = peer_of(&parts);
+    let rid = correlation(&parts).unwrap_or_else(crate::ids::request_id);
+    let (class, res) = proxy_request(&app, peer, &rid, parts, Either::Right(body)).await;
+    classed(class, res.map(Body::new))
+}
+
+/// Everything that is not pbxgate's own: passthrough, or a valid session, then 3CX.
+async fn proxy_request(
+    app: &App,
+    peer: Peer,
+    rid: &str,
+    parts: Parts,
+    body: UpstreamBody,
+) -> (RouteClass, Response<ResBody>) {
+    let made = |res: Response| (class_of(&res), res.map(Either::Right));
+    if !proxy::path_is_safe(parts.uri.path()) {
+        return made(page(
+            Some(rid),
             RouteClass::Rejected,
             StatusCode::BAD_REQUEST,
             "Bad request",
             "The address contains path segments pbxgate does not forward.",
-        );
+        ));
     }
-    let (parts, body) = match webclient_token(&app, parts, body).await {
-        Ok(answered) => return answered,
-        Err(request) => request,
+    let (parts, body) = if is_token_candidate(app, &parts) {
+        // Boxed: the rare path's future would otherwise enlarge every request's.
+        match Box::pin(webclient_token(app, peer, rid, parts, body)).await {
+            Ok(answered) => return made(answered),
+            Err(request) => request,
+        }
+    } else {
+        (parts, body)
     };
     let path = parts.uri.path();
     let class = if proxy::passthrough_prefix(path, &app.config.pbx.passthrough).is_some() {
         RouteClass::Passthrough
     } else {
-        match check_session(&app, &parts).await {
+        match check_session(app, &parts, rid).await {
             Ok(()) => RouteClass::Session,
-            Err(res) => return res,
+            Err(res) => return made(res),
         }
     };
-    let client = client_info(&app, &parts);
+    let client = ClientInfo::resolve(
+        peer.addr,
+        peer.tls,
+        &parts.headers,
+        &app.config.server.trusted_proxies,
+    );
     let fwd = Forward {
         client: &client,
-        request_id: rid.as_deref().unwrap_or("-"),
+        request_id: rid,
         cookie_name: app.sessions.cookie_name(),
     };
     match app
         .upstream
-        .forward(Request::from_parts(parts, body), fwd)
+        .forward(http::Request::from_parts(parts, body), fwd)
         .await
     {
-        Ok(res) => classed(class, res),
+        Ok(res) => (class, res.map(Either::Left)),
         Err(e) => {
             tracing::error!(error = %e, "3CX request failed");
-            page(
-                rid.as_deref(),
+            made(page(
+                Some(rid),
                 class,
                 StatusCode::BAD_GATEWAY,
                 "The phone system is not reachable",
                 "pbxgate could not reach the 3CX phone system. Please try again in a minute.",
-            )
+            ))
         }
     }
 }
 
-/// The webclient's `POST /connect/token` from a browser with a pbxgate session is answered
-/// by pbxgate (impersonation mode); anything else is handed back to be proxied, with the
-/// (small, bounded) body it had to read.
-async fn webclient_token(app: &App, parts: Parts, body: Body) -> Result<Response, (Parts, Body)> {
-    const LIMIT: usize = 16 * 1024;
-    let candidate = parts.method == http::Method::POST
+/// The webclient's `POST /connect/token` from a browser with a pbxgate session, in
+/// impersonation mode: pbxgate may answer it itself.
+fn is_token_candidate(app: &App, parts: &Parts) -> bool {
+    parts.method == http::Method::POST
         && parts.uri.path() == "/connect/token"
         && app.sessions.id_from_headers(&parts.headers).is_some()
-        && app.config.pbx.session_mode == crate::config::SessionMode::Impersonation;
-    if !candidate {
-        return Err((parts, body));
-    }
-    let bytes = match axum::body::to_bytes(body, LIMIT).await {
+        && app.config.pbx.session_mode == crate::config::SessionMode::Impersonation
+}
+
+/// Answers a token candidate (see [`is_token_candidate`]) when pbxgate can; anything else
+/// is handed back to be proxied, with the (small, bounded) body it had to read.
+async fn webclient_token(
+    app: &App,
+    peer: Peer,
+    rid: &str,
+    mut parts: Parts,
+    body: UpstreamBody,
+) -> Result<Response, (Parts, UpstreamBody)> {
+    const LIMIT: usize = 16 * 1024;
+    parts.extensions.insert(peer);
+    parts.extensions.insert(RequestId(rid.to_string()));
+    let bytes = match axum::body::to_bytes(Body::new(body), LIMIT).await {
         Ok(b) => b,
         Err(_) => {
             return Ok(page(
-                correlation(&parts).as_deref(),
+                Some(rid),
                 RouteClass::Rejected,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Request too large",
@@ -465,13 +567,12 @@ async fn webclient_token(app: &App, parts: Parts, body: Body) -> Result<Response
     };
     match auth::answer_webclient_token(app, &parts, &bytes).await {
         Some(res) => Ok(res),
-        None => Err((parts, Body::from(bytes))),
+        None => Err((parts, Either::Right(Body::from(bytes)))),
     }
 }
 
 /// Ok when the request carries a live session; otherwise the answer to send instead.
-async fn check_session(app: &App, req: &Parts) -> Result<(), Response> {
-    let rid = correlation(req);
+async fn check_session(app: &App, req: &Parts, rid: &str) -> Result<(), Response> {
     let presented = app.sessions.id_from_headers(&req.headers);
     let verdict = match presented {
         Some(id) => app.sessions.validate(id).await,
@@ -483,7 +584,7 @@ async fn check_session(app: &App, req: &Parts) -> Result<(), Response> {
         Err(e) => {
             tracing::error!(error = %e, "session lookup failed");
             return Err(page(
-                rid.as_deref(),
+                Some(rid),
                 RouteClass::Unauthenticated,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Sign-in is temporarily unavailable",
@@ -590,6 +691,17 @@ pub async fn serve(
     idle: Duration,
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    let dispatch = Arc::new(Dispatch::Router(router));
+    accept_loop(listener, tls, dispatch, idle, shutdown).await;
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    dispatch: Arc<Dispatch>,
+    idle: Duration,
+    shutdown: impl Future<Output = ()> + Send,
+) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
@@ -608,7 +720,7 @@ pub async fn serve(
         };
         while conns.try_join_next().is_some() {}
         let _ = tcp.set_nodelay(true);
-        let router = router.clone();
+        let dispatch = dispatch.clone();
         let tls = tls.clone();
         let stop = stop_rx.clone();
         conns.spawn(async move {
@@ -617,11 +729,13 @@ pub async fn serve(
                 tls: tls.is_some(),
             };
             match tls {
-                None => serve_connection(tcp, peer, router, idle, stop).await,
+                None => serve_connection(tcp, peer, dispatch, idle, stop).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
                     {
-                        Ok(Ok(stream)) => serve_connection(stream, peer, router, idle, stop).await,
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, peer, dispatch, idle, stop).await
+                        }
                         Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
                     }
@@ -650,24 +764,16 @@ pub async fn serve(
 async fn serve_connection<I>(
     io: I,
     peer: Peer,
-    router: Router,
+    dispatch: Arc<Dispatch>,
     idle: Duration,
     mut stop: watch::Receiver<bool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service =
-        hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(peer);
-            let router = router.clone();
-            async move {
-                Ok::<_, Infallible>(
-                    tower::ServiceExt::oneshot(router, req)
-                        .await
-                        .unwrap_or_else(|never| match never {}),
-                )
-            }
-        });
+    let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+        let dispatch = dispatch.clone();
+        async move { Ok::<_, Infallible>(dispatch.call(peer, req).await) }
+    });
     let activity = Arc::new(AtomicU64::new(0));
     let io = Counted {
         inner: io,
