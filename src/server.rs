@@ -220,8 +220,10 @@ pub fn router(app: Arc<App>) -> Router {
 /// the router, everything else straight to the proxy. `/admin` is reserved for the status
 /// page; until it exists the router's fallback proxies it as before.
 fn is_own(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/auth" | "/admin")
-        || path.starts_with("/auth/")
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/metrics" | "/auth" | "/admin"
+    ) || path.starts_with("/auth/")
         || path.starts_with("/admin/")
 }
 
@@ -255,7 +257,12 @@ enum Dispatch {
 }
 
 impl Dispatch {
-    async fn call(&self, peer: Peer, mut req: http::Request<Incoming>) -> Response<ResBody> {
+    async fn call(
+        &self,
+        peer: Peer,
+        peer_value: HeaderValue,
+        mut req: http::Request<Incoming>,
+    ) -> Response<ResBody> {
         match self {
             Self::Router(router) => {
                 req.extensions_mut().insert(peer);
@@ -264,7 +271,7 @@ impl Dispatch {
                     .unwrap_or_else(|never| match never {});
                 res.map(Either::Right)
             }
-            Self::Gateway { app, own } => observe(app, own, peer, req).await,
+            Self::Gateway { app, own } => observe(app, own, peer, &peer_value, req).await,
         }
     }
 }
@@ -274,10 +281,12 @@ async fn observe(
     app: &Arc<App>,
     own: &Router,
     peer: Peer,
+    peer_value: &HeaderValue,
     mut req: http::Request<Incoming>,
 ) -> Response<ResBody> {
     let start = Instant::now();
-    let id = request_id(req.headers());
+    let id_value = request_id(req.headers());
+    let id = id_value.to_str().unwrap_or("-");
     let method = req.method().clone();
     let uri = req.uri().clone();
     let span = tracing::info_span!("request", request_id = %id);
@@ -285,7 +294,7 @@ async fn observe(
         if is_own(uri.path()) {
             let ext = req.extensions_mut();
             ext.insert(peer);
-            ext.insert(RequestId(id.clone()));
+            ext.insert(RequestId(id.to_string()));
             // Boxed: the rare path's future would otherwise enlarge every request's.
             let res = Box::pin(tower::ServiceExt::oneshot(own.clone(), req))
                 .await
@@ -293,7 +302,12 @@ async fn observe(
             (class_of(&res), res.map(Either::Right))
         } else {
             let (parts, body) = req.into_parts();
-            proxy_request(app, peer, &id, parts, Either::Left(body)).await
+            let conn = Conn {
+                peer,
+                peer_value,
+                id: &id_value,
+            };
+            proxy_request(app, conn, parts, Either::Left(body)).await
         }
     }
     .instrument(span.clone())
@@ -302,9 +316,8 @@ async fn observe(
     let status = res.status().as_u16();
     app.metrics
         .observe_request(class, status, elapsed.as_secs_f64());
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        res.headers_mut().insert(proxy::X_REQUEST_ID, v);
-    }
+    res.headers_mut()
+        .insert(proxy::X_REQUEST_ID, id_value.clone());
     let _enter = span.enter();
     tracing::info!(
         target: "pbxgate::access",
@@ -335,19 +348,18 @@ fn log_path(class: RouteClass, path: &str, passthrough: &[String]) -> String {
 }
 
 /// Accepts a caller's `X-Request-Id` when it is short and plain; otherwise makes one.
-fn request_id(headers: &HeaderMap) -> String {
-    let given = headers
-        .get(proxy::X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            (1..=64).contains(&v.len())
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        });
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    let given = headers.get(proxy::X_REQUEST_ID).filter(|v| {
+        (1..=64).contains(&v.len())
+            && v.as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    });
     if let Some(id) = given {
-        return id.to_string();
+        return id.clone();
     }
-    crate::ids::request_id()
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(crate::ids::request_id()))
+        .expect("a request id is a valid header value")
 }
 
 pub fn correlation(parts: &Parts) -> Option<String> {
@@ -461,19 +473,36 @@ pub fn client_info(app: &App, req: &Parts) -> ClientInfo {
 async fn gateway(State(app): State<Arc<App>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let peer = peer_of(&parts);
-    let rid = correlation(&parts).unwrap_or_else(crate::ids::request_id);
-    let (class, res) = proxy_request(&app, peer, &rid, parts, Either::Right(body)).await;
+    let id = correlation(&parts)
+        .and_then(|id| HeaderValue::from_str(&id).ok())
+        .unwrap_or_else(|| request_id(&HeaderMap::new()));
+    let conn = Conn {
+        peer,
+        peer_value: &proxy::ip_header_value(peer.addr.ip()),
+        id: &id,
+    };
+    let (class, res) = proxy_request(&app, conn, parts, Either::Right(body)).await;
     classed(class, res.map(Body::new))
+}
+
+/// What a proxied request needs to know of its connection and of the observing layer.
+#[derive(Clone, Copy)]
+struct Conn<'a> {
+    peer: Peer,
+    /// The peer's address as a header value, made once per connection.
+    peer_value: &'a HeaderValue,
+    /// The request id.
+    id: &'a HeaderValue,
 }
 
 /// Everything that is not pbxgate's own: passthrough, or a valid session, then 3CX.
 async fn proxy_request(
     app: &App,
-    peer: Peer,
-    rid: &str,
+    conn: Conn<'_>,
     parts: Parts,
     body: UpstreamBody,
 ) -> (RouteClass, Response<ResBody>) {
+    let rid = conn.id.to_str().unwrap_or("-");
     let made = |res: Response| (class_of(&res), res.map(Either::Right));
     if !proxy::path_is_safe(parts.uri.path()) {
         return made(page(
@@ -486,7 +515,7 @@ async fn proxy_request(
     }
     let (parts, body) = if is_token_candidate(app, &parts) {
         // Boxed: the rare path's future would otherwise enlarge every request's.
-        match Box::pin(webclient_token(app, peer, rid, parts, body)).await {
+        match Box::pin(webclient_token(app, conn.peer, rid, parts, body)).await {
             Ok(answered) => return made(answered),
             Err(request) => request,
         }
@@ -502,15 +531,16 @@ async fn proxy_request(
             Err(res) => return made(res),
         }
     };
-    let client = ClientInfo::resolve(
-        peer.addr,
-        peer.tls,
+    let client = ClientInfo::resolve_for(
+        conn.peer.addr,
+        conn.peer_value,
+        conn.peer.tls,
         &parts.headers,
         &app.config.server.trusted_proxies,
     );
     let fwd = Forward {
         client: &client,
-        request_id: rid,
+        request_id: conn.id,
         cookie_name: app.sessions.cookie_name(),
     };
     match app
@@ -575,11 +605,11 @@ async fn webclient_token(
 async fn check_session(app: &App, req: &Parts, rid: &str) -> Result<(), Response> {
     let presented = app.sessions.id_from_headers(&req.headers);
     let verdict = match presented {
-        Some(id) => app.sessions.validate(id).await,
+        Some(id) => app.sessions.check(id).await,
         None => Ok(Err(Rejection::Unknown)),
     };
     let rejection = match verdict {
-        Ok(Ok(_session)) => return Ok(()),
+        Ok(Ok(())) => return Ok(()),
         Ok(Err(why)) => why,
         Err(e) => {
             tracing::error!(error = %e, "session lookup failed");
@@ -770,9 +800,12 @@ async fn serve_connection<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // Made once per connection; each request clones a reference to it.
+    let peer_value = proxy::ip_header_value(peer.addr.ip());
     let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let dispatch = dispatch.clone();
-        async move { Ok::<_, Infallible>(dispatch.call(peer, req).await) }
+        let peer_value = peer_value.clone();
+        async move { Ok::<_, Infallible>(dispatch.call(peer, peer_value, req).await) }
     });
     let activity = Arc::new(AtomicU64::new(0));
     let io = Counted {
@@ -879,6 +912,7 @@ mod tests {
         assert_eq!(request_id(&h), "abc-123");
         h.insert("x-request-id", HeaderValue::from_static("bad id <script>"));
         let made = request_id(&h);
+        assert!(made.as_bytes().iter().all(u8::is_ascii_hexdigit));
         assert_eq!(made.len(), 32);
         assert_ne!(made, request_id(&HeaderMap::new()));
     }
