@@ -47,39 +47,43 @@ impl ProxyError {
 }
 
 // Header names as constants: parsed once at compile time, not on every request.
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
 const X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus old aliases.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    KEEP_ALIVE,
-    PROXY_CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+/// Matched as strings: a length check rules most names out at once.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
 /// Client-identity headers that only pbxgate may set on what goes to 3CX.
-const FORWARDING: [HeaderName; 6] = [
-    header::FORWARDED,
-    X_FORWARDED_FOR,
-    X_FORWARDED_PROTO,
-    X_FORWARDED_HOST,
-    X_FORWARDED_PORT,
-    X_REAL_IP,
-];
+fn is_forwarding(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "forwarded"
+            | "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "x-forwarded-port"
+            | "x-real-ip"
+    )
+}
 
 /// Who is really asking, as far as pbxgate can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -428,15 +432,13 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
             h.remove(name);
         }
     }
-    remove_present(h, &HOP_BY_HOP);
+    remove_matching(h, is_hop_by_hop);
 }
 
-/// Removes those of `names` that are present: a pass over the (few) headers a message has
+/// Removes the headers whose names match: a pass over the (few) headers a message has
 /// instead of a hash lookup for every name, and no allocation.
-fn remove_present(h: &mut HeaderMap, names: &[HeaderName]) {
-    // Names compared as strings: a length check rules most out at once.
-    let listed = |k: &HeaderName| names.iter().any(|n| n.as_str() == k.as_str());
-    while let Some(name) = h.keys().find(|k| listed(k)).cloned() {
+fn remove_matching(h: &mut HeaderMap, matching: fn(&HeaderName) -> bool) {
+    while let Some(name) = h.keys().find(|k| matching(k)).cloned() {
         h.remove(name);
     }
 }
@@ -447,7 +449,7 @@ fn prepare_request_headers(h: &mut HeaderMap, fwd: &Forward<'_>, websocket: bool
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
-    remove_present(h, &FORWARDING);
+    remove_matching(h, is_forwarding);
     // The client sets Host from the upstream URI, as nginx's default `proxy_set_header`.
     h.remove(header::HOST);
     let c = fwd.client;
