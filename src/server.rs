@@ -178,11 +178,7 @@ impl Gateway {
             "listening"
         );
         let idle = app.config.server.idle_timeout.get();
-        let dispatch = Dispatch::Gateway {
-            own: router(app.clone()),
-            app: app.clone(),
-        };
-        accept_loop(self.listener, self.tls, Arc::new(dispatch), idle, shutdown).await;
+        serve_per_core(app.clone(), self.listener, self.tls, idle, shutdown).await;
         purge.abort();
         // A sync run in progress finishes its current item and records itself interrupted.
         let _ = stop_tx.send(true);
@@ -191,6 +187,84 @@ impl Gateway {
         }
         app.store.close().await;
     }
+}
+
+/// Serves the gateway thread-per-core until `shutdown`: one current-thread runtime per
+/// core, each accepting from the same listening socket and proxying through its own
+/// upstream pool, so that a request never hops between threads (as nginx's processes).
+/// On tokio's multi-thread runtime, a bare hyper forwarder reached ~0.7x nginx here;
+/// thread-per-core, ~1.0x (examples/bare_proxy.rs, `BARE_PER_CORE=1`).
+async fn serve_per_core(
+    app: Arc<App>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    idle: Duration,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Dropped (stop) when this function returns or its future is dropped.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let listener = match listener.into_std() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot hand the listener to the serving threads");
+            return;
+        }
+    };
+    let mut threads = Vec::new();
+    for i in 0..cores {
+        let (app, tls, mut stop) = (app.clone(), tls.clone(), stop_rx.clone());
+        let listener = match listener.try_clone() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot share the listener");
+                break;
+            }
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("pbxgate-serve-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => return tracing::error!(error = %e, "cannot start a runtime"),
+                };
+                rt.block_on(async move {
+                    let (listener, upstream) = match (
+                        TcpListener::from_std(listener),
+                        Upstream::new(&app.config.pbx, app.metrics.clone()),
+                    ) {
+                        (Ok(l), Ok(u)) => (l, u),
+                        _ => return tracing::error!("cannot start a serving thread"),
+                    };
+                    let dispatch = Dispatch::Gateway {
+                        own: router(app.clone()),
+                        app,
+                        upstream: Box::new(upstream),
+                    };
+                    let stopped = async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    };
+                    accept_loop(listener, tls, Arc::new(dispatch), idle, stopped).await;
+                });
+            });
+        match thread {
+            Ok(t) => threads.push(t),
+            Err(e) => tracing::error!(error = %e, "cannot start a serving thread"),
+        }
+    }
+    drop(listener);
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    // Each thread drains its connections (up to 10 s) before it ends.
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
 }
 
 /// The body of an answer: 3CX's, passed on as hyper reads it (streamed, not boxed), or one
@@ -252,8 +326,13 @@ enum Dispatch {
     /// Every request through one router (the sandbox's simulators).
     Router(Router),
     /// The gateway: pbxgate's own routes through `own`, everything else proxied directly
-    /// on hyper's types (no router, no boxed bodies); each request observed.
-    Gateway { app: Arc<App>, own: Router },
+    /// on hyper's types (no router, no boxed bodies) through `upstream` (this thread's
+    /// pool); each request observed.
+    Gateway {
+        app: Arc<App>,
+        own: Router,
+        upstream: Box<Upstream>,
+    },
 }
 
 impl Dispatch {
@@ -271,7 +350,9 @@ impl Dispatch {
                     .unwrap_or_else(|never| match never {});
                 res.map(Either::Right)
             }
-            Self::Gateway { app, own } => observe(app, own, peer, &peer_value, req).await,
+            Self::Gateway { app, own, upstream } => {
+                observe(app, own, upstream, peer, &peer_value, req).await
+            }
         }
     }
 }
@@ -280,6 +361,7 @@ impl Dispatch {
 async fn observe(
     app: &Arc<App>,
     own: &Router,
+    upstream: &Upstream,
     peer: Peer,
     peer_value: &HeaderValue,
     mut req: http::Request<Incoming>,
@@ -307,7 +389,7 @@ async fn observe(
                 peer_value,
                 id: &id_value,
             };
-            proxy_request(app, conn, parts, Either::Left(body)).await
+            proxy_request(app, upstream, conn, parts, Either::Left(body)).await
         }
     }
     .instrument(span.clone())
@@ -481,7 +563,7 @@ async fn gateway(State(app): State<Arc<App>>, req: Request) -> Response {
         peer_value: &proxy::ip_header_value(peer.addr.ip()),
         id: &id,
     };
-    let (class, res) = proxy_request(&app, conn, parts, Either::Right(body)).await;
+    let (class, res) = proxy_request(&app, &app.upstream, conn, parts, Either::Right(body)).await;
     classed(class, res.map(Body::new))
 }
 
@@ -498,6 +580,7 @@ struct Conn<'a> {
 /// Everything that is not pbxgate's own: passthrough, or a valid session, then 3CX.
 async fn proxy_request(
     app: &App,
+    upstream: &Upstream,
     conn: Conn<'_>,
     parts: Parts,
     body: UpstreamBody,
@@ -543,8 +626,7 @@ async fn proxy_request(
         request_id: conn.id,
         cookie_name: app.sessions.cookie_name(),
     };
-    match app
-        .upstream
+    match upstream
         .forward(http::Request::from_parts(parts, body), fwd)
         .await
     {
