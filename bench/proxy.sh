@@ -6,9 +6,10 @@
 #   bench/proxy.sh [DURATION] [CONNECTIONS]      (defaults: 10s, 64)
 #
 # A bare hyper forwarder (examples/bare_proxy.rs) is measured too: the floor of the
-# hyper stack pbxgate is built on, to tell its own overhead from the stack's.
+# hyper stack pbxgate is built on, to tell its own overhead from the stack's; once on
+# tokio's multi-thread runtime and once thread-per-core (as pbxgate serves).
 #
-# Everything runs on loopback ports 18080-18083; results also go to bench/results/.
+# Everything runs on loopback ports 18080-18084; results also go to bench/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10s}
@@ -86,6 +87,8 @@ TOML
 pids+=($!)
 ./target/release/examples/bare_proxy 127.0.0.1:18083 http://127.0.0.1:18080 &
 pids+=($!)
+BARE_PER_CORE=1 ./target/release/examples/bare_proxy 127.0.0.1:18084 http://127.0.0.1:18080 &
+pids+=($!)
 for _ in $(seq 1 100); do
   curl -fs http://127.0.0.1:18082/healthz >/dev/null 2>&1 && curl -fs http://127.0.0.1:18080/ >/dev/null 2>&1 && break
   sleep 0.1
@@ -109,13 +112,14 @@ run() {
 results=$(
   run nginx "http://127.0.0.1:18081/provisioning/abc/x.cfg"
   run bare-hyper "http://127.0.0.1:18083/provisioning/abc/x.cfg"
+  run bare-percore "http://127.0.0.1:18084/provisioning/abc/x.cfg"
   run passthrough "http://127.0.0.1:18082/provisioning/abc/x.cfg"
   run session "http://127.0.0.1:18082/webclient/api/x" -H "Cookie: $COOKIE"
 )
 mkdir -p bench/results
 out="bench/results/proxy-$(date -u +%Y%m%dT%H%M%SZ).txt"
 {
-  echo "wrk -t$THREADS -c$CONNS -d$DURATION, $(nproc) cores, loopback"
+  echo "wrk -t$THREADS -c$CONNS -d$DURATION, $(nproc) cores, loopback, load $(cut -d' ' -f1-3 /proc/loadavg)"
   printf '%-12s %10s %9s %9s %10s %12s\n' target req/s p50_ms p99_ms rps_ratio p99_delta_ms
   echo "$results" | awk '
     NR == 1 { base_rps = $2; base_p99 = $4 }

@@ -41,7 +41,10 @@ pub fn request_id() -> String {
     let seed = *SEED.get_or_init(|| random::<8>().map(u64::from_le_bytes).unwrap_or(0));
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     // splitmix64 is a bijection, so distinct counters give distinct ids.
-    format!("{:016x}{:016x}", seed, splitmix64(seed ^ n))
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&seed.to_be_bytes());
+    b[8..].copy_from_slice(&splitmix64(seed ^ n).to_be_bytes());
+    hex(&b)
 }
 
 fn splitmix64(mut z: u64) -> u64 {

@@ -2,6 +2,7 @@
 //! WebSockets. Labels are bounded (a handful of classes and status codes), never paths or users.
 
 use std::fmt::Write;
+use std::sync::OnceLock;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -12,6 +13,7 @@ use prometheus_client::registry::Registry;
 
 /// What kind of route answered a request.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+#[repr(usize)]
 pub enum RouteClass {
     /// `/healthz`, `/readyz`, `/metrics`.
     Ops,
@@ -99,10 +101,25 @@ struct UpstreamLabels {
 
 type HistogramFamily = Family<ClassLabels, Histogram, fn() -> Histogram>;
 
+/// The request series of one route class, resolved on first use so that the hot path
+/// skips the family's hash and lock (and /metrics shows only series that were used).
+#[derive(Default)]
+struct ClassHandles {
+    latency: OnceLock<Histogram>,
+    /// By status, for the statuses answers usually have.
+    requests: [OnceLock<Counter>; COMMON_STATUSES.len()],
+}
+
+const CLASSES: usize = 6;
+// `Rejected` is the last class: a new one must be counted in `CLASSES`.
+const _: () = assert!(RouteClass::Rejected as usize + 1 == CLASSES);
+const COMMON_STATUSES: [u16; 12] = [200, 204, 206, 301, 302, 304, 400, 401, 403, 404, 502, 503];
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily,
+    handles: [ClassHandles; CLASSES],
     upstream_errors: Family<UpstreamLabels, Counter>,
     websockets_open: Gauge,
     sync_runs: Family<RunLabels, Counter>,
@@ -157,6 +174,7 @@ impl Default for Metrics {
             registry,
             requests,
             latency,
+            handles: Default::default(),
             upstream_errors,
             websockets_open,
             sync_runs,
@@ -167,11 +185,17 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn observe_request(&self, class: RouteClass, status: u16, seconds: f64) {
-        self.requests
-            .get_or_create(&RequestLabels { class, status })
-            .inc();
-        self.latency
-            .get_or_create(&ClassLabels { class })
+        let handles = &self.handles[class as usize];
+        let labels = || RequestLabels { class, status };
+        match COMMON_STATUSES.iter().position(|s| *s == status) {
+            Some(i) => handles.requests[i]
+                .get_or_init(|| self.requests.get_or_create(&labels()).clone())
+                .inc(),
+            None => self.requests.get_or_create(&labels()).inc(),
+        };
+        handles
+            .latency
+            .get_or_init(|| self.latency.get_or_create(&ClassLabels { class }).clone())
             .observe(seconds);
     }
 

@@ -12,6 +12,8 @@ use axum::body::Body;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri};
+use http_body_util::Either;
+use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -45,39 +47,43 @@ impl ProxyError {
 }
 
 // Header names as constants: parsed once at compile time, not on every request.
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
 const X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus old aliases.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    KEEP_ALIVE,
-    PROXY_CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+/// Matched as strings: a length check rules most names out at once.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
 /// Client-identity headers that only pbxgate may set on what goes to 3CX.
-const FORWARDING: [HeaderName; 6] = [
-    header::FORWARDED,
-    X_FORWARDED_FOR,
-    X_FORWARDED_PROTO,
-    X_FORWARDED_HOST,
-    X_FORWARDED_PORT,
-    X_REAL_IP,
-];
+fn is_forwarding(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "forwarded"
+            | "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "x-forwarded-port"
+            | "x-real-ip"
+    )
+}
 
 /// Who is really asking, as far as pbxgate can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,28 +93,48 @@ pub struct ClientInfo {
     /// `http` or `https`, as the browser sees it.
     pub proto: &'static str,
     /// The host name the browser used.
-    pub host: Option<String>,
+    pub host: Option<HeaderValue>,
     /// The `X-Forwarded-For` chain to send upstream.
-    forwarded_for: String,
-    /// `ip` as text, made once.
-    ip_text: String,
+    forwarded_for: HeaderValue,
+    /// `ip` as a header value (`X-Real-IP`).
+    ip_value: HeaderValue,
+}
+
+/// An address as a header value (`X-Real-IP`, `X-Forwarded-For`).
+pub fn ip_header_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.to_canonical().to_string()))
+        .expect("an IP address is a valid header value")
 }
 
 impl ClientInfo {
     /// Believes `X-Forwarded-*` only when the peer itself is a trusted proxy.
     pub fn resolve(peer: SocketAddr, tls: bool, headers: &HeaderMap, trusted: &[IpNet]) -> Self {
+        Self::resolve_for(peer, &ip_header_value(peer.ip()), tls, headers, trusted)
+    }
+
+    /// [`ClientInfo::resolve`] with the peer's address already made into a header value
+    /// (once per connection, not per request).
+    pub fn resolve_for(
+        peer: SocketAddr,
+        peer_value: &HeaderValue,
+        tls: bool,
+        headers: &HeaderMap,
+        trusted: &[IpNet],
+    ) -> Self {
         let peer_ip = peer.ip().to_canonical();
         let own_proto = if tls { "https" } else { "http" };
-        let host_header = header_str(headers, header::HOST).map(str::to_string);
+        let host_header = headers
+            .get(header::HOST)
+            .filter(|v| v.to_str().is_ok())
+            .cloned();
         let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
         if !is_trusted(&peer_ip) {
-            let text = peer_ip.to_string();
             return Self {
                 ip: peer_ip,
                 proto: own_proto,
                 host: host_header,
-                forwarded_for: text.clone(),
-                ip_text: text,
+                forwarded_for: peer_value.clone(),
+                ip_value: peer_value.clone(),
             };
         }
         let chain: Vec<IpAddr> = headers
@@ -133,7 +159,7 @@ impl ClientInfo {
             _ => own_proto,
         };
         let host = first_value(headers, X_FORWARDED_HOST)
-            .map(str::to_string)
+            .and_then(|h| HeaderValue::from_str(h).ok())
             .or(host_header);
         let mut forwarded_for: Vec<String> = chain.iter().map(IpAddr::to_string).collect();
         forwarded_for.push(peer_ip.to_string());
@@ -141,8 +167,9 @@ impl ClientInfo {
             ip,
             proto,
             host,
-            forwarded_for: forwarded_for.join(", "),
-            ip_text: ip.to_string(),
+            forwarded_for: HeaderValue::from_str(&forwarded_for.join(", "))
+                .expect("addresses are valid header values"),
+            ip_value: ip_header_value(ip),
         }
     }
 }
@@ -189,10 +216,24 @@ pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
 /// percent-encoded), encoded slashes or backslashes. Without this, a passthrough prefix
 /// could be stretched to reach a protected path (`/provisioning/../webclient`).
 pub fn path_is_safe(path: &str) -> bool {
-    if !path.starts_with('/') || path.contains('\\') {
+    if !path.starts_with('/') {
         return false;
     }
-    // On every request: no allocation unless a segment is percent-encoded.
+    // On every request: one pass over the bytes decides most paths (no percent sign, no
+    // segment starting with a dot); no allocation unless a segment is percent-encoded.
+    let (mut encoded, mut dot_segment, mut prev) = (false, false, 0u8);
+    for b in path.bytes() {
+        match b {
+            b'\\' => return false,
+            b'%' => encoded = true,
+            b'.' if prev == b'/' => dot_segment = true,
+            _ => {}
+        }
+        prev = b;
+    }
+    if !encoded && !dot_segment {
+        return true;
+    }
     let encoded_separator = path.as_bytes().windows(3).any(|w| {
         w[0] == b'%'
             && matches!(
@@ -224,7 +265,11 @@ pub fn passthrough_prefix<'a>(path: &str, prefixes: &'a [String]) -> Option<&'a 
         .map(String::as_str)
 }
 
-type HttpsClient = Client<HttpsConnector<HttpConnector>, Body>;
+/// What goes to 3CX: the client's body as hyper reads it (streamed, not boxed), or one
+/// pbxgate made (a token request it read and hands on, the readiness probe).
+pub type UpstreamBody = Either<Incoming, Body>;
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
 /// The pooled client to one 3CX origin.
 pub struct Upstream {
@@ -238,7 +283,7 @@ pub struct Upstream {
 /// What the proxy needs to know about the request besides the request itself.
 pub struct Forward<'a> {
     pub client: &'a ClientInfo,
-    pub request_id: &'a str,
+    pub request_id: &'a HeaderValue,
     /// pbxgate's session cookie, removed before the request leaves.
     pub cookie_name: &'a str,
 }
@@ -282,21 +327,25 @@ impl Upstream {
     }
 
     fn uri(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, ProxyError> {
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query.map_or("/", PathAndQuery::as_str))
-            .build()
-            .map_err(|e| ProxyError::Protocol(e.to_string()))
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        // A clone shares the request's bytes: no parsing, no copy.
+        parts.path_and_query = Some(
+            path_and_query
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        Uri::from_parts(parts).map_err(|e| ProxyError::Protocol(e.to_string()))
     }
 
     /// Sends `req` to 3CX and returns its answer with a streamed body. A WebSocket handshake
     /// that 3CX accepts (101) is relayed in a background task until either side closes.
     pub async fn forward(
         &self,
-        mut req: Request<Body>,
+        mut req: Request<UpstreamBody>,
         fwd: Forward<'_>,
-    ) -> Result<Response<Body>, ProxyError> {
+    ) -> Result<Response<Incoming>, ProxyError> {
         let websocket = is_websocket_upgrade(req.headers());
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         *req.uri_mut() = self.uri(req.uri().path_and_query())?;
@@ -317,7 +366,7 @@ impl Upstream {
             Some(client_upgrade) if switching => {
                 let upstream_upgrade = hyper::upgrade::on(&mut res);
                 let guard = self.metrics.websocket_opened();
-                let request_id = fwd.request_id.to_string();
+                let request_id = fwd.request_id.to_str().unwrap_or("-").to_string();
                 tokio::spawn(async move {
                     let _guard = guard;
                     relay(client_upgrade, upstream_upgrade, &request_id).await;
@@ -325,14 +374,14 @@ impl Upstream {
             }
             _ => strip_hop_by_hop(res.headers_mut()),
         }
-        Ok(res.map(Body::new))
+        Ok(res)
     }
 
     /// Whether 3CX answers at all (any status below 500), for `/readyz`.
     pub async fn probe(&self, timeout: Duration) -> Result<u16, ProxyError> {
         let req = Request::get(self.uri(None)?)
             .header(header::USER_AGENT, "pbxgate-readyz")
-            .body(Body::empty())
+            .body(Either::Right(Body::empty()))
             .map_err(|e| ProxyError::Protocol(e.to_string()))?;
         let res = tokio::time::timeout(timeout, self.client.request(req))
             .await
@@ -364,25 +413,32 @@ async fn relay(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUp
 /// Removes hop-by-hop headers, including any that `Connection` names.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     if h.contains_key(header::CONNECTION) {
+        // `close` names no header; `keep-alive` and `upgrade` name hop-by-hop headers that
+        // go anyway: the usual `Connection` values allocate nothing here.
         let named: Vec<HeaderName> = h
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|t| {
+                !["close", "keep-alive", "upgrade"]
+                    .iter()
+                    .any(|k| t.eq_ignore_ascii_case(k))
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for name in named {
             h.remove(name);
         }
     }
-    remove_present(h, &HOP_BY_HOP);
+    remove_matching(h, is_hop_by_hop);
 }
 
-/// Removes those of `names` that are present: one pass over the (few) headers a request
-/// has instead of a hash lookup for every name.
-fn remove_present(h: &mut HeaderMap, names: &[HeaderName]) {
-    let present: Vec<HeaderName> = h.keys().filter(|k| names.contains(k)).cloned().collect();
-    for name in present {
+/// Removes the headers whose names match: a pass over the (few) headers a message has
+/// instead of a hash lookup for every name, and no allocation.
+fn remove_matching(h: &mut HeaderMap, matching: fn(&HeaderName) -> bool) {
+    while let Some(name) = h.keys().find(|k| matching(k)).cloned() {
         h.remove(name);
     }
 }
@@ -393,27 +449,17 @@ fn prepare_request_headers(h: &mut HeaderMap, fwd: &Forward<'_>, websocket: bool
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
-    remove_present(h, &FORWARDING);
+    remove_matching(h, is_forwarding);
     // The client sets Host from the upstream URI, as nginx's default `proxy_set_header`.
     h.remove(header::HOST);
     let c = fwd.client;
-    if let Ok(v) = HeaderValue::from_str(&c.forwarded_for) {
-        h.insert(X_FORWARDED_FOR, v);
-    }
+    h.insert(X_FORWARDED_FOR, c.forwarded_for.clone());
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(c.proto));
-    if let Some(v) = c
-        .host
-        .as_deref()
-        .and_then(|s| HeaderValue::from_str(s).ok())
-    {
-        h.insert(X_FORWARDED_HOST, v);
+    if let Some(v) = &c.host {
+        h.insert(X_FORWARDED_HOST, v.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(&c.ip_text) {
-        h.insert(X_REAL_IP, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(fwd.request_id) {
-        h.insert(X_REQUEST_ID, v);
-    }
+    h.insert(X_REAL_IP, c.ip_value.clone());
+    h.insert(X_REQUEST_ID, fwd.request_id.clone());
     strip_cookie(h, fwd.cookie_name);
 }
 
@@ -422,14 +468,20 @@ fn strip_cookie(h: &mut HeaderMap, name: &str) {
     if !h.contains_key(header::COOKIE) {
         return;
     }
-    let kept: Vec<String> = cookie_pairs(h)
-        .filter(|(k, _)| *k != name)
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let mut kept = String::new();
+    for (k, v) in cookie_pairs(h).filter(|(k, _)| *k != name) {
+        if !kept.is_empty() {
+            kept.push_str("; ");
+        }
+        kept.push_str(k);
+        kept.push('=');
+        kept.push_str(v);
+    }
     h.remove(header::COOKIE);
-    if let Ok(v) = HeaderValue::from_str(&kept.join("; "))
-        && !kept.is_empty()
-    {
+    if kept.is_empty() {
+        return;
+    }
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(kept)) {
         h.insert(header::COOKIE, v);
     }
 }
@@ -476,7 +528,7 @@ mod tests {
         let c = ClientInfo::resolve(peer("203.0.113.9"), true, &h, &[]);
         assert_eq!(c.ip, "203.0.113.9".parse::<IpAddr>().unwrap());
         assert_eq!(c.proto, "https");
-        assert_eq!(c.host.as_deref(), Some("pbx.example.com"));
+        assert_eq!(c.host.unwrap(), "pbx.example.com");
         assert_eq!(c.forwarded_for, "203.0.113.9");
     }
 
@@ -491,7 +543,7 @@ mod tests {
         let c = ClientInfo::resolve(peer("10.0.0.1"), false, &h, &trusted);
         assert_eq!(c.ip, "198.51.100.7".parse::<IpAddr>().unwrap());
         assert_eq!(c.proto, "https");
-        assert_eq!(c.host.as_deref(), Some("pbx.example.com"));
+        assert_eq!(c.host.unwrap(), "pbx.example.com");
         assert_eq!(c.forwarded_for, "6.6.6.6, 198.51.100.7, 10.0.0.5, 10.0.0.1");
     }
 

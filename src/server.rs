@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get};
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, StatusCode};
+use http_body_util::Either;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -35,7 +36,7 @@ use crate::directory::Directory;
 use crate::graph::GraphClient;
 use crate::metrics::{Metrics, RouteClass};
 use crate::pbx::{PbxClient, PbxError};
-use crate::proxy::{self, ClientInfo, Forward, Upstream};
+use crate::proxy::{self, ClientInfo, Forward, Upstream, UpstreamBody};
 use crate::session::{Rejection, Sessions};
 use crate::store::{Store, StoreError};
 use crate::sync::contacts::ContactsWorker;
@@ -221,7 +222,7 @@ impl Gateway {
             "listening"
         );
         let idle = app.config.server.idle_timeout.get();
-        serve(self.listener, self.tls, router(app.clone()), idle, shutdown).await;
+        serve_per_core(app.clone(), self.listener, self.tls, idle, shutdown).await;
         purge.abort();
         // A sync run in progress finishes its current item and records itself interrupted.
         let _ = stop_tx.send(true);
@@ -232,7 +233,91 @@ impl Gateway {
     }
 }
 
-/// pbxgate's own routes first; every other path belongs to 3CX.
+/// Serves the gateway thread-per-core until `shutdown`: one current-thread runtime per
+/// core, each accepting from the same listening socket and proxying through its own
+/// upstream pool, so that a request never hops between threads (as nginx's processes).
+/// On tokio's multi-thread runtime, a bare hyper forwarder reached ~0.7x nginx here;
+/// thread-per-core, ~1.0x (examples/bare_proxy.rs, `BARE_PER_CORE=1`).
+async fn serve_per_core(
+    app: Arc<App>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    idle: Duration,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Dropped (stop) when this function returns or its future is dropped.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let listener = match listener.into_std() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot hand the listener to the serving threads");
+            return;
+        }
+    };
+    let mut threads = Vec::new();
+    for i in 0..cores {
+        let (app, tls, mut stop) = (app.clone(), tls.clone(), stop_rx.clone());
+        let listener = match listener.try_clone() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot share the listener");
+                break;
+            }
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("pbxgate-serve-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => return tracing::error!(error = %e, "cannot start a runtime"),
+                };
+                rt.block_on(async move {
+                    let (listener, upstream) = match (
+                        TcpListener::from_std(listener),
+                        Upstream::new(&app.config.pbx, app.metrics.clone()),
+                    ) {
+                        (Ok(l), Ok(u)) => (l, u),
+                        _ => return tracing::error!("cannot start a serving thread"),
+                    };
+                    let dispatch = Dispatch::Gateway {
+                        own: router(app.clone()),
+                        app,
+                        upstream: Box::new(upstream),
+                    };
+                    let stopped = async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    };
+                    accept_loop(listener, tls, Arc::new(dispatch), idle, stopped).await;
+                });
+            });
+        match thread {
+            Ok(t) => threads.push(t),
+            Err(e) => tracing::error!(error = %e, "cannot start a serving thread"),
+        }
+    }
+    drop(listener);
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    // Each thread drains its connections (up to 10 s) before it ends.
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
+}
+
+/// The body of an answer: 3CX's, passed on as hyper reads it (streamed, not boxed), or one
+/// that pbxgate made itself.
+pub type ResBody = Either<Incoming, Body>;
+
+/// pbxgate's own routes first; every other path belongs to 3CX. The gateway hands only
+/// paths under [`is_own`] to this router and proxies the rest directly (`proxy_request`);
+/// a route added here needs its path covered by `is_own`.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -246,8 +331,18 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/auth", any(auth_not_found))
         .route("/auth/{*rest}", any(auth_not_found))
         .fallback(gateway)
-        .layer(middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)
+}
+
+/// Whether `path` may be one of pbxgate's own routes (see [`router`]): those go through
+/// the router, everything else straight to the proxy. `/admin` is reserved for the status
+/// page; until it exists the router's fallback proxies it as before.
+fn is_own(path: &str) -> bool {
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/metrics" | "/auth" | "/admin"
+    ) || path.starts_with("/auth/")
+        || path.starts_with("/admin/")
 }
 
 /// A short page with the request's correlation id, counted under `class`.
@@ -270,37 +365,103 @@ pub fn classed(class: RouteClass, res: impl IntoResponse) -> Response {
     res
 }
 
-/// Request id, timing, metrics and the access log line; the outermost layer.
-async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+/// How a connection's requests are answered.
+enum Dispatch {
+    /// Every request through one router (the sandbox's simulators).
+    Router(Router),
+    /// The gateway: pbxgate's own routes through `own`, everything else proxied directly
+    /// on hyper's types (no router, no boxed bodies) through `upstream` (this thread's
+    /// pool); each request observed.
+    Gateway {
+        app: Arc<App>,
+        own: Router,
+        upstream: Box<Upstream>,
+    },
+}
+
+impl Dispatch {
+    async fn call(
+        &self,
+        peer: Peer,
+        peer_value: HeaderValue,
+        mut req: http::Request<Incoming>,
+    ) -> Response<ResBody> {
+        match self {
+            Self::Router(router) => {
+                req.extensions_mut().insert(peer);
+                let res = tower::ServiceExt::oneshot(router.clone(), req)
+                    .await
+                    .unwrap_or_else(|never| match never {});
+                res.map(Either::Right)
+            }
+            Self::Gateway { app, own, upstream } => {
+                observe(app, own, upstream, peer, &peer_value, req).await
+            }
+        }
+    }
+}
+
+/// Request id, timing, metrics and the access log line, around every gateway request.
+async fn observe(
+    app: &Arc<App>,
+    own: &Router,
+    upstream: &Upstream,
+    peer: Peer,
+    peer_value: &HeaderValue,
+    mut req: http::Request<Incoming>,
+) -> Response<ResBody> {
     let start = Instant::now();
-    let id = request_id(req.headers());
-    req.extensions_mut().insert(RequestId(id.clone()));
+    let id_value = request_id(req.headers());
+    let id = id_value.to_str().unwrap_or("-");
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let uri = req.uri().clone();
     let span = tracing::info_span!("request", request_id = %id);
-    let mut res = next.run(req).instrument(span.clone()).await;
+    let (class, mut res) = async {
+        if is_own(uri.path()) {
+            let ext = req.extensions_mut();
+            ext.insert(peer);
+            ext.insert(RequestId(id.to_string()));
+            // Boxed: the rare path's future would otherwise enlarge every request's.
+            let res = Box::pin(tower::ServiceExt::oneshot(own.clone(), req))
+                .await
+                .unwrap_or_else(|never| match never {});
+            (class_of(&res), res.map(Either::Right))
+        } else {
+            let (parts, body) = req.into_parts();
+            let conn = Conn {
+                peer,
+                peer_value,
+                id: &id_value,
+            };
+            proxy_request(app, upstream, conn, parts, Either::Left(body)).await
+        }
+    }
+    .instrument(span.clone())
+    .await;
     let elapsed = start.elapsed();
-    let class = res
-        .extensions()
-        .get::<RouteClass>()
-        .copied()
-        .unwrap_or(RouteClass::Ops);
     let status = res.status().as_u16();
     app.metrics
         .observe_request(class, status, elapsed.as_secs_f64());
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        res.headers_mut().insert(proxy::X_REQUEST_ID, v);
-    }
+    res.headers_mut()
+        .insert(proxy::X_REQUEST_ID, id_value.clone());
     let _enter = span.enter();
     tracing::info!(
         target: "pbxgate::access",
         %method,
-        path = %log_path(class, &path, &app.config.pbx.passthrough),
+        path = %log_path(class, uri.path(), &app.config.pbx.passthrough),
         status,
         class = class.as_str(),
         ms = elapsed.as_secs_f64() * 1000.0,
     );
     res
+}
+
+/// The route class a handler put on its answer.
+fn class_of(res: &Response) -> RouteClass {
+    res.extensions()
+        .get::<RouteClass>()
+        .copied()
+        .unwrap_or(RouteClass::Ops)
 }
 
 /// Paths without their query (which may carry credentials, e.g. `/ws/webclient?pass=`), and
@@ -313,19 +474,18 @@ fn log_path(class: RouteClass, path: &str, passthrough: &[String]) -> String {
 }
 
 /// Accepts a caller's `X-Request-Id` when it is short and plain; otherwise makes one.
-fn request_id(headers: &HeaderMap) -> String {
-    let given = headers
-        .get(proxy::X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            (1..=64).contains(&v.len())
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        });
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    let given = headers.get(proxy::X_REQUEST_ID).filter(|v| {
+        (1..=64).contains(&v.len())
+            && v.as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    });
     if let Some(id) = given {
-        return id.to_string();
+        return id.clone();
     }
-    crate::ids::request_id()
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(crate::ids::request_id()))
+        .expect("a request id is a valid header value")
 }
 
 pub fn correlation(parts: &Parts) -> Option<String> {
@@ -417,11 +577,16 @@ async fn auth_not_found(req: Request) -> Response {
     )
 }
 
-pub fn client_info(app: &App, req: &Parts) -> ClientInfo {
-    let peer = req.extensions.get::<Peer>().copied().unwrap_or(Peer {
+/// The connection's peer, as the accept loop recorded it on the request.
+fn peer_of(req: &Parts) -> Peer {
+    req.extensions.get::<Peer>().copied().unwrap_or(Peer {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         tls: false,
-    });
+    })
+}
+
+pub fn client_info(app: &App, req: &Parts) -> ClientInfo {
+    let peer = peer_of(req);
     ClientInfo::resolve(
         peer.addr,
         peer.tls,
@@ -430,76 +595,125 @@ pub fn client_info(app: &App, req: &Parts) -> ClientInfo {
     )
 }
 
-/// Everything that is not pbxgate's own: passthrough, or a valid session, then 3CX.
+/// The router's fallback: a path under [`is_own`] that no route of pbxgate's matched.
 async fn gateway(State(app): State<Arc<App>>, req: Request) -> Response {
-    // Parts, not the request: the body is not Sync, so it must not be borrowed across awaits.
     let (parts, body) = req.into_parts();
-    let rid = correlation(&parts);
-    let path = parts.uri.path();
-    if !proxy::path_is_safe(path) {
-        return page(
-            rid.as_deref(),
+    let peer = peer_of(&parts);
+    let id = correlation(&parts)
+        .and_then(|id| HeaderValue::from_str(&id).ok())
+        .unwrap_or_else(|| request_id(&HeaderMap::new()));
+    let conn = Conn {
+        peer,
+        peer_value: &proxy::ip_header_value(peer.addr.ip()),
+        id: &id,
+    };
+    let (class, res) = proxy_request(&app, &app.upstream, conn, parts, Either::Right(body)).await;
+    classed(class, res.map(Body::new))
+}
+
+/// What a proxied request needs to know of its connection and of the observing layer.
+#[derive(Clone, Copy)]
+struct Conn<'a> {
+    peer: Peer,
+    /// The peer's address as a header value, made once per connection.
+    peer_value: &'a HeaderValue,
+    /// The request id.
+    id: &'a HeaderValue,
+}
+
+/// Everything that is not pbxgate's own: passthrough, or a valid session, then 3CX.
+async fn proxy_request(
+    app: &App,
+    upstream: &Upstream,
+    conn: Conn<'_>,
+    parts: Parts,
+    body: UpstreamBody,
+) -> (RouteClass, Response<ResBody>) {
+    let rid = conn.id.to_str().unwrap_or("-");
+    let made = |res: Response| (class_of(&res), res.map(Either::Right));
+    if !proxy::path_is_safe(parts.uri.path()) {
+        return made(page(
+            Some(rid),
             RouteClass::Rejected,
             StatusCode::BAD_REQUEST,
             "Bad request",
             "The address contains path segments pbxgate does not forward.",
-        );
+        ));
     }
-    let (parts, body) = match webclient_token(&app, parts, body).await {
-        Ok(answered) => return answered,
-        Err(request) => request,
+    let (parts, body) = if is_token_candidate(app, &parts) {
+        // Boxed: the rare path's future would otherwise enlarge every request's.
+        match Box::pin(webclient_token(app, conn.peer, rid, parts, body)).await {
+            Ok(answered) => return made(answered),
+            Err(request) => request,
+        }
+    } else {
+        (parts, body)
     };
     let path = parts.uri.path();
     let class = if proxy::passthrough_prefix(path, &app.config.pbx.passthrough).is_some() {
         RouteClass::Passthrough
     } else {
-        match check_session(&app, &parts).await {
+        match check_session(app, &parts, rid).await {
             Ok(()) => RouteClass::Session,
-            Err(res) => return res,
+            Err(res) => return made(res),
         }
     };
-    let client = client_info(&app, &parts);
+    let client = ClientInfo::resolve_for(
+        conn.peer.addr,
+        conn.peer_value,
+        conn.peer.tls,
+        &parts.headers,
+        &app.config.server.trusted_proxies,
+    );
     let fwd = Forward {
         client: &client,
-        request_id: rid.as_deref().unwrap_or("-"),
+        request_id: conn.id,
         cookie_name: app.sessions.cookie_name(),
     };
-    match app
-        .upstream
-        .forward(Request::from_parts(parts, body), fwd)
+    match upstream
+        .forward(http::Request::from_parts(parts, body), fwd)
         .await
     {
-        Ok(res) => classed(class, res),
+        Ok(res) => (class, res.map(Either::Left)),
         Err(e) => {
             tracing::error!(error = %e, "3CX request failed");
-            page(
-                rid.as_deref(),
+            made(page(
+                Some(rid),
                 class,
                 StatusCode::BAD_GATEWAY,
                 "The phone system is not reachable",
                 "pbxgate could not reach the 3CX phone system. Please try again in a minute.",
-            )
+            ))
         }
     }
 }
 
-/// The webclient's `POST /connect/token` from a browser with a pbxgate session is answered
-/// by pbxgate (impersonation mode); anything else is handed back to be proxied, with the
-/// (small, bounded) body it had to read.
-async fn webclient_token(app: &App, parts: Parts, body: Body) -> Result<Response, (Parts, Body)> {
-    const LIMIT: usize = 16 * 1024;
-    let candidate = parts.method == http::Method::POST
+/// The webclient's `POST /connect/token` from a browser with a pbxgate session, in
+/// impersonation mode: pbxgate may answer it itself.
+fn is_token_candidate(app: &App, parts: &Parts) -> bool {
+    parts.method == http::Method::POST
         && parts.uri.path() == "/connect/token"
         && app.sessions.id_from_headers(&parts.headers).is_some()
-        && app.config.pbx.session_mode == crate::config::SessionMode::Impersonation;
-    if !candidate {
-        return Err((parts, body));
-    }
-    let bytes = match axum::body::to_bytes(body, LIMIT).await {
+        && app.config.pbx.session_mode == crate::config::SessionMode::Impersonation
+}
+
+/// Answers a token candidate (see [`is_token_candidate`]) when pbxgate can; anything else
+/// is handed back to be proxied, with the (small, bounded) body it had to read.
+async fn webclient_token(
+    app: &App,
+    peer: Peer,
+    rid: &str,
+    mut parts: Parts,
+    body: UpstreamBody,
+) -> Result<Response, (Parts, UpstreamBody)> {
+    const LIMIT: usize = 16 * 1024;
+    parts.extensions.insert(peer);
+    parts.extensions.insert(RequestId(rid.to_string()));
+    let bytes = match axum::body::to_bytes(Body::new(body), LIMIT).await {
         Ok(b) => b,
         Err(_) => {
             return Ok(page(
-                correlation(&parts).as_deref(),
+                Some(rid),
                 RouteClass::Rejected,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Request too large",
@@ -509,25 +723,24 @@ async fn webclient_token(app: &App, parts: Parts, body: Body) -> Result<Response
     };
     match auth::answer_webclient_token(app, &parts, &bytes).await {
         Some(res) => Ok(res),
-        None => Err((parts, Body::from(bytes))),
+        None => Err((parts, Either::Right(Body::from(bytes)))),
     }
 }
 
 /// Ok when the request carries a live session; otherwise the answer to send instead.
-async fn check_session(app: &App, req: &Parts) -> Result<(), Response> {
-    let rid = correlation(req);
+async fn check_session(app: &App, req: &Parts, rid: &str) -> Result<(), Response> {
     let presented = app.sessions.id_from_headers(&req.headers);
     let verdict = match presented {
-        Some(id) => app.sessions.validate(id).await,
+        Some(id) => app.sessions.check(id).await,
         None => Ok(Err(Rejection::Unknown)),
     };
     let rejection = match verdict {
-        Ok(Ok(_session)) => return Ok(()),
+        Ok(Ok(())) => return Ok(()),
         Ok(Err(why)) => why,
         Err(e) => {
             tracing::error!(error = %e, "session lookup failed");
             return Err(page(
-                rid.as_deref(),
+                Some(rid),
                 RouteClass::Unauthenticated,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Sign-in is temporarily unavailable",
@@ -702,6 +915,17 @@ pub async fn serve(
     idle: Duration,
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    let dispatch = Arc::new(Dispatch::Router(router));
+    accept_loop(listener, tls, dispatch, idle, shutdown).await;
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    dispatch: Arc<Dispatch>,
+    idle: Duration,
+    shutdown: impl Future<Output = ()> + Send,
+) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
@@ -720,7 +944,7 @@ pub async fn serve(
         };
         while conns.try_join_next().is_some() {}
         let _ = tcp.set_nodelay(true);
-        let router = router.clone();
+        let dispatch = dispatch.clone();
         let tls = tls.clone();
         let stop = stop_rx.clone();
         conns.spawn(async move {
@@ -729,11 +953,13 @@ pub async fn serve(
                 tls: tls.is_some(),
             };
             match tls {
-                None => serve_connection(tcp, peer, router, idle, stop).await,
+                None => serve_connection(tcp, peer, dispatch, idle, stop).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
                     {
-                        Ok(Ok(stream)) => serve_connection(stream, peer, router, idle, stop).await,
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, peer, dispatch, idle, stop).await
+                        }
                         Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
                     }
@@ -762,24 +988,19 @@ pub async fn serve(
 async fn serve_connection<I>(
     io: I,
     peer: Peer,
-    router: Router,
+    dispatch: Arc<Dispatch>,
     idle: Duration,
     mut stop: watch::Receiver<bool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service =
-        hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(peer);
-            let router = router.clone();
-            async move {
-                Ok::<_, Infallible>(
-                    tower::ServiceExt::oneshot(router, req)
-                        .await
-                        .unwrap_or_else(|never| match never {}),
-                )
-            }
-        });
+    // Made once per connection; each request clones a reference to it.
+    let peer_value = proxy::ip_header_value(peer.addr.ip());
+    let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+        let dispatch = dispatch.clone();
+        let peer_value = peer_value.clone();
+        async move { Ok::<_, Infallible>(dispatch.call(peer, peer_value, req).await) }
+    });
     let activity = Arc::new(AtomicU64::new(0));
     let io = Counted {
         inner: io,
@@ -885,6 +1106,7 @@ mod tests {
         assert_eq!(request_id(&h), "abc-123");
         h.insert("x-request-id", HeaderValue::from_static("bad id <script>"));
         let made = request_id(&h);
+        assert!(made.as_bytes().iter().all(u8::is_ascii_hexdigit));
         assert_eq!(made.len(), 32);
         assert_ne!(made, request_id(&HeaderMap::new()));
     }

@@ -66,7 +66,8 @@ pub enum Rejection {
 pub struct Sessions {
     store: Store,
     clock: Arc<dyn Clock>,
-    cache: Cache<String, Option<Arc<SessionRow>>>,
+    /// Keyed by the SHA-256 of the id (the store keeps its hex).
+    cache: Cache<[u8; 32], Option<Arc<SessionRow>>>,
     cookie_name: String,
     lifetime: i64,
     idle: i64,
@@ -112,21 +113,46 @@ impl Sessions {
             login_hint: new.login_hint,
         };
         self.store.insert_session(&row).await?;
-        self.cache.insert(row.id_hash.clone(), Some(Arc::new(row)));
+        self.cache.insert(digest_id(&id), Some(Arc::new(row)));
         Ok(id)
     }
 
     /// Validates a session id from a cookie and records the activity.
     pub async fn validate(&self, id: &str) -> Result<Result<Session, Rejection>, SessionError> {
+        let row = match self.live(id).await? {
+            Ok(row) => row,
+            Err(why) => return Ok(Err(why)),
+        };
+        Ok(Ok(Session {
+            user_key: row.user_key.clone(),
+            upn: row.upn.clone(),
+            extension: row.extension.clone(),
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            login_hint: row.login_hint.clone(),
+        }))
+    }
+
+    /// [`Sessions::validate`] for the proxy, which needs only the verdict.
+    pub async fn check(&self, id: &str) -> Result<Result<(), Rejection>, SessionError> {
+        Ok(self.live(id).await?.map(drop))
+    }
+
+    /// The record of a live session, its activity recorded.
+    async fn live(&self, id: &str) -> Result<Result<Arc<SessionRow>, Rejection>, SessionError> {
         if !looks_like_id(id) {
             return Ok(Err(Rejection::Unknown));
         }
-        let key = hash_id(id);
+        let key = digest_id(id);
         let row = match self.cache.get(&key) {
             Some(cached) => cached,
             None => {
-                let fresh = self.store.session(&key).await?.map(Arc::new);
-                self.cache.insert(key.clone(), fresh.clone());
+                let fresh = self
+                    .store
+                    .session(&crate::ids::hex(&key))
+                    .await?
+                    .map(Arc::new);
+                self.cache.insert(key, fresh.clone());
                 fresh
             }
         };
@@ -138,19 +164,16 @@ impl Sessions {
             return Ok(Err(why));
         }
         if now - row.last_seen_at >= self.touch_interval() {
-            self.store.touch_session(&key, now).await?;
+            self.store
+                .touch_session(&crate::ids::hex(&key), now)
+                .await?;
             let mut touched = (*row).clone();
             touched.last_seen_at = now;
-            self.cache.insert(key, Some(Arc::new(touched)));
+            let touched = Arc::new(touched);
+            self.cache.insert(key, Some(touched.clone()));
+            return Ok(Ok(touched));
         }
-        Ok(Ok(Session {
-            user_key: row.user_key.clone(),
-            upn: row.upn.clone(),
-            extension: row.extension.clone(),
-            created_at: row.created_at,
-            expires_at: row.expires_at,
-            login_hint: row.login_hint.clone(),
-        }))
+        Ok(Ok(row))
     }
 
     fn ended(&self, row: &SessionRow, now: UnixTime) -> Option<Rejection> {
@@ -171,8 +194,11 @@ impl Sessions {
 
     /// Ends one session (sign-out).
     pub async fn revoke(&self, id: &str) -> Result<bool, SessionError> {
-        let key = hash_id(id);
-        let found = self.store.revoke_session(&key, self.clock.now()).await?;
+        let key = digest_id(id);
+        let found = self
+            .store
+            .revoke_session(&crate::ids::hex(&key), self.clock.now())
+            .await?;
         self.cache.invalidate(&key);
         Ok(found)
     }
@@ -242,9 +268,17 @@ fn cookie_name(config: &Config) -> String {
     }
 }
 
+/// The SHA-256 of a session id (the cache key).
+fn digest_id(id: &str) -> [u8; 32] {
+    digest(&SHA256, id.as_bytes())
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
+}
+
 /// The store key of a session id: its SHA-256, hex.
 fn hash_id(id: &str) -> String {
-    crate::ids::hex(digest(&SHA256, id.as_bytes()).as_ref())
+    crate::ids::hex(&digest_id(id))
 }
 
 /// 32 bytes in unpadded base64url are 43 characters; anything else is not ours.

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, under callgrind: repeatable even on a busy machine, so
+# it decides per-change comparisons where wall-clock wrk numbers are noise.
+#
+#   bench/callgrind.sh [SECONDS]       (default 20; needs valgrind, nginx, wrk; release build)
+#
+# The upstream is nginx answering from memory (as in bench/proxy.sh). Each target runs under
+# callgrind with collection off during start-up and one warm-up request; then wrk -t1 -c8
+# drives it for SECONDS and the instructions collected are divided by the requests wrk saw
+# completed. Targets: bare hyper (examples/bare_proxy), pbxgate passthrough, pbxgate with
+# a valid session.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-20}
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "${KEEP:-}" ] || rm -rf "$work"; }
+trap cleanup EXIT
+
+cat > "$work/nginx.conf" <<NGINX
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $work/body; proxy_temp_path $work/proxy;
+  fastcgi_temp_path $work/fcgi; uwsgi_temp_path $work/uwsgi; scgi_temp_path $work/scgi;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:18090;
+    location / { default_type text/plain; return 200 "3CX says hello. 3CX says hello. 3CX says hello.\n"; }
+  }
+}
+NGINX
+"$NGINX" -c "$work/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+
+cat > "$work/pbxgate.toml" <<TOML
+[server]
+listen = "127.0.0.1:18092"
+public_url = "http://localhost:18092"
+[entra]
+tenant_id = "00000000-0000-0000-0000-000000000000"
+client_id = "bench"
+client_secret = "bench"
+[pbx]
+url = "http://127.0.0.1:18090"
+client_id = "bench"
+client_secret = "bench"
+[store]
+url = "sqlite://$work/pbxgate.db"
+[log]
+level = "warn"
+TOML
+
+wait_up() { for _ in $(seq 1 600); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "$1 not up" >&2; exit 1; }
+
+# measure NAME URL [HEADER]: the target already runs under callgrind as $target_pid.
+measure() {
+  local name=$1 url=$2; shift 2
+  curl -fs "$@" "$url" >/dev/null
+  callgrind_control -i on "$target_pid" >/dev/null
+  local n
+  n=$(wrk -t1 -c8 -d"${SECS}s" --timeout 10s "$@" "$url" | awk '/requests in/ { print $1 }')
+  callgrind_control -i off "$target_pid" >/dev/null
+  callgrind_control -d "$target_pid" >/dev/null
+  kill -TERM "$target_pid"; wait "$target_pid" 2>/dev/null || true
+  local ir
+  ir=$(cat "$work"/cg."$name".out* | awk '/^totals:/ { s += $2 } END { print s }')
+  printf '%-12s %9d req %12d Ir %8.0f Ir/req\n' "$name" "$n" "$ir" "$(echo "$ir / $n" | bc -l)"
+}
+
+run_cg() { # NAME CMD...
+  local name=$1; shift
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/cg.$name.out" "$@" \
+    2>"$work/$name.vg.log" &
+  target_pid=$!
+}
+
+run_cg bare ./target/release/examples/bare_proxy 127.0.0.1:18093 http://127.0.0.1:18090
+wait_up http://127.0.0.1:18093/provisioning/abc/x.cfg
+measure bare http://127.0.0.1:18093/provisioning/abc/x.cfg
+
+COOKIE=""
+for name in passthrough session; do
+  run_cg "$name" ./target/release/pbxgate serve --config "$work/pbxgate.toml"
+  wait_up http://127.0.0.1:18092/healthz
+  if [ -z "$COOKIE" ]; then
+    COOKIE=$(./target/release/examples/mint_session "$work/pbxgate.toml")
+  fi
+  if [ "$name" = passthrough ]; then
+    measure passthrough http://127.0.0.1:18092/provisioning/abc/x.cfg
+  else
+    measure session http://127.0.0.1:18092/webclient/api/x -H "Cookie: $COOKIE"
+  fi
+done
