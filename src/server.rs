@@ -222,7 +222,7 @@ impl Gateway {
             "listening"
         );
         let idle = app.config.server.idle_timeout.get();
-        serve_per_core(app.clone(), self.listener, self.tls, idle, shutdown).await;
+        let serving = serve_per_core(app.clone(), self.listener, self.tls, idle, shutdown).await;
         purge.abort();
         // A sync run in progress finishes its current item and records itself interrupted.
         let _ = stop_tx.send(true);
@@ -230,6 +230,7 @@ impl Gateway {
             let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
         }
         app.store.close().await;
+        serving.finish().await;
     }
 }
 
@@ -244,20 +245,26 @@ async fn serve_per_core(
     tls: Option<TlsAcceptor>,
     idle: Duration,
     shutdown: impl Future<Output = ()> + Send,
-) {
+) -> Serving {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Dropped (stop) when this function returns or its future is dropped.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (release_tx, release_rx) = watch::channel(false);
+    let (drained_tx, mut drained_rx) = tokio::sync::mpsc::channel::<()>(cores.max(1));
     let listener = match listener.into_std() {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(error = %e, "cannot hand the listener to the serving threads");
-            return;
+            return Serving {
+                release: release_tx,
+                threads: Vec::new(),
+            };
         }
     };
     let mut threads = Vec::new();
     for i in 0..cores {
         let (app, tls, mut stop) = (app.clone(), tls.clone(), stop_rx.clone());
+        let (mut release, drained) = (release_rx.clone(), drained_tx.clone());
         let listener = match listener.try_clone() {
             Ok(l) => l,
             Err(e) => {
@@ -292,6 +299,10 @@ async fn serve_per_core(
                         let _ = stop.wait_for(|s| *s).await;
                     };
                     accept_loop(listener, tls, Arc::new(dispatch), idle, stopped).await;
+                    let _ = drained.send(()).await;
+                    // Store, Graph and 3CX connections opened on this runtime live as long
+                    // as it does: keep it until the workers and the store are done.
+                    let _ = release.wait_for(|r| *r).await;
                 });
             });
         match thread {
@@ -302,13 +313,37 @@ async fn serve_per_core(
     drop(listener);
     shutdown.await;
     let _ = stop_tx.send(true);
-    // Each thread drains its connections (up to 10 s) before it ends.
-    let _ = tokio::task::spawn_blocking(move || {
-        for t in threads {
-            let _ = t.join();
+    // Each thread drains its connections (up to 10 s), then waits for `Serving::finish`.
+    drop(drained_tx);
+    for _ in 0..threads.len() {
+        if drained_rx.recv().await.is_none() {
+            break;
         }
-    })
-    .await;
+    }
+    Serving {
+        release: release_tx,
+        threads,
+    }
+}
+
+/// Serving threads that have stopped serving but keep their runtimes (and the connections
+/// opened on them) until the app is done.
+struct Serving {
+    release: watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Serving {
+    async fn finish(self) {
+        let _ = self.release.send(true);
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
 }
 
 /// The body of an answer: 3CX's, passed on as hyper reads it (streamed, not boxed), or one
@@ -1098,6 +1133,33 @@ fn log_conn_end(res: Result<(), hyper::Error>, peer: Peer) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_own_route_is_dispatched_to_the_router_and_3cx_paths_are_not() {
+        for own in [
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/auth/login",
+            "/auth/callback",
+            "/auth/logout",
+            "/auth/signed-out",
+            "/auth/frontchannel-logout",
+            "/auth",
+        ] {
+            assert!(is_own(own), "{own}");
+        }
+        for theirs in [
+            "/",
+            "/webclient",
+            "/connect/token",
+            "/authx",
+            "/xapi/v1/Users",
+            "/ws/webclient",
+        ] {
+            assert!(!is_own(theirs), "{theirs}");
+        }
+    }
 
     #[test]
     fn request_ids_are_accepted_or_made() {
