@@ -42,3 +42,32 @@ impl Clock for ManualClock {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// A Graph `dateTimeTimeZone.dateTime` in UTC (`2026-11-29T10:00:00`, fractional seconds
+/// allowed) → Unix seconds.
+pub fn parse_utc(date_time: &str) -> Option<UnixTime> {
+    let civil: jiff::civil::DateTime = date_time.trim_end_matches('Z').parse().ok()?;
+    jiff::tz::TimeZone::UTC
+        .to_timestamp(civil)
+        .ok()
+        .map(|t| t.as_second())
+}
+
+/// Unix seconds → a Graph `dateTime` in UTC, with Graph's seven fractional digits.
+pub fn format_utc(t: UnixTime) -> String {
+    jiff::Timestamp::from_second(t)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S.0000000").to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn graph_date_times_round_trip() {
+        let t = super::parse_utc("2026-11-29T10:00:00.0000000").unwrap();
+        assert_eq!(t, 1_795_946_400);
+        assert_eq!(super::format_utc(t), "2026-11-29T10:00:00.0000000");
+        assert_eq!(super::parse_utc("2026-11-29T10:00:00"), Some(t));
+        assert_eq!(super::parse_utc("soon"), None);
+    }
+}

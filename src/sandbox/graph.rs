@@ -1744,17 +1744,7 @@ fn parse_utc(d: &DateTimeZone) -> Option<UnixTime> {
     if !tz.eq_ignore_ascii_case("UTC") {
         return None; // the simulator speaks UTC only, as pbxgate does
     }
-    let civil: jiff::civil::DateTime = d.date_time.trim_end_matches('Z').parse().ok()?;
-    jiff::tz::TimeZone::UTC
-        .to_timestamp(civil)
-        .ok()
-        .map(|t| t.as_second())
-}
-
-fn utc_string(t: UnixTime) -> String {
-    jiff::Timestamp::from_second(t)
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S.0000000").to_string())
-        .unwrap_or_default()
+    crate::clock::parse_utc(&d.date_time)
 }
 
 /// Free/busy digit of a status (`availabilityView`): the busiest event of the slot wins.
@@ -1860,8 +1850,8 @@ fn schedule_of(s: &GraphState, address: &str, start: UnixTime, end: UnixTime, sl
         .iter()
         .map(|e| {
             json!({"isPrivate": false, "status": e.show_as,
-            "start": {"dateTime": utc_string(e.start), "timeZone": "UTC"},
-            "end": {"dateTime": utc_string(e.end), "timeZone": "UTC"}})
+            "start": {"dateTime": crate::clock::format_utc(e.start), "timeZone": "UTC"},
+            "end": {"dateTime": crate::clock::format_utc(e.end), "timeZone": "UTC"}})
         })
         .collect();
     json!({"scheduleId": address, "availabilityView": view, "scheduleItems": items,

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Action, Mode, Plan, SyncError, Worker};
-use crate::clock::{Clock, UnixTime};
+use crate::clock::{Clock, UnixTime, format_utc};
 use crate::config::{Config, PresenceSyncConfig};
 use crate::graph::{BatchRequest, GraphClient, GraphError};
 use crate::pbx::PbxClient;
@@ -266,8 +266,8 @@ impl PresenceWorker {
         let window = (2 * self.interval()).max(MIN_WINDOW_SECS);
         json!({
             "schedules": addresses,
-            "startTime": {"dateTime": utc(now - 60), "timeZone": "UTC"},
-            "endTime": {"dateTime": utc(now + window), "timeZone": "UTC"},
+            "startTime": {"dateTime": format_utc(now - 60), "timeZone": "UTC"},
+            "endTime": {"dateTime": format_utc(now + window), "timeZone": "UTC"},
             "availabilityViewInterval": 15,
         })
     }
@@ -653,18 +653,7 @@ fn parse_time(v: &Value) -> Option<UnixTime> {
         tracing::warn!(tz, "getSchedule answered in a time zone other than UTC");
         return None;
     }
-    let text = v.get("dateTime")?.as_str()?.trim_end_matches('Z');
-    let civil: jiff::civil::DateTime = text.parse().ok()?;
-    jiff::tz::TimeZone::UTC
-        .to_timestamp(civil)
-        .ok()
-        .map(|t| t.as_second())
-}
-
-fn utc(t: UnixTime) -> String {
-    jiff::Timestamp::from_second(t)
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S").to_string())
-        .unwrap_or_default()
+    crate::clock::parse_utc(v.get("dateTime")?.as_str()?)
 }
 
 #[cfg(test)]
