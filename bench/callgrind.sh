@@ -12,48 +12,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-20}
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "${KEEP:-}" ] || rm -rf "$work"; }
-trap cleanup EXIT
+source bench/lib.sh
+start_nginx 1 18090
 
-cat > "$work/nginx.conf" <<NGINX
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $work/body; proxy_temp_path $work/proxy;
-  fastcgi_temp_path $work/fcgi; uwsgi_temp_path $work/uwsgi; scgi_temp_path $work/scgi;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:18090;
-    location / { default_type text/plain; return 200 "3CX says hello. 3CX says hello. 3CX says hello.\n"; }
-  }
-}
-NGINX
-"$NGINX" -c "$work/nginx.conf" -g 'daemon off;' &
-pids+=($!)
-
-cat > "$work/pbxgate.toml" <<TOML
-[server]
-listen = "127.0.0.1:18092"
-public_url = "http://localhost:18092"
-[entra]
-tenant_id = "00000000-0000-0000-0000-000000000000"
-client_id = "bench"
-client_secret = "bench"
-[pbx]
-url = "http://127.0.0.1:18090"
-client_id = "bench"
-client_secret = "bench"
-[store]
-url = "sqlite://$work/pbxgate.db"
-[log]
-level = "warn"
-TOML
+write_pbxgate_config 18092 18090
 
 wait_up() { for _ in $(seq 1 600); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "$1 not up" >&2; exit 1; }
 

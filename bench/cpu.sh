@@ -10,61 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-8}
 CONNS=${2:-32}
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 TICK=$(getconf CLK_TCK)
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-cat > "$work/nginx.conf" <<NGINX
-worker_processes 2;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/body; proxy_temp_path $work/proxy;
-  fastcgi_temp_path $work/fcgi; uwsgi_temp_path $work/uwsgi; scgi_temp_path $work/scgi;
-  keepalive_requests 1000000;
-  upstream pbx { server 127.0.0.1:18100; keepalive 256; }
-  server {
-    listen 127.0.0.1:18100;
-    location / { default_type text/plain; return 200 "3CX says hello. 3CX says hello. 3CX says hello.\n"; }
-  }
-  server {
-    listen 127.0.0.1:18101;
-    location / {
-      proxy_pass http://pbx;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$proxy_host;
-      proxy_set_header X-Forwarded-For \$remote_addr;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_set_header X-Forwarded-Host \$host;
-    }
-  }
-}
-NGINX
-"$NGINX" -c "$work/nginx.conf" -g 'daemon off;' &
-pids+=($!)
-cat > "$work/pbxgate.toml" <<TOML
-[server]
-listen = "127.0.0.1:18102"
-public_url = "http://localhost:18102"
-[entra]
-tenant_id = "00000000-0000-0000-0000-000000000000"
-client_id = "bench"
-client_secret = "bench"
-[pbx]
-url = "http://127.0.0.1:18100"
-client_id = "bench"
-client_secret = "bench"
-[store]
-url = "sqlite://$work/pbxgate.db"
-[log]
-level = "warn"
-TOML
+source bench/lib.sh
+start_nginx 2 18100 18101
+write_pbxgate_config 18102 18100
 ./target/release/pbxgate serve --config "$work/pbxgate.toml" 2>"$work/pbxgate.log" &
 pg=$!; pids+=($pg)
 ./target/release/examples/bare_proxy 127.0.0.1:18103 http://127.0.0.1:18100 &
