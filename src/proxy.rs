@@ -14,10 +14,8 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use percent_encoding::percent_decode_str;
 
@@ -25,6 +23,10 @@ use crate::config::PbxConfig;
 use crate::metrics::{Metrics, UpstreamErrorKind};
 use crate::session::cookie_pairs;
 use crate::tls::{self, TlsError};
+
+mod pool;
+use pool::Pool;
+pub use pool::PooledBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -269,13 +271,9 @@ pub fn passthrough_prefix<'a>(path: &str, prefixes: &'a [String]) -> Option<&'a 
 /// pbxgate made (a token request it read and hands on, the readiness probe).
 pub type UpstreamBody = Either<Incoming, Body>;
 
-type HttpsClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
-
-/// The pooled client to one 3CX origin.
+/// Pooled keep-alive connections to the 3CX origin.
 pub struct Upstream {
-    client: HttpsClient,
-    scheme: Scheme,
-    authority: Authority,
+    pool: Pool,
     response_timeout: Duration,
     metrics: Arc<Metrics>,
 }
@@ -301,42 +299,36 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
         let url = &config.url;
         let scheme = if url.scheme() == "https" {
             Scheme::HTTPS
         } else {
             Scheme::HTTP
         };
-        let authority = url[url::Position::BeforeHost..url::Position::AfterPort]
+        let bad = |what: &str| TlsError::Pem {
+            path: "pbx.url".into(),
+            message: format!("{what} is not valid"),
+        };
+        let authority: Authority = url[url::Position::BeforeHost..url::Position::AfterPort]
             .parse()
-            .map_err(|_| TlsError::Pem {
-                path: "pbx.url".into(),
-                message: "host is not a valid authority".into(),
-            })?;
+            .map_err(|_| bad("host"))?;
+        // `Host` as a browser would send it: the port only when it is not the default.
+        let host = match url.port() {
+            Some(port) => format!("{}:{port}", authority.host()),
+            None => authority.host().to_string(),
+        };
+        let host = HeaderValue::from_str(&host).map_err(|_| bad("host"))?;
+        let origin = Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query("/")
+            .build()
+            .map_err(|_| bad("url"))?;
         Ok(Self {
-            client,
-            scheme,
-            authority,
+            pool: Pool::new(connector, origin, host),
             response_timeout: config.response_timeout.get(),
             metrics,
         })
-    }
-
-    fn uri(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, ProxyError> {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        // A clone shares the request's bytes: no parsing, no copy.
-        parts.path_and_query = Some(
-            path_and_query
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        );
-        Uri::from_parts(parts).map_err(|e| ProxyError::Protocol(e.to_string()))
     }
 
     /// Sends `req` to 3CX and returns its answer with a streamed body. A WebSocket handshake
@@ -345,21 +337,17 @@ impl Upstream {
         &self,
         mut req: Request<UpstreamBody>,
         fwd: Forward<'_>,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<PooledBody>, ProxyError> {
         let websocket = is_websocket_upgrade(req.headers());
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-        *req.uri_mut() = self.uri(req.uri().path_and_query())?;
+        *req.uri_mut() = origin_form(req.uri());
         *req.version_mut() = http::Version::HTTP_11;
         prepare_request_headers(req.headers_mut(), &fwd, websocket);
 
-        let sent = tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
-        let mut res = match sent {
-            Err(_) => Err(ProxyError::Timeout(self.response_timeout)),
-            Ok(Err(e)) if e.is_connect() => Err(ProxyError::Connect(error_chain(&e))),
-            Ok(Err(e)) => Err(ProxyError::Protocol(error_chain(&e))),
-            Ok(Ok(res)) => Ok(res),
-        }
-        .inspect_err(|e| self.metrics.upstream_error(e.kind()))?;
+        let sent = tokio::time::timeout(self.response_timeout, self.pool.send(req)).await;
+        let mut res = sent
+            .unwrap_or(Err(ProxyError::Timeout(self.response_timeout)))
+            .inspect_err(|e| self.metrics.upstream_error(e.kind()))?;
 
         let switching = res.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         match client_upgrade {
@@ -379,20 +367,29 @@ impl Upstream {
 
     /// Whether 3CX answers at all (any status below 500), for `/readyz`.
     pub async fn probe(&self, timeout: Duration) -> Result<u16, ProxyError> {
-        let req = Request::get(self.uri(None)?)
+        let req = Request::get("/")
             .header(header::USER_AGENT, "pbxgate-readyz")
             .body(Either::Right(Body::empty()))
             .map_err(|e| ProxyError::Protocol(e.to_string()))?;
-        let res = tokio::time::timeout(timeout, self.client.request(req))
+        let res = tokio::time::timeout(timeout, self.pool.send(req))
             .await
-            .map_err(|_| ProxyError::Timeout(timeout))?
-            .map_err(|e| ProxyError::Connect(error_chain(&e)))?;
+            .map_err(|_| ProxyError::Timeout(timeout))??;
         let status = res.status().as_u16();
         if status >= 500 {
             return Err(ProxyError::Protocol(format!("status {status}")));
         }
         Ok(status)
     }
+}
+
+/// The request target as HTTP/1.1 sends it to an origin server: path and query only.
+/// A clone of the request's own bytes: no parsing, no copy.
+fn origin_form(uri: &Uri) -> Uri {
+    let pq = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Uri::from(pq)
 }
 
 async fn relay(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, id: &str) {

@@ -348,7 +348,7 @@ impl Serving {
 
 /// The body of an answer: 3CX's, passed on as hyper reads it (streamed, not boxed), or one
 /// that pbxgate made itself.
-pub type ResBody = Either<Incoming, Body>;
+pub type ResBody = Either<proxy::PooledBody, Body>;
 
 /// pbxgate's own routes first; every other path belongs to 3CX. The gateway hands only
 /// paths under [`is_own`] to this router and proxies the rest directly (`proxy_request`);
