@@ -414,24 +414,26 @@ enum Dispatch {
     },
 }
 
+/// What the requests of one client connection share.
+struct ConnInfo {
+    peer: Peer,
+    /// The peer's address as a header value.
+    peer_value: HeaderValue,
+    /// The connection's last accepted session.
+    recent: crate::session::Recent,
+}
+
 impl Dispatch {
-    async fn call(
-        &self,
-        peer: Peer,
-        peer_value: HeaderValue,
-        mut req: http::Request<Incoming>,
-    ) -> Response<ResBody> {
+    async fn call(&self, conn: &ConnInfo, mut req: http::Request<Incoming>) -> Response<ResBody> {
         match self {
             Self::Router(router) => {
-                req.extensions_mut().insert(peer);
+                req.extensions_mut().insert(conn.peer);
                 let res = tower::ServiceExt::oneshot(router.clone(), req)
                     .await
                     .unwrap_or_else(|never| match never {});
                 res.map(Either::Right)
             }
-            Self::Gateway { app, own, upstream } => {
-                observe(app, own, upstream, peer, &peer_value, req).await
-            }
+            Self::Gateway { app, own, upstream } => observe(app, own, upstream, conn, req).await,
         }
     }
 }
@@ -441,8 +443,7 @@ async fn observe(
     app: &Arc<App>,
     own: &Router,
     upstream: &Upstream,
-    peer: Peer,
-    peer_value: &HeaderValue,
+    info: &ConnInfo,
     mut req: http::Request<Incoming>,
 ) -> Response<ResBody> {
     let start = Instant::now();
@@ -454,7 +455,7 @@ async fn observe(
     let (class, mut res) = async {
         if is_own(uri.path()) {
             let ext = req.extensions_mut();
-            ext.insert(peer);
+            ext.insert(info.peer);
             ext.insert(RequestId(id.to_string()));
             // Boxed: the rare path's future would otherwise enlarge every request's.
             let res = Box::pin(tower::ServiceExt::oneshot(own.clone(), req))
@@ -464,8 +465,9 @@ async fn observe(
         } else {
             let (parts, body) = req.into_parts();
             let conn = Conn {
-                peer,
-                peer_value,
+                peer: info.peer,
+                peer_value: &info.peer_value,
+                recent: Some(&info.recent),
                 id: &id_value,
             };
             proxy_request(app, upstream, conn, parts, Either::Left(body)).await
@@ -640,6 +642,7 @@ async fn gateway(State(app): State<Arc<App>>, req: Request) -> Response {
     let conn = Conn {
         peer,
         peer_value: &proxy::ip_header_value(peer.addr.ip()),
+        recent: None,
         id: &id,
     };
     let (class, res) = proxy_request(&app, &app.upstream, conn, parts, Either::Right(body)).await;
@@ -652,6 +655,8 @@ struct Conn<'a> {
     peer: Peer,
     /// The peer's address as a header value, made once per connection.
     peer_value: &'a HeaderValue,
+    /// The connection's last accepted session, where the request came on a connection.
+    recent: Option<&'a crate::session::Recent>,
     /// The request id.
     id: &'a HeaderValue,
 }
@@ -688,7 +693,7 @@ async fn proxy_request(
     let class = if proxy::passthrough_prefix(path, &app.config.pbx.passthrough).is_some() {
         RouteClass::Passthrough
     } else {
-        match check_session(app, &parts, rid).await {
+        match check_session(app, &parts, rid, conn.recent).await {
             Ok(()) => RouteClass::Session,
             Err(res) => return made(res),
         }
@@ -763,11 +768,17 @@ async fn webclient_token(
 }
 
 /// Ok when the request carries a live session; otherwise the answer to send instead.
-async fn check_session(app: &App, req: &Parts, rid: &str) -> Result<(), Response> {
+async fn check_session(
+    app: &App,
+    req: &Parts,
+    rid: &str,
+    recent: Option<&crate::session::Recent>,
+) -> Result<(), Response> {
     let presented = app.sessions.id_from_headers(&req.headers);
-    let verdict = match presented {
-        Some(id) => app.sessions.check(id).await,
-        None => Ok(Err(Rejection::Unknown)),
+    let verdict = match (presented, recent) {
+        (Some(id), Some(recent)) => app.sessions.check_on(id, recent).await,
+        (Some(id), None) => app.sessions.check(id).await,
+        (None, _) => Ok(Err(Rejection::Unknown)),
     };
     let rejection = match verdict {
         Ok(Ok(())) => return Ok(()),
@@ -1030,11 +1041,14 @@ async fn serve_connection<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     // Made once per connection; each request clones a reference to it.
-    let peer_value = proxy::ip_header_value(peer.addr.ip());
+    let info = Arc::new(ConnInfo {
+        peer,
+        peer_value: proxy::ip_header_value(peer.addr.ip()),
+        recent: Default::default(),
+    });
     let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-        let dispatch = dispatch.clone();
-        let peer_value = peer_value.clone();
-        async move { Ok::<_, Infallible>(dispatch.call(peer, peer_value, req).await) }
+        let (dispatch, info) = (dispatch.clone(), info.clone());
+        async move { Ok::<_, Infallible>(dispatch.call(&info, req).await) }
     });
     let activity = Arc::new(AtomicU64::new(0));
     let io = Counted {

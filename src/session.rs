@@ -4,7 +4,8 @@
 //! The cache TTL bounds how long another replica may keep honouring a session revoked
 //! elsewhere; a revocation on this replica takes effect at once.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -71,6 +72,44 @@ pub struct Sessions {
     cookie_name: String,
     lifetime: i64,
     idle: i64,
+    /// Revocations on this replica so far: a change makes every [`Recent`] stale.
+    revocations: AtomicU64,
+}
+
+/// A connection's last accepted session. A browser sends the same cookie with every request
+/// of a keep-alive connection, and hashing it and looking it up again each time was most of
+/// what a session check cost (`bench/callgrind.sh`). Trusted for the rest of the second it
+/// was checked in (by the session clock), never past the session's own end, and not at all
+/// once any session was revoked on this replica since.
+#[derive(Default)]
+pub struct Recent(Mutex<Option<RecentEntry>>);
+
+struct RecentEntry {
+    id: String,
+    until: UnixTime,
+    revocations: u64,
+}
+
+impl Recent {
+    fn holds(&self, id: &str, now: UnixTime, revocations: u64) -> bool {
+        let entry = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        entry.as_ref().is_some_and(|e| {
+            e.revocations == revocations && now < e.until && crate::ids::secrets_equal(&e.id, id)
+        })
+    }
+
+    fn remember(&self, id: &str, until: UnixTime, revocations: u64) {
+        let mut entry = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let e = entry.get_or_insert_with(|| RecentEntry {
+            id: String::new(),
+            until,
+            revocations,
+        });
+        e.id.clear();
+        e.id.push_str(id);
+        e.until = until;
+        e.revocations = revocations;
+    }
 }
 
 impl Sessions {
@@ -87,6 +126,7 @@ impl Sessions {
             cookie_name: cookie_name(config),
             lifetime: config.session.lifetime.get().as_secs() as i64,
             idle: config.session.idle_timeout.get().as_secs() as i64,
+            revocations: AtomicU64::new(0),
         }
     }
 
@@ -138,6 +178,34 @@ impl Sessions {
         Ok(self.live(id).await?.map(drop))
     }
 
+    /// [`Sessions::check`], answered from `recent` (the connection's last accepted session)
+    /// while that still holds.
+    pub async fn check_on(
+        &self,
+        id: &str,
+        recent: &Recent,
+    ) -> Result<Result<(), Rejection>, SessionError> {
+        // Read before the check: a revocation while it runs leaves what it remembers stale.
+        let revocations = self.revocations.load(Ordering::Acquire);
+        let now = self.clock.now();
+        if recent.holds(id, now, revocations) {
+            return Ok(Ok(()));
+        }
+        let row = match self.live(id).await? {
+            Ok(row) => row,
+            Err(why) => return Ok(Err(why)),
+        };
+        let until = (now + 1)
+            .min(row.expires_at)
+            .min(row.last_seen_at + self.idle);
+        recent.remember(id, until, revocations);
+        Ok(Ok(()))
+    }
+
+    fn revoked(&self) {
+        self.revocations.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// The record of a live session, its activity recorded.
     async fn live(&self, id: &str) -> Result<Result<Arc<SessionRow>, Rejection>, SessionError> {
         if !looks_like_id(id) {
@@ -147,9 +215,9 @@ impl Sessions {
         let row = match self.cache.get(&key) {
             Some(cached) => cached,
             None => {
-                let fresh = self
-                    .store
-                    .session(&crate::ids::hex(&key))
+                // Boxed, as the touch below: store futures are large, and a future is
+                // copied whole each time it moves, on every request.
+                let fresh = Box::pin(self.store.session(&crate::ids::hex(&key)))
                     .await?
                     .map(Arc::new);
                 self.cache.insert(key, fresh.clone());
@@ -164,9 +232,7 @@ impl Sessions {
             return Ok(Err(why));
         }
         if now - row.last_seen_at >= self.touch_interval() {
-            self.store
-                .touch_session(&crate::ids::hex(&key), now)
-                .await?;
+            Box::pin(self.store.touch_session(&crate::ids::hex(&key), now)).await?;
             let mut touched = (*row).clone();
             touched.last_seen_at = now;
             let touched = Arc::new(touched);
@@ -200,6 +266,7 @@ impl Sessions {
             .revoke_session(&crate::ids::hex(&key), self.clock.now())
             .await?;
         self.cache.invalidate(&key);
+        self.revoked();
         Ok(found)
     }
 
@@ -213,6 +280,7 @@ impl Sessions {
         let _ = self
             .cache
             .invalidate_entries_if(move |_, v| v.as_ref().is_some_and(|r| r.user_key == user_key));
+        self.revoked();
         Ok(n)
     }
 
@@ -227,6 +295,7 @@ impl Sessions {
             v.as_ref()
                 .is_some_and(|r| r.idp_sid.as_deref() == Some(sid.as_str()))
         });
+        self.revoked();
         Ok(n)
     }
 

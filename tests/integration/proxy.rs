@@ -163,6 +163,65 @@ async fn expired_idle_revoked_and_forged_sessions_are_refused() {
     assert_eq!(status_with(&gw, &other).await.status(), 200);
 }
 
+/// Sends a GET with `id`'s cookie on `tcp` and reads the answer's status (and body).
+async fn status_on(tcp: &mut tokio::net::TcpStream, id: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!(
+        "GET /webclient/api/me HTTP/1.1\r\nHost: pbx\r\nAccept: application/json\r\nCookie: {}\r\n\r\n",
+        cookie(id)
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the gateway closed the connection");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = text[..end]
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .expect("a content-length");
+        if got.len() >= end + 4 + length {
+            assert_eq!(got.len(), end + 4 + length, "one answer at a time");
+            return text[9..12].parse().unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_connections_remembered_session_ends_with_the_session() {
+    // On one keep-alive connection the gateway remembers the session it last accepted;
+    // revocation, expiry and a different cookie must still be decided afresh.
+    let up = Upstream::start().await;
+    let gw = TestGateway::start(&up.url(), |c| {
+        c.session.idle_timeout = pbxgate::config::Duration::secs(1800);
+    })
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let alice = gw.session_for("alice").await;
+    let bob = gw.session_for("bob").await;
+    assert_eq!(status_on(&mut tcp, &alice).await, 200);
+    assert_eq!(status_on(&mut tcp, &alice).await, 200);
+    // A forged id of the same shape, then a real one, on the same connection.
+    assert_eq!(status_on(&mut tcp, &"A".repeat(43)).await, 401);
+    assert_eq!(status_on(&mut tcp, &bob).await, 200);
+    // Revoked on this replica: refused on the very next request.
+    assert!(gw.app.sessions.revoke(&bob).await.unwrap());
+    assert_eq!(status_on(&mut tcp, &bob).await, 401);
+    // Idle past the timeout by the session clock: refused, remembered or not.
+    assert_eq!(status_on(&mut tcp, &alice).await, 200);
+    gw.clock.advance(31 * 60);
+    assert_eq!(status_on(&mut tcp, &alice).await, 401);
+}
+
 #[tokio::test]
 async fn spoofed_forwarding_headers_from_untrusted_peers_are_replaced() {
     let up = Upstream::start().await;
