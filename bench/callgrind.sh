@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-20}
 source bench/lib.sh
-start_nginx 1 18090
+start_upstream 1 18090
 
 write_pbxgate_config 18092 18090
 

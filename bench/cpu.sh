@@ -12,7 +12,8 @@ SECS=${1:-8}
 CONNS=${2:-32}
 TICK=$(getconf CLK_TCK)
 source bench/lib.sh
-start_nginx 2 18100 18101
+start_upstream 2 18100
+start_nginx_proxy 2 18101 18100
 write_pbxgate_config 18102 18100
 ./target/release/pbxgate serve --config "$work/pbxgate.toml" 2>"$work/pbxgate.log" &
 pg=$!; pids+=($pg)
@@ -24,9 +25,6 @@ for _ in $(seq 1 100); do
 done
 COOKIE=$(./target/release/examples/mint_session "$work/pbxgate.toml")
 sleep 1
-nginx_proxy_workers() { # the worker processes serve both servers; count them all
-  pgrep -P "$(cat "$work/nginx.pid")" | tr '\n' ' '
-}
 ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat"))); done; echo $t; }
 
 # run NAME URL "PIDS" [HEADER]
@@ -42,10 +40,9 @@ run() {
     'BEGIN { printf "%-12s %8d req/s %7.1f us CPU/req\n", name, n / s, t / hz * 1e6 / n }'
 }
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
-# nginx's CPU includes the upstream's share (same workers); upstream alone measured first.
-run upstream http://127.0.0.1:18100/provisioning/abc/x.cfg "$(nginx_proxy_workers)"
-run nginx http://127.0.0.1:18101/provisioning/abc/x.cfg "$(nginx_proxy_workers)"
+# The proxies' own CPU (the upstream's is not counted); the upstream's alone for scale.
+run upstream http://127.0.0.1:18100/provisioning/abc/x.cfg "$(nginx_workers upstream)"
+run nginx http://127.0.0.1:18101/provisioning/abc/x.cfg "$(nginx_workers proxy)"
 run bare-hyper http://127.0.0.1:18103/provisioning/abc/x.cfg "$bp"
 run passthrough http://127.0.0.1:18102/provisioning/abc/x.cfg "$pg"
 run session http://127.0.0.1:18102/webclient/api/x "$pg" -H "Cookie: $COOKIE"
-echo "(nginx row: proxy + upstream; subtract the upstream row for the proxy alone)"

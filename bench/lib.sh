@@ -1,6 +1,7 @@
 # Shared by the proxy benchmarks (proxy.sh, cpu.sh, callgrind.sh); sourced, not run.
 # Gives: $work (a temporary folder, removed on exit unless KEEP is set), pids (processes
-# killed on exit), start_nginx and write_pbxgate_config.
+# killed on exit), start_upstream, start_nginx_proxy, nginx_workers and
+# write_pbxgate_config.
 
 work=$(mktemp -d)
 pids=()
@@ -8,17 +9,44 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n 
 trap cleanup EXIT
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-# start_nginx WORKERS UPSTREAM_PORT [PROXY_PORT]
-# nginx on loopback: the upstream (a stand-in for 3CX answering a small page from memory) on
-# UPSTREAM_PORT and, with PROXY_PORT, the baseline reverse proxy in front of it with a
-# keep-alive upstream pool and no access log.
-start_nginx() {
-  local workers=$1 upstream=$2 proxy=${3:-}
-  local proxy_server=""
-  if [ -n "$proxy" ]; then
-    proxy_server="upstream pbx { server 127.0.0.1:$upstream; keepalive 256; }
+# nginx_instance NAME WORKERS SERVER_BLOCKS: an nginx of its own (master, workers, pid file,
+# temp folders under $work/NAME), no access log.
+nginx_instance() {
+  local name=$1 workers=$2 servers=$3 dir="$work/$1"
+  mkdir -p "$dir"
+  cat > "$dir/nginx.conf" <<NGINX
+worker_processes $workers;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $dir/body; proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fcgi; uwsgi_temp_path $dir/uwsgi; scgi_temp_path $dir/scgi;
+  keepalive_requests 1000000;
+  $servers
+}
+NGINX
+  "$NGINX" -c "$dir/nginx.conf" -g 'daemon off;' &
+  pids+=($!)
+}
+
+# start_upstream WORKERS PORT: the stand-in for 3CX, answering a small page from memory.
+start_upstream() {
+  nginx_instance upstream "$1" "server {
+    listen 127.0.0.1:$2;
+    location / { default_type text/plain; return 200 \"3CX says hello. 3CX says hello. 3CX says hello.\\n\"; }
+  }"
+}
+
+# start_nginx_proxy WORKERS PORT UPSTREAM_PORT: the baseline, nginx as a plain reverse proxy
+# with a keep-alive upstream pool. Its own instance: were it the upstream's too, a worker
+# could proxy a request and answer it itself without a switch between processes, which no
+# proxy in front of a real 3CX can.
+start_nginx_proxy() {
+  nginx_instance proxy "$1" "upstream pbx { server 127.0.0.1:$3; keepalive 256; }
   server {
-    listen 127.0.0.1:$proxy;
+    listen 127.0.0.1:$2;
     location / {
       proxy_pass http://pbx;
       proxy_http_version 1.1;
@@ -29,27 +57,10 @@ start_nginx() {
       proxy_set_header X-Forwarded-Host \$host;
     }
   }"
-  fi
-  cat > "$work/nginx.conf" <<NGINX
-worker_processes $workers;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/body; proxy_temp_path $work/proxy;
-  fastcgi_temp_path $work/fcgi; uwsgi_temp_path $work/uwsgi; scgi_temp_path $work/scgi;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$upstream;
-    location / { default_type text/plain; return 200 "3CX says hello. 3CX says hello. 3CX says hello.\n"; }
-  }
-  $proxy_server
 }
-NGINX
-  "$NGINX" -c "$work/nginx.conf" -g 'daemon off;' &
-  pids+=($!)
-}
+
+# nginx_workers NAME: the worker processes of an instance.
+nginx_workers() { pgrep -P "$(cat "$work/$1/nginx.pid")" | tr '\n' ' '; }
 
 # write_pbxgate_config LISTEN_PORT UPSTREAM_PORT: $work/pbxgate.toml for a gateway in front
 # of the nginx upstream, on an SQLite store in $work.
