@@ -1,5 +1,6 @@
-//! The floor of this stack for bench/proxy.sh: a bare hyper forwarder (the same hyper-util
-//! pooled client, no routing, checks or header hygiene). `bare_proxy LISTEN UPSTREAM`.
+//! The floor of this stack for bench/proxy.sh: a bare hyper forwarder (hyper-util's pooled
+//! client, which pbxgate replaced by a leaner pool of its own; no routing, checks or header
+//! hygiene). `bare_proxy LISTEN UPSTREAM`.
 //!
 //! With `BARE_PER_CORE=1` it runs thread-per-core instead of on tokio's multi-thread
 //! runtime: one current-thread runtime per core, each with its own listener on the same

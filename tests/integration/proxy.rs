@@ -222,6 +222,74 @@ async fn a_connections_remembered_session_ends_with_the_session() {
     assert_eq!(status_on(&mut tcp, &alice).await, 401);
 }
 
+/// A 3CX stand-in on raw TCP that answers each request on a connection with keep-alive and
+/// then, after `close_after`, closes the connection (as 3CX's nginx ends idle keep-alives).
+/// Returns its address and a count of the connections it accepted.
+async fn closing_upstream(
+    close_after: std::time::Duration,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let read = tokio::time::timeout(close_after, tcp.read(&mut chunk)).await;
+                    let Ok(Ok(n @ 1..)) = read else { return }; // idle too long, or closed
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let res = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok";
+                        tcp.write_all(res.as_bytes()).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_closed_ones_replaced() {
+    use std::sync::atomic::Ordering;
+    let (addr, accepted) = closing_upstream(std::time::Duration::from_millis(300)).await;
+    let gw = TestGateway::start(&format!("http://{addr}"), |_| {}).await;
+    let get = || async {
+        let res = client()
+            .get(gw.url("/provisioning/abc/x.cfg"))
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    };
+    // Back-to-back requests share keep-alive connections to 3CX: at most one per serving
+    // thread (each has its own pool), however many requests.
+    for _ in 0..20 {
+        assert_eq!(get().await, (200, "ok".to_string()));
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let opened = accepted.load(Ordering::SeqCst);
+    assert!(
+        opened <= threads.min(19),
+        "{opened} connections for 20 requests"
+    );
+    // 3CX closed them while idle: the next request gets a new one, not a 502.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(get().await, (200, "ok".to_string()));
+    assert_eq!(accepted.load(Ordering::SeqCst), opened + 1);
+}
+
 #[tokio::test]
 async fn spoofed_forwarding_headers_from_untrusted_peers_are_replaced() {
     let up = Upstream::start().await;
