@@ -68,9 +68,6 @@ impl Pool {
             req.headers_mut().insert(header::HOST, self.host.clone());
         }
         while let Some(mut sender) = self.take() {
-            if sender.ready().await.is_err() {
-                continue;
-            }
             match sender.try_send_request(req).await {
                 Ok(res) => return Ok(self.pooled(res, sender)),
                 Err(mut e) => match e.take_message() {
@@ -88,7 +85,8 @@ impl Pool {
         }
     }
 
-    /// The most recently used open connection; expired ones are closed on the way.
+    /// The most recently used connection that can take a request; expired and closed ones
+    /// are dropped on the way.
     fn take(&self) -> Option<Sender> {
         let mut idle = lock(&self.idle);
         let now = Instant::now();
@@ -98,7 +96,7 @@ impl Pool {
             .count();
         idle.drain(..expired);
         while let Some((sender, _)) = idle.pop() {
-            if !sender.is_closed() {
+            if sender.is_ready() {
                 return Some(sender);
             }
         }
@@ -145,14 +143,32 @@ pub struct PooledBody {
 }
 
 impl PooledBody {
+    /// Hands the connection back. It is ready for the next request at once, unless 3CX
+    /// answered before the request body was all sent (an early 413, say): then it goes
+    /// back once the body is through, so that no request waits behind a slow upload.
     fn release(&mut self) {
-        if let Some((sender, idle)) = self.keep.take()
-            && let Some(idle) = idle.upgrade()
+        let Some((mut sender, idle)) = self.keep.take() else {
+            return;
+        };
+        if sender.is_ready() {
+            put_back(&idle, sender);
+        } else if !sender.is_closed()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            let mut idle = lock(&idle);
-            if idle.len() < MAX_IDLE {
-                idle.push((sender, Instant::now()));
-            }
+            runtime.spawn(async move {
+                if sender.ready().await.is_ok() {
+                    put_back(&idle, sender);
+                }
+            });
+        }
+    }
+}
+
+fn put_back(idle: &Weak<Idle>, sender: Sender) {
+    if let Some(idle) = idle.upgrade() {
+        let mut idle = lock(&idle);
+        if idle.len() < MAX_IDLE {
+            idle.push((sender, Instant::now()));
         }
     }
 }
