@@ -291,6 +291,80 @@ async fn upstream_connections_are_reused_and_closed_ones_replaced() {
 }
 
 #[tokio::test]
+async fn no_request_waits_behind_an_upload_that_3cx_answered_early() {
+    // 3CX refuses an upload at its headers (413) while the browser is still sending the
+    // body; the connection stays busy until the body is through. Other requests must not
+    // queue behind it.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // Requests without a body, one at a time, until the upload.
+                    let mut head = Vec::new();
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let Ok(n @ 1..) = tcp.read(&mut chunk).await else {
+                            return;
+                        };
+                        head.extend_from_slice(&chunk[..n]);
+                    }
+                    if !head.starts_with(b"POST") {
+                        tcp.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .await
+                            .unwrap();
+                        continue;
+                    }
+                    let refused = "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\
+                                   Connection: close\r\n\r\ntoo large";
+                    tcp.write_all(refused.as_bytes()).await.unwrap();
+                    // The rest of the upload is read and dropped; the connection then closes.
+                    while let Ok(1..) = tcp.read(&mut chunk).await {}
+                    return;
+                }
+            });
+        }
+    });
+    let gw = TestGateway::start(&format!("http://{addr}"), |_| {}).await;
+
+    // A body that trickles in over 3 s.
+    let trickle = futures_util::stream::unfold(0, |i| async move {
+        if i == 30 {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        Some((Ok::<_, std::io::Error>(vec![b'x'; 1024]), i + 1))
+    });
+    let res = client()
+        .post(gw.url("/provisioning/abc/upload"))
+        .body(reqwest::Body::wrap_stream(trickle))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+
+    // While it still trickles, each request (on a new connection, to either serving
+    // thread) is answered at once.
+    for _ in 0..10 {
+        let started = std::time::Instant::now();
+        let res = client()
+            .get(gw.url("/provisioning/abc/x.cfg"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(500),
+            "waited {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[tokio::test]
 async fn spoofed_forwarding_headers_from_untrusted_peers_are_replaced() {
     let up = Upstream::start().await;
     let gw = TestGateway::start(&up.url(), |_| {}).await;
