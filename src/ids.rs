@@ -35,15 +35,22 @@ pub fn hex(bytes: &[u8]) -> String {
 /// A fresh request id: 32 hex characters, unique within the process and unguessable
 /// across processes, without a system call per request (ids are on every request's path).
 pub fn request_id() -> String {
+    String::from_utf8(request_id_bytes().to_vec()).expect("hex digits are ASCII")
+}
+
+/// [`request_id`] as bytes, for a header value without an intermediate string.
+pub fn request_id_bytes() -> [u8; 32] {
     static SEED: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let seed = *SEED.get_or_init(|| random::<8>().map(u64::from_le_bytes).unwrap_or(0));
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     // splitmix64 is a bijection, so distinct counters give distinct ids.
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&seed.to_be_bytes());
-    b[8..].copy_from_slice(&splitmix64(seed ^ n).to_be_bytes());
-    hex(&b)
+    let id = (u128::from(seed) << 64) | u128::from(splitmix64(seed ^ n));
+    let mut out = [0u8; 32];
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = b"0123456789abcdef"[((id >> (124 - 4 * i)) & 15) as usize];
+    }
+    out
 }
 
 fn splitmix64(mut z: u64) -> u64 {

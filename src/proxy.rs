@@ -221,19 +221,17 @@ pub fn path_is_safe(path: &str) -> bool {
     if !path.starts_with('/') {
         return false;
     }
-    // On every request: one pass over the bytes decides most paths (no percent sign, no
-    // segment starting with a dot); no allocation unless a segment is percent-encoded.
-    let (mut encoded, mut dot_segment, mut prev) = (false, false, 0u8);
-    for b in path.bytes() {
-        match b {
-            b'\\' => return false,
-            b'%' => encoded = true,
-            b'.' if prev == b'/' => dot_segment = true,
-            _ => {}
-        }
-        prev = b;
+    // On every request: two vectorised scans decide most paths (no backslash or percent
+    // sign, no segment starting with a dot); no allocation unless a segment is encoded.
+    let bytes = path.as_bytes();
+    let (backslash, encoded) = match memchr::memchr2(b'\\', b'%', bytes) {
+        None => (false, false),
+        Some(_) => (memchr::memchr(b'\\', bytes).is_some(), true),
+    };
+    if backslash {
+        return false;
     }
-    if !encoded && !dot_segment {
+    if !encoded && memchr::memmem::find(bytes, b"/.").is_none() {
         return true;
     }
     let encoded_separator = path.as_bytes().windows(3).any(|w| {
@@ -333,36 +331,43 @@ impl Upstream {
 
     /// Sends `req` to 3CX and returns its answer with a streamed body. A WebSocket handshake
     /// that 3CX accepts (101) is relayed in a background task until either side closes.
-    pub async fn forward(
-        &self,
+    /// (Not an `async fn`, for the reason given at `Pool::send`.)
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    pub fn forward<'a>(
+        &'a self,
         mut req: Request<UpstreamBody>,
-        fwd: Forward<'_>,
-    ) -> Result<Response<PooledBody>, ProxyError> {
-        let websocket = is_websocket_upgrade(req.headers());
-        let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-        *req.uri_mut() = origin_form(req.uri());
-        *req.version_mut() = http::Version::HTTP_11;
-        prepare_request_headers(req.headers_mut(), &fwd, websocket);
+        fwd: Forward<'a>,
+    ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + 'a {
+        async move {
+            let websocket = is_websocket_upgrade(req.headers());
+            let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+            *req.uri_mut() = origin_form(req.uri());
+            *req.version_mut() = http::Version::HTTP_11;
+            prepare_request_headers(req.headers_mut(), &fwd, websocket);
 
-        let sent = tokio::time::timeout(self.response_timeout, self.pool.send(req)).await;
-        let mut res = sent
-            .unwrap_or(Err(ProxyError::Timeout(self.response_timeout)))
-            .inspect_err(|e| self.metrics.upstream_error(e.kind()))?;
+            let sent = tokio::time::timeout(self.response_timeout, self.pool.send(req)).await;
+            let mut res = sent
+                .unwrap_or(Err(ProxyError::Timeout(self.response_timeout)))
+                .inspect_err(|e| self.metrics.upstream_error(e.kind()))?;
 
-        let switching = res.status() == http::StatusCode::SWITCHING_PROTOCOLS;
-        match client_upgrade {
-            Some(client_upgrade) if switching => {
-                let upstream_upgrade = hyper::upgrade::on(&mut res);
-                let guard = self.metrics.websocket_opened();
-                let request_id = fwd.request_id.to_str().unwrap_or("-").to_string();
-                tokio::spawn(async move {
-                    let _guard = guard;
-                    relay(client_upgrade, upstream_upgrade, &request_id).await;
-                });
+            let switching = res.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+            match client_upgrade {
+                Some(client_upgrade) if switching => {
+                    let upstream_upgrade = hyper::upgrade::on(&mut res);
+                    let guard = self.metrics.websocket_opened();
+                    let request_id = fwd.request_id.to_str().unwrap_or("-").to_string();
+                    tokio::spawn(async move {
+                        let _guard = guard;
+                        relay(client_upgrade, upstream_upgrade, &request_id).await;
+                    });
+                }
+                _ => strip_hop_by_hop(res.headers_mut()),
             }
-            _ => strip_hop_by_hop(res.headers_mut()),
+            Ok(res)
         }
-        Ok(res)
     }
 
     /// Whether 3CX answers at all (any status below 500), for `/readyz`.
@@ -409,22 +414,22 @@ async fn relay(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUp
 
 /// Removes hop-by-hop headers, including any that `Connection` names.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if h.contains_key(header::CONNECTION) {
+    if let header::Entry::Occupied(connection) = h.entry(header::CONNECTION) {
         // `close` names no header; `keep-alive` and `upgrade` name hop-by-hop headers that
         // go anyway: the usual `Connection` values allocate nothing here.
-        let named: Vec<HeaderName> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| {
-                !["close", "keep-alive", "upgrade"]
-                    .iter()
-                    .any(|k| t.eq_ignore_ascii_case(k))
-            })
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
+        let mut named = Vec::new();
+        for value in connection.remove_entry_mult().1 {
+            let tokens = value.to_str().unwrap_or_default().split(',').map(str::trim);
+            named.extend(
+                tokens
+                    .filter(|t| {
+                        !["close", "keep-alive", "upgrade"]
+                            .iter()
+                            .any(|k| t.eq_ignore_ascii_case(k))
+                    })
+                    .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()),
+            );
+        }
         for name in named {
             h.remove(name);
         }
@@ -449,6 +454,8 @@ fn prepare_request_headers(h: &mut HeaderMap, fwd: &Forward<'_>, websocket: bool
     remove_matching(h, is_forwarding);
     // The client sets Host from the upstream URI, as nginx's default `proxy_set_header`.
     h.remove(header::HOST);
+    // Room for the five below at once (a request may have come with only `Host`).
+    h.reserve(5);
     let c = fwd.client;
     h.insert(X_FORWARDED_FOR, c.forwarded_for.clone());
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(c.proto));

@@ -439,58 +439,69 @@ impl Dispatch {
 }
 
 /// Request id, timing, metrics and the access log line, around every gateway request.
-async fn observe(
-    app: &Arc<App>,
-    own: &Router,
-    upstream: &Upstream,
-    info: &ConnInfo,
+/// (Not an `async fn`, for the reason given at `proxy::pool::Pool::send`.)
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+fn observe<'a>(
+    app: &'a Arc<App>,
+    own: &'a Router,
+    upstream: &'a Upstream,
+    info: &'a ConnInfo,
     mut req: http::Request<Incoming>,
-) -> Response<ResBody> {
-    let start = Instant::now();
-    let id_value = request_id(req.headers());
-    let id = id_value.to_str().unwrap_or("-");
-    let method = req.method().clone();
-    let uri = req.uri().clone();
-    let span = tracing::info_span!("request", request_id = %id);
-    let (class, mut res) = async {
-        if is_own(uri.path()) {
-            let ext = req.extensions_mut();
-            ext.insert(info.peer);
-            ext.insert(RequestId(id.to_string()));
-            // Boxed: the rare path's future would otherwise enlarge every request's.
-            let res = Box::pin(tower::ServiceExt::oneshot(own.clone(), req))
-                .await
-                .unwrap_or_else(|never| match never {});
-            (class_of(&res), res.map(Either::Right))
-        } else {
-            let (parts, body) = req.into_parts();
-            let conn = Conn {
-                peer: info.peer,
-                peer_value: &info.peer_value,
-                recent: Some(&info.recent),
-                id: &id_value,
-            };
-            proxy_request(app, upstream, conn, parts, Either::Left(body)).await
+) -> impl Future<Output = Response<ResBody>> + 'a {
+    async move {
+        let start = Instant::now();
+        let id_value = request_id(req.headers());
+        let id = id_value.to_str().unwrap_or("-");
+        // What the access log line needs, kept only when it is written.
+        let logged = tracing::enabled!(target: "pbxgate::access", tracing::Level::INFO)
+            .then(|| (req.method().clone(), req.uri().clone()));
+        let own_route = is_own(req.uri().path());
+        let span = tracing::info_span!("request", request_id = %id);
+        let (class, mut res) = async {
+            if own_route {
+                let ext = req.extensions_mut();
+                ext.insert(info.peer);
+                ext.insert(RequestId(id.to_string()));
+                // Boxed: the rare path's future would otherwise enlarge every request's.
+                let res = Box::pin(tower::ServiceExt::oneshot(own.clone(), req))
+                    .await
+                    .unwrap_or_else(|never| match never {});
+                (class_of(&res), res.map(Either::Right))
+            } else {
+                let (parts, body) = req.into_parts();
+                let conn = Conn {
+                    peer: info.peer,
+                    peer_value: &info.peer_value,
+                    recent: Some(&info.recent),
+                    id: &id_value,
+                };
+                proxy_request(app, upstream, conn, parts, Either::Left(body)).await
+            }
         }
+        .instrument(span.clone())
+        .await;
+        let elapsed = start.elapsed();
+        let status = res.status().as_u16();
+        app.metrics
+            .observe_request(class, status, elapsed.as_secs_f64());
+        res.headers_mut()
+            .insert(proxy::X_REQUEST_ID, id_value.clone());
+        if let Some((method, uri)) = logged {
+            let _enter = span.enter();
+            tracing::info!(
+                target: "pbxgate::access",
+                %method,
+                path = %log_path(class, uri.path(), &app.config.pbx.passthrough),
+                status,
+                class = class.as_str(),
+                ms = elapsed.as_secs_f64() * 1000.0,
+            );
+        }
+        res
     }
-    .instrument(span.clone())
-    .await;
-    let elapsed = start.elapsed();
-    let status = res.status().as_u16();
-    app.metrics
-        .observe_request(class, status, elapsed.as_secs_f64());
-    res.headers_mut()
-        .insert(proxy::X_REQUEST_ID, id_value.clone());
-    let _enter = span.enter();
-    tracing::info!(
-        target: "pbxgate::access",
-        %method,
-        path = %log_path(class, uri.path(), &app.config.pbx.passthrough),
-        status,
-        class = class.as_str(),
-        ms = elapsed.as_secs_f64() * 1000.0,
-    );
-    res
 }
 
 /// The route class a handler put on its answer.
@@ -521,7 +532,7 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(id) = given {
         return id.clone();
     }
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(crate::ids::request_id()))
+    HeaderValue::from_bytes(&crate::ids::request_id_bytes())
         .expect("a request id is a valid header value")
 }
 
@@ -662,68 +673,74 @@ struct Conn<'a> {
 }
 
 /// Everything that is not pbxgate's own: passthrough, or a valid session, then 3CX.
-async fn proxy_request(
-    app: &App,
-    upstream: &Upstream,
-    conn: Conn<'_>,
-    parts: Parts,
-    body: UpstreamBody,
-) -> (RouteClass, Response<ResBody>) {
-    let rid = conn.id.to_str().unwrap_or("-");
-    let made = |res: Response| (class_of(&res), res.map(Either::Right));
-    if !proxy::path_is_safe(parts.uri.path()) {
-        return made(page(
-            Some(rid),
-            RouteClass::Rejected,
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "The address contains path segments pbxgate does not forward.",
-        ));
-    }
-    let (parts, body) = if is_token_candidate(app, &parts) {
-        // Boxed: the rare path's future would otherwise enlarge every request's.
-        match Box::pin(webclient_token(app, conn.peer, rid, parts, body)).await {
-            Ok(answered) => return made(answered),
-            Err(request) => request,
-        }
-    } else {
-        (parts, body)
-    };
-    let path = parts.uri.path();
-    let class = if proxy::passthrough_prefix(path, &app.config.pbx.passthrough).is_some() {
-        RouteClass::Passthrough
-    } else {
-        match check_session(app, &parts, rid, conn.recent).await {
-            Ok(()) => RouteClass::Session,
-            Err(res) => return made(res),
-        }
-    };
-    let client = ClientInfo::resolve_for(
-        conn.peer.addr,
-        conn.peer_value,
-        conn.peer.tls,
-        &parts.headers,
-        &app.config.server.trusted_proxies,
-    );
-    let fwd = Forward {
-        client: &client,
-        request_id: conn.id,
-        cookie_name: app.sessions.cookie_name(),
-    };
-    match upstream
-        .forward(http::Request::from_parts(parts, body), fwd)
-        .await
-    {
-        Ok(res) => (class, res.map(Either::Left)),
-        Err(e) => {
-            tracing::error!(error = %e, "3CX request failed");
-            made(page(
+///
+/// Not an `async fn`, for the reason given at `proxy::pool::Pool::send`.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+fn proxy_request<'a>(
+    app: &'a App,
+    upstream: &'a Upstream,
+    conn: Conn<'a>,
+    mut parts: Parts,
+    mut body: UpstreamBody,
+) -> impl Future<Output = (RouteClass, Response<ResBody>)> + 'a {
+    async move {
+        let rid = conn.id.to_str().unwrap_or("-");
+        let made = |res: Response| (class_of(&res), res.map(Either::Right));
+        if !proxy::path_is_safe(parts.uri.path()) {
+            return made(page(
                 Some(rid),
-                class,
-                StatusCode::BAD_GATEWAY,
-                "The phone system is not reachable",
-                "pbxgate could not reach the 3CX phone system. Please try again in a minute.",
-            ))
+                RouteClass::Rejected,
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                "The address contains path segments pbxgate does not forward.",
+            ));
+        }
+        if is_token_candidate(app, &parts) {
+            // Boxed: the rare path's future would otherwise enlarge every request's.
+            match Box::pin(webclient_token(app, conn.peer, rid, parts, body)).await {
+                Ok(answered) => return made(answered),
+                Err(request) => (parts, body) = request,
+            }
+        }
+        let path = parts.uri.path();
+        let class = if proxy::passthrough_prefix(path, &app.config.pbx.passthrough).is_some() {
+            RouteClass::Passthrough
+        } else {
+            match check_session(app, &parts, rid, conn.recent).await {
+                Ok(()) => RouteClass::Session,
+                Err(res) => return made(res),
+            }
+        };
+        let client = ClientInfo::resolve_for(
+            conn.peer.addr,
+            conn.peer_value,
+            conn.peer.tls,
+            &parts.headers,
+            &app.config.server.trusted_proxies,
+        );
+        let fwd = Forward {
+            client: &client,
+            request_id: conn.id,
+            cookie_name: app.sessions.cookie_name(),
+        };
+        match upstream
+            .forward(http::Request::from_parts(parts, body), fwd)
+            .await
+        {
+            Ok(res) => (class, res.map(Either::Left)),
+            Err(e) => {
+                tracing::error!(error = %e, "3CX request failed");
+                made(page(
+                    Some(rid),
+                    class,
+                    StatusCode::BAD_GATEWAY,
+                    "The phone system is not reachable",
+                    "pbxgate could not reach the 3CX phone system. Please try again in a minute.",
+                ))
+            }
         }
     }
 }

@@ -60,28 +60,37 @@ impl Pool {
     /// Sends `req` (origin-form URI) on an idle connection, or on a new one when none is
     /// left. A request that an idle connection closed before writing it (3CX ended the
     /// keep-alive at that moment) is sent again on the next; one that was written is not.
-    pub async fn send(
+    ///
+    /// Not an `async fn`: that would keep `req` twice in the future (argument and local),
+    /// and every request's future is moved, whole, a few times on its way to being polled.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    pub fn send(
         &self,
         mut req: Request<UpstreamBody>,
-    ) -> Result<Response<PooledBody>, ProxyError> {
-        if !req.headers().contains_key(header::HOST) {
-            req.headers_mut().insert(header::HOST, self.host.clone());
-        }
-        while let Some(mut sender) = self.take() {
-            match sender.try_send_request(req).await {
-                Ok(res) => return Ok(self.pooled(res, sender)),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(ProxyError::Protocol(error_chain(&e.into_error()))),
-                },
+    ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + '_ {
+        async move {
+            if !req.headers().contains_key(header::HOST) {
+                req.headers_mut().insert(header::HOST, self.host.clone());
             }
-        }
-        // Boxed: the rare path's future would otherwise enlarge (and be copied with) every
-        // request's.
-        let mut sender = Box::pin(self.connect()).await?;
-        match sender.send_request(req).await {
-            Ok(res) => Ok(self.pooled(res, sender)),
-            Err(e) => Err(ProxyError::Protocol(error_chain(&e))),
+            while let Some(mut sender) = self.take() {
+                match sender.try_send_request(req).await {
+                    Ok(res) => return Ok(self.pooled(res, sender)),
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) => req = unsent,
+                        None => return Err(ProxyError::Protocol(error_chain(&e.into_error()))),
+                    },
+                }
+            }
+            // Boxed: the rare path's future would otherwise enlarge (and be copied with) every
+            // request's.
+            let mut sender = Box::pin(self.connect()).await?;
+            match sender.send_request(req).await {
+                Ok(res) => Ok(self.pooled(res, sender)),
+                Err(e) => Err(ProxyError::Protocol(error_chain(&e))),
+            }
         }
     }
 
