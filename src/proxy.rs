@@ -21,7 +21,7 @@ use percent_encoding::percent_decode_str;
 
 use crate::config::PbxConfig;
 use crate::metrics::{Metrics, UpstreamErrorKind};
-use crate::session::cookie_pairs;
+use crate::session::pairs_of;
 use crate::tls::{self, TlsError};
 
 mod pool;
@@ -469,11 +469,11 @@ fn prepare_request_headers(h: &mut HeaderMap, fwd: &Forward<'_>, websocket: bool
 
 /// Rewrites `Cookie` without pbxgate's own cookie (and as one header, as HTTP/1.1 wants).
 fn strip_cookie(h: &mut HeaderMap, name: &str) {
-    if !h.contains_key(header::COOKIE) {
+    let header::Entry::Occupied(mut cookies) = h.entry(header::COOKIE) else {
         return;
-    }
+    };
     let mut kept = String::new();
-    for (k, v) in cookie_pairs(h).filter(|(k, _)| *k != name) {
+    for (k, v) in pairs_of(cookies.iter()).filter(|(k, _)| *k != name) {
         if !kept.is_empty() {
             kept.push_str("; ");
         }
@@ -481,12 +481,13 @@ fn strip_cookie(h: &mut HeaderMap, name: &str) {
         kept.push('=');
         kept.push_str(v);
     }
-    h.remove(header::COOKIE);
-    if kept.is_empty() {
-        return;
-    }
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(kept)) {
-        h.insert(header::COOKIE, v);
+    match HeaderValue::from_maybe_shared(bytes::Bytes::from(kept)) {
+        Ok(v) if !v.is_empty() => {
+            cookies.insert(v);
+        }
+        _ => {
+            cookies.remove_entry_mult();
+        }
     }
 }
 

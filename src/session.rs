@@ -360,9 +360,14 @@ fn looks_like_id(id: &str) -> bool {
 
 /// Iterates the `name=value` pairs of every `Cookie` header.
 pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
-    headers
-        .get_all(COOKIE)
-        .iter()
+    pairs_of(headers.get_all(COOKIE).iter())
+}
+
+/// Iterates the `name=value` pairs of `Cookie` header values.
+pub fn pairs_of<'a>(
+    values: impl Iterator<Item = &'a http::HeaderValue>,
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    values
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| {
