@@ -7,8 +7,12 @@
 # The upstream is nginx answering from memory (as in bench/proxy.sh). Each target runs under
 # callgrind with collection off during start-up and one warm-up request; then wrk -t1 -c8
 # drives it for SECONDS and the instructions collected are divided by the requests wrk saw
-# completed. Targets: bare hyper (examples/bare_proxy), pbxgate passthrough, pbxgate with
-# a valid session.
+# completed. Targets: nginx as the same plain reverse proxy as in bench/proxy.sh (one
+# process: master_process off), bare hyper (examples/bare_proxy), pbxgate passthrough,
+# pbxgate with a valid session; each with its ratio to nginx's count.
+#
+# Callgrind counts user-space instructions only: the kernel's share (the same syscalls for
+# every target here) is in bench/cpu.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-20}
@@ -31,7 +35,11 @@ measure() {
   kill -TERM "$target_pid"; wait "$target_pid" 2>/dev/null || true
   local ir
   ir=$(cat "$work"/cg."$name".out* | awk '/^totals:/ { s += $2 } END { print s }')
-  printf '%-12s %9d req %12d Ir %8.0f Ir/req\n' "$name" "$n" "$ir" "$(echo "$ir / $n" | bc -l)"
+  local per
+  per=$(echo "$ir / $n" | bc -l)
+  [ "$name" = nginx ] && nginx_per=$per
+  printf '%-12s %9d req %12d Ir %8.0f Ir/req %6.2fx nginx\n' "$name" "$n" "$ir" "$per" \
+    "$(echo "$per / $nginx_per" | bc -l)"
 }
 
 run_cg() { # NAME CMD...
@@ -40,6 +48,11 @@ run_cg() { # NAME CMD...
     2>"$work/$name.vg.log" &
   target_pid=$!
 }
+
+nginx_conf cgproxy 1 "$(nginx_proxy_servers 18091 18090)" "master_process off;"
+run_cg nginx "$NGINX" -c "$work/cgproxy/nginx.conf" -g 'daemon off;'
+wait_up http://127.0.0.1:18091/provisioning/abc/x.cfg
+measure nginx http://127.0.0.1:18091/provisioning/abc/x.cfg
 
 run_cg bare ./target/release/examples/bare_proxy 127.0.0.1:18093 http://127.0.0.1:18090
 wait_up http://127.0.0.1:18093/provisioning/abc/x.cfg

@@ -1,7 +1,7 @@
 # Shared by the proxy benchmarks (proxy.sh, cpu.sh, callgrind.sh); sourced, not run.
 # Gives: $work (a temporary folder, removed on exit unless KEEP is set), pids (processes
-# killed on exit), start_upstream, start_nginx_proxy, nginx_workers and
-# write_pbxgate_config.
+# killed on exit), nginx_conf, nginx_instance, start_upstream, start_nginx_proxy,
+# nginx_proxy_servers, nginx_workers and write_pbxgate_config.
 
 work=$(mktemp -d)
 pids=()
@@ -9,12 +9,13 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n 
 trap cleanup EXIT
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-# nginx_instance NAME WORKERS SERVER_BLOCKS: an nginx of its own (master, workers, pid file,
-# temp folders under $work/NAME), no access log.
-nginx_instance() {
-  local name=$1 workers=$2 servers=$3 dir="$work/$1"
+# nginx_conf NAME WORKERS SERVER_BLOCKS [MAIN]: $work/NAME/nginx.conf for an nginx of its own
+# (pid file and temp folders under $work/NAME, no access log); MAIN adds main-context lines.
+nginx_conf() {
+  local name=$1 workers=$2 servers=$3 main=${4:-} dir="$work/$1"
   mkdir -p "$dir"
   cat > "$dir/nginx.conf" <<NGINX
+$main
 worker_processes $workers;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
@@ -27,7 +28,12 @@ http {
   $servers
 }
 NGINX
-  "$NGINX" -c "$dir/nginx.conf" -g 'daemon off;' &
+}
+
+# nginx_instance NAME WORKERS SERVER_BLOCKS: starts an nginx of its own (master, workers).
+nginx_instance() {
+  nginx_conf "$@"
+  "$NGINX" -c "$work/$1/nginx.conf" -g 'daemon off;' &
   pids+=($!)
 }
 
@@ -43,10 +49,13 @@ start_upstream() {
 # with a keep-alive upstream pool. Its own instance: were it the upstream's too, a worker
 # could proxy a request and answer it itself without a switch between processes, which no
 # proxy in front of a real 3CX can.
-start_nginx_proxy() {
-  nginx_instance proxy "$1" "upstream pbx { server 127.0.0.1:$3; keepalive 256; }
+start_nginx_proxy() { nginx_instance proxy "$1" "$(nginx_proxy_servers "$2" "$3")"; }
+
+# nginx_proxy_servers PORT UPSTREAM_PORT: the baseline's configuration (server blocks).
+nginx_proxy_servers() {
+  echo "upstream pbx { server 127.0.0.1:$2; keepalive 256; }
   server {
-    listen 127.0.0.1:$2;
+    listen 127.0.0.1:$1;
     location / {
       proxy_pass http://pbx;
       proxy_http_version 1.1;

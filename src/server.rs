@@ -237,8 +237,9 @@ impl Gateway {
 /// Serves the gateway thread-per-core until `shutdown`: one current-thread runtime per
 /// core, each accepting from the same listening socket and proxying through its own
 /// upstream pool, so that a request never hops between threads (as nginx's processes).
-/// On tokio's multi-thread runtime, a bare hyper forwarder reached ~0.7x nginx here;
-/// thread-per-core, ~1.0x (examples/bare_proxy.rs, `BARE_PER_CORE=1`).
+/// On tokio's multi-thread runtime, a bare hyper forwarder reached 0.7-0.87x nginx's
+/// requests per second here; thread-per-core, 0.95-0.98x (examples/bare_proxy.rs,
+/// `BARE_PER_CORE=1`).
 async fn serve_per_core(
     app: Arc<App>,
     listener: TcpListener,
