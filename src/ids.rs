@@ -22,9 +22,10 @@ pub fn secrets_equal(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let digits: Vec<u8> = bytes
         .iter()
         .flat_map(|b| [DIGITS[(b >> 4) as usize], DIGITS[(b & 15) as usize]])
@@ -48,7 +49,7 @@ pub fn request_id_bytes() -> [u8; 32] {
     let id = (u128::from(seed) << 64) | u128::from(splitmix64(seed ^ n));
     let mut out = [0u8; 32];
     for (i, d) in out.iter_mut().enumerate() {
-        *d = b"0123456789abcdef"[((id >> (124 - 4 * i)) & 15) as usize];
+        *d = DIGITS[((id >> (124 - 4 * i)) & 15) as usize];
     }
     out
 }
@@ -74,5 +75,7 @@ mod tests {
         let ids: std::collections::HashSet<String> = (0..10_000).map(|_| request_id()).collect();
         assert_eq!(ids.len(), 10_000);
         assert!(ids.iter().all(|i| i.len() == 32));
+        let hex_digits = |i: &String| i.bytes().all(|b| DIGITS.contains(&b));
+        assert!(ids.iter().all(hex_digits));
     }
 }
