@@ -8,9 +8,11 @@
 //!
 //! `bench_contacts [USERS] [CONTACTS_PER_USER] [SHARED_CONTACTS] [LATENCY_MS] [PBXGATE_BINARY]`
 
+#![allow(clippy::disallowed_methods, reason = "a benchmark measures wall time")]
+
 use std::time::{Duration, Instant};
 
-use pbxgate::sandbox::graph::{GraphUser, SimContact};
+use pbxgate_sandbox::graph::{DirectoryUser, SimContact};
 
 mod common;
 
@@ -42,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
     let sandbox = common::sandbox().await?;
     let g = &sandbox.graph;
     for i in 0..users {
-        let u = GraphUser::member(
+        let u = DirectoryUser::member(
             &format!("user{i:05}@contoso.com"),
             "Bench",
             &format!("{i:05}"),

@@ -8,12 +8,14 @@
 //!
 //! `bench_presence [USERS] [LATENCY_MS] [PBXGATE_BINARY]`
 
+#![allow(clippy::disallowed_methods, reason = "a benchmark measures wall time")]
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pbxgate::clock::{Clock, SystemClock};
-use pbxgate::sandbox::Sandbox;
-use pbxgate::sandbox::graph::GraphUser;
+use pbxgate_sandbox::Sandbox;
+use pbxgate_sandbox::graph::DirectoryUser;
 
 mod common;
 
@@ -40,14 +42,16 @@ async fn main() -> anyhow::Result<()> {
     let sandbox = common::sandbox().await?;
     let upn = |i: usize| format!("user{i:05}@contoso.com");
     // The demo tenant's members are synced too: N users in all.
-    let demo_members = pbxgate::sandbox::demo_directory()
+    let demo_members = pbxgate_sandbox::demo_directory()
         .iter()
         .filter(|u| u.user_type == "Member")
         .count();
     for i in 0..users - demo_members {
-        sandbox
-            .graph
-            .add_user(GraphUser::member(&upn(i), "Bench", &format!("User {i:05}")));
+        sandbox.graph.add_user(DirectoryUser::member(
+            &upn(i),
+            "Bench",
+            &format!("User {i:05}"),
+        ));
     }
     let dir = tempfile::tempdir()?;
     let extra = "[sync.users]\nextension_start = \"1000\"\n[sync.presence]\nenabled = false\ninterval = \"1m\"\n";

@@ -5,9 +5,11 @@
 //!
 //! `bench_sync [USERS] [LATENCY_MS] [PBXGATE_BINARY]`
 
+#![allow(clippy::disallowed_methods, reason = "a benchmark measures wall time")]
+
 use std::time::{Duration, Instant};
 
-use pbxgate::sandbox::graph::GraphUser;
+use pbxgate_sandbox::graph::DirectoryUser;
 
 mod common;
 
@@ -33,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "target/release/pbxgate".into());
     let sandbox = common::sandbox().await?;
     for i in 0..users {
-        let mut u = GraphUser::member(
+        let mut u = DirectoryUser::member(
             &format!("user{i:05}@contoso.com"),
             "Bench",
             &format!("User {i:05}"),
@@ -66,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
 
     let page = 100;
     // The demo directory's few users are in Graph too.
-    let ideal = (users + pbxgate::sandbox::demo_directory().len()).div_ceil(page);
+    let ideal = (users + pbxgate_sandbox::demo_directory().len()).div_ceil(page);
     println!("users sync: {users} users in Graph, {latency} ms per Graph call, page size {page}");
     println!(
         "{:<12} {:>9} {:>14} {:>14} {:>12} {:>12}",

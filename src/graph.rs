@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{Mutex, Semaphore};
 
-use crate::auth::{OidcError, Provider};
 use crate::clock::{Clock, UnixTime};
+use crate::oidc::{OidcError, Provider};
+use pbxgate_wire::graph::ErrorBody;
 
 /// Outlook allows four concurrent requests per mailbox and app.
 const PER_MAILBOX: usize = 4;
@@ -117,19 +118,6 @@ fn retry_after(headers: &http::HeaderMap) -> Option<f64> {
 
 fn retryable(status: u16) -> bool {
     matches!(status, 429 | 503 | 504)
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    message: String,
 }
 
 /// Maps Graph's error body to a typed error.
@@ -339,7 +327,7 @@ impl GraphClient {
                     tokio::time::sleep(retry.delay(attempt, None)).await;
                     continue;
                 }
-                Err(e) => return Err(GraphError::Unreachable(crate::proxy::error_chain(&e))),
+                Err(e) => return Err(GraphError::Unreachable(crate::errors::error_chain(&e))),
             };
             let status = res.status().as_u16();
             let headers = res.headers().clone();

@@ -1,19 +1,33 @@
 //! pbxgate: Microsoft 365 sign-in and Microsoft 365 data in front of a 3CX phone system.
 //!
+//! Layers, each using only those below it (README "Architecture"):
+//! 1. foundations: `clock`, `ids` (from `pbxgate-wire`), `config`, `errors`, `metrics`,
+//!    `tls`, `web`;
+//! 2. state and outside parties: `store`, `session`, `oidc` (Entra ID), `graph`, `pbx`
+//!    (3CX), `proxy` (the forwarding to 3CX);
+//! 3. domain: `directory`, `sync`;
+//! 4. composition: `app`;
+//! 5. front doors: `auth` (sign-in), `gate` (everything bound for 3CX), `http` (the server).
+//!
 //! Errors: each module has its own `thiserror` type; `anyhow` is used only by the binary
 //! (`main.rs`), where errors are reported to a person.
 
+pub use pbxgate_wire::{clock, ids};
+
+pub mod app;
 pub mod auth;
-pub mod clock;
 pub mod config;
+#[cfg(feature = "demo")]
+pub mod demo;
 pub mod directory;
+pub mod errors;
+pub mod gate;
 pub mod graph;
-pub mod ids;
+pub mod http;
 pub mod metrics;
+pub mod oidc;
 pub mod pbx;
 pub mod proxy;
-pub mod sandbox;
-pub mod server;
 pub mod session;
 pub mod store;
 pub mod sync;

@@ -1,15 +1,14 @@
 //! The `pbxgate` command: parses the CLI and wires the modules together.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use pbxgate::app::App;
 use pbxgate::clock::SystemClock;
 use pbxgate::config::{self, Config, LogFormat};
-use pbxgate::sandbox;
-use pbxgate::server::Gateway;
+use pbxgate::http::Gateway;
 use pbxgate::sync::Mode;
 
 /// mimalloc: the proxy allocates small, short-lived buffers per request, where glibc's
@@ -36,10 +35,11 @@ enum Command {
         config: PathBuf,
     },
     /// Run the gateway against the built-in sandbox (simulated 3CX) on loopback.
+    #[cfg(feature = "demo")]
     Demo {
         /// Where the gateway listens.
         #[arg(long, default_value = "127.0.0.1:8443")]
-        listen: SocketAddr,
+        listen: std::net::SocketAddr,
         /// Where the demo keeps its config, certificates and store.
         #[arg(long, default_value = "data/demo")]
         dir: PathBuf,
@@ -94,6 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             runtime()?.block_on(serve(config, None))
         }
+        #[cfg(feature = "demo")]
         Command::Demo { listen, dir } => runtime()?.block_on(demo(listen, &dir)),
         Command::Sync {
             worker,
@@ -119,25 +120,22 @@ async fn sync_once(
     full: bool,
 ) -> anyhow::Result<()> {
     init_logging(&config);
-    let app = pbxgate::server::App::build(config, Arc::new(SystemClock))
+    let app = App::build(config, Arc::new(SystemClock))
         .await
         .context("could not start")?;
     let mode = if full { Mode::Full } else { Mode::Delta };
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    let w = &app.workers;
     let report = match worker {
-        SyncWorker::Users => {
-            app.runner
-                .run(app.users.as_ref(), mode, dry_run, &stop)
-                .await?
-        }
+        SyncWorker::Users => w.runner.run(w.users.as_ref(), mode, dry_run, &stop).await?,
         SyncWorker::Contacts => {
-            app.runner
-                .run(app.contacts.as_ref(), mode, dry_run, &stop)
+            w.runner
+                .run(w.contacts.as_ref(), mode, dry_run, &stop)
                 .await?
         }
         SyncWorker::Presence => {
-            app.runner
-                .run(app.presence.as_ref(), mode, dry_run, &stop)
+            w.runner
+                .run(w.presence.as_ref(), mode, dry_run, &stop)
                 .await?
         }
     };
@@ -197,63 +195,12 @@ async fn serve(config: Config, banner: Option<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn demo(listen: SocketAddr, dir: &Path) -> anyhow::Result<()> {
-    let demo = sandbox::demo::start(listen, dir).await?;
-    let url = demo.config.server.public_url.clone();
-    let users: String = pbxgate::sandbox::demo_users()
-        .iter()
-        .map(|u| format!("            {} ({})\n", u.upn, u.name))
-        .collect();
-    let ca = dir.join("tls/ca.pem");
-    // The path this very binary was started from, so the printed command works as is.
-    let exe = std::env::current_exe()
-        .ok()
-        .and_then(|p| {
-            let cwd = std::env::current_dir().ok()?;
-            Some(p.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or(p))
-        })
-        .unwrap_or_else(|| PathBuf::from("pbxgate"));
-    let pad = " ".repeat(12);
-    let lines = [
-        String::new(),
-        "  pbxgate demo is running.".into(),
-        String::new(),
-        format!("  Open      {url}  and pick a demo user on the simulated Microsoft page:"),
-        users.trim_end().to_string(),
-        format!("{pad}Carol has no extension yet: she gets one when she signs in (or from"),
-        format!("{pad}the user sync, 30 s after start). Gina is a guest; guests get none,"),
-        format!("{pad}so she sees the page that says so."),
-        format!("{pad}Calendar: Alice has a meeting from minute 2 to 12 (her status turns"),
-        format!("{pad}Do Not Disturb, then back); Bob is out of office today (Away)."),
-        format!(
-            "  TLS       certificates from a throw-away demo CA: {}",
-            ca.display()
-        ),
-        format!("  Health    curl --cacert {} {url}readyz", ca.display()),
-        format!(
-            "  Phones    curl --cacert {} {url}provisioning/{}/0015650a1b2c.cfg",
-            ca.display(),
-            demo.provisioning_secret
-        ),
-        format!(
-            "  Sync      {} sync users --once --dry-run --config {}",
-            exe.display(),
-            demo.config_path.display()
-        ),
-        format!("  Config    {}", demo.config_path.display()),
-        format!(
-            "  Simulated Entra ID at {}, Graph at {}, 3CX at {}",
-            demo.sandbox.entra_server.url(),
-            demo.sandbox.graph_server.url(),
-            demo.sandbox.pbx_server.url()
-        ),
-        String::new(),
-        "  Press Ctrl-C to stop.".into(),
-    ];
-    let banner = lines.join("\n");
-    let config = demo.config.clone();
+#[cfg(feature = "demo")]
+async fn demo(listen: std::net::SocketAddr, dir: &Path) -> anyhow::Result<()> {
+    let demo = pbxgate::demo::start(listen, dir).await?;
+    let banner = demo.banner(dir);
     // The simulators live as long as `demo`, i.e. until the gateway stops.
-    let result = serve(config, Some(banner)).await;
+    let result = serve(demo.config.clone(), Some(banner)).await;
     drop(demo);
     result
 }

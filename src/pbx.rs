@@ -26,7 +26,7 @@ mod contacts;
 pub use contacts::{Book, ContactFields, OWNED_TAG_PREFIX, PbxContact};
 
 /// The name of the webclient's refresh-token cookie (undocumented; §2.1 of the research).
-pub const REFRESH_COOKIE: &str = "RefreshTokenCookie";
+pub use pbxgate_wire::pbx::REFRESH_COOKIE;
 /// 3CX allows `$top` up to 100.
 /// Ids per `$filter` when reading profiles (an OData `or` chain stays short).
 const PROFILE_FILTER: usize = 20;
@@ -580,7 +580,7 @@ impl PbxClient {
 }
 
 fn unreachable(e: reqwest::Error) -> PbxError {
-    PbxError::Unreachable(crate::proxy::error_chain(&e))
+    PbxError::Unreachable(crate::errors::error_chain(&e))
 }
 
 /// 3CX names the field of a conflict in the error's `details[].target` (assumed from the

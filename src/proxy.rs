@@ -21,8 +21,8 @@ use percent_encoding::percent_decode_str;
 
 use crate::config::PbxConfig;
 use crate::metrics::{Metrics, UpstreamErrorKind};
-use crate::session::pairs_of;
 use crate::tls::{self, TlsError};
+use pbxgate_wire::cookie::pairs_of;
 
 mod pool;
 use pool::Pool;
@@ -87,6 +87,24 @@ fn is_forwarding(name: &HeaderName) -> bool {
     )
 }
 
+/// The TCP peer of a connection and whether it came over TLS; the accept loop puts it on
+/// every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+impl Peer {
+    /// The connection's peer, as the accept loop recorded it on the request.
+    pub fn of(req: &http::request::Parts) -> Self {
+        req.extensions.get::<Peer>().copied().unwrap_or(Peer {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: false,
+        })
+    }
+}
+
 /// Who is really asking, as far as pbxgate can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientInfo {
@@ -109,6 +127,12 @@ pub fn ip_header_value(ip: IpAddr) -> HeaderValue {
 }
 
 impl ClientInfo {
+    /// The client of a request that came through the accept loop.
+    pub fn of(req: &http::request::Parts, trusted: &[IpNet]) -> Self {
+        let peer = Peer::of(req);
+        Self::resolve(peer.addr, peer.tls, &req.headers, trusted)
+    }
+
     /// Believes `X-Forwarded-*` only when the peer itself is a trusted proxy.
     pub fn resolve(peer: SocketAddr, tls: bool, headers: &HeaderMap, trusted: &[IpNet]) -> Self {
         Self::resolve_for(peer, &ip_header_value(peer.ip()), tls, headers, trusted)
@@ -485,18 +509,6 @@ fn strip_cookie(h: &mut HeaderMap, name: &str) {
             cookies.remove_entry_mult();
         }
     }
-}
-
-/// An error with its sources, for log lines.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -11,13 +11,13 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::HeaderMap;
-use http::header::COOKIE;
 use moka::sync::Cache;
 use ring::digest::{SHA256, digest};
 
 use crate::clock::{Clock, UnixTime};
 use crate::config::Config;
 use crate::store::{SessionRow, Store, StoreError};
+pub use pbxgate_wire::cookie::{cookie_pairs, pairs_of};
 
 /// How long a looked-up session (or a miss) is trusted without asking the store again.
 pub const CACHE_TTL: Duration = Duration::from_secs(10);
@@ -307,6 +307,20 @@ impl Sessions {
             .await?)
     }
 
+    /// [`Self::purge`] every hour, for as long as the gateway serves.
+    pub async fn purge_hourly(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            match self.purge().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(sessions = n, "purged ended sessions"),
+                Err(e) => tracing::warn!(error = %e, "session purge failed"),
+            }
+        }
+    }
+
     /// The session id in a request's cookies, if any.
     pub fn id_from_headers<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
         cookie_value(headers, &self.cookie_name)
@@ -358,24 +372,6 @@ fn looks_like_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Iterates the `name=value` pairs of every `Cookie` header.
-pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
-    pairs_of(headers.get_all(COOKIE).iter())
-}
-
-/// Iterates the `name=value` pairs of `Cookie` header values.
-pub fn pairs_of<'a>(
-    values: impl Iterator<Item = &'a http::HeaderValue>,
-) -> impl Iterator<Item = (&'a str, &'a str)> {
-    values
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            Some((k.trim(), v.trim()))
-        })
-}
-
 fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     cookie_pairs(headers)
         .find(|(k, _)| *k == name)
@@ -406,8 +402,14 @@ mod tests {
     #[test]
     fn cookie_value_finds_exact_name_across_headers() {
         let mut h = HeaderMap::new();
-        h.append(COOKIE, HeaderValue::from_static("a=1; pbxgate_x=2"));
-        h.append(COOKIE, HeaderValue::from_static("pbxgate=three"));
+        h.append(
+            http::header::COOKIE,
+            HeaderValue::from_static("a=1; pbxgate_x=2"),
+        );
+        h.append(
+            http::header::COOKIE,
+            HeaderValue::from_static("pbxgate=three"),
+        );
         assert_eq!(cookie_value(&h, "pbxgate"), Some("three"));
         assert_eq!(cookie_value(&h, "a"), Some("1"));
         assert_eq!(cookie_value(&h, "b"), None);

@@ -1,6 +1,6 @@
 //! rustls on both sides (ring as the one crypto provider, no OpenSSL): the server config that
-//! terminates browser TLS, the client config that reaches 3CX, and throw-away certificates for
-//! the demo and tests.
+//! terminates browser TLS and the client config that reaches 3CX. (The demo's throw-away
+//! certificates come from the sandbox crate.)
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,8 +18,6 @@ pub enum TlsError {
     NoCertificate { path: String },
     #[error("TLS setup failed: {0}")]
     Rustls(#[from] rustls::Error),
-    #[error("certificate generation failed: {0}")]
-    Generate(#[from] rcgen::Error),
 }
 
 /// The process-wide crypto provider; installed once so every rustls user agrees.
@@ -79,75 +77,4 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<ClientConfig, TlsError> 
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth())
-}
-
-/// A private CA and server certificates signed by it, in PEM; for the demo and tests only.
-pub struct TestPki {
-    ca: rcgen::Issuer<'static, rcgen::KeyPair>,
-    pub ca_pem: String,
-}
-
-/// A certificate and its private key, in PEM.
-pub struct Leaf {
-    pub cert_pem: String,
-    pub key_pem: String,
-}
-
-impl TestPki {
-    pub fn generate(name: &str) -> Result<Self, TlsError> {
-        let key = rcgen::KeyPair::generate()?;
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-        ];
-        let cert = params.self_signed(&key)?;
-        Ok(Self {
-            ca_pem: cert.pem(),
-            ca: rcgen::Issuer::new(params, key),
-        })
-    }
-
-    /// A server certificate for `names` (DNS names or IP addresses).
-    pub fn leaf(&self, names: &[&str]) -> Result<Leaf, TlsError> {
-        let key = rcgen::KeyPair::generate()?;
-        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let mut params = rcgen::CertificateParams::new(names)?;
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, &self.ca)?;
-        Ok(Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
-    }
-}
-
-impl Leaf {
-    /// Writes `{stem}.pem` and `{stem}.key` (the key readable by the owner only).
-    pub fn write(
-        &self,
-        dir: &Path,
-        stem: &str,
-    ) -> std::io::Result<(std::path::PathBuf, std::path::PathBuf)> {
-        let cert = dir.join(format!("{stem}.pem"));
-        let key = dir.join(format!("{stem}.key"));
-        std::fs::write(&cert, &self.cert_pem)?;
-        write_private(&key, &self.key_pem)?;
-        Ok((cert, key))
-    }
-}
-
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    opts.mode(0o600);
-    opts.open(path)?.write_all(contents.as_bytes())
 }

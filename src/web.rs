@@ -3,7 +3,43 @@
 
 use axum::response::{IntoResponse, Response};
 use http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY};
+use http::request::Parts;
 use http::{HeaderValue, StatusCode};
+
+pub use pbxgate_wire::html::escape;
+
+use crate::metrics::RouteClass;
+
+/// The request id (accepted from `X-Request-Id` or generated), put on the request by the
+/// observing layer; the correlation id on pages.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// The request's id, where the observing layer recorded one.
+pub fn correlation(parts: &Parts) -> Option<String> {
+    parts.extensions.get::<RequestId>().map(|r| r.0.clone())
+}
+
+/// A short page with the request's correlation id, counted under `class`.
+pub fn page(
+    id: Option<&str>,
+    class: RouteClass,
+    status: StatusCode,
+    title: &'static str,
+    message: &str,
+) -> Response {
+    classed(
+        class,
+        Page::new(status, title, message).with_correlation_id(id),
+    )
+}
+
+/// Marks an answer with its route class, which the observing layer counts it under.
+pub fn classed(class: RouteClass, res: impl IntoResponse) -> Response {
+    let mut res = res.into_response();
+    res.extensions_mut().insert(class);
+    res
+}
 
 /// A short HTML page with a title, one sentence and a correlation id.
 #[derive(Debug, Clone)]
@@ -94,22 +130,6 @@ pub fn security_headers(h: &mut http::HeaderMap) {
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
     );
-}
-
-/// Minimal HTML escaping for text and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

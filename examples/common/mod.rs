@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pbxgate::clock::SystemClock;
-use pbxgate::sandbox::{DEMO_TENANT, Registration, Sandbox};
+use pbxgate_sandbox::{DEMO_TENANT, Registration, Sandbox};
 
 /// Entra, Graph and 3CX simulated on loopback, on the wall clock, for the app "bench".
 pub async fn sandbox() -> anyhow::Result<Sandbox> {

@@ -14,7 +14,9 @@
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -25,7 +27,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower::Service;
 
-use super::{ProxyError, UpstreamBody, error_chain};
+use super::{ProxyError, UpstreamBody};
+use crate::errors::error_chain;
 
 /// Idle connections older than this are not used again: 3CX (nginx) closes keep-alive
 /// connections after 75 s, and a request written as it does so fails.

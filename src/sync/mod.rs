@@ -8,6 +8,7 @@
 
 pub mod contacts;
 pub mod presence;
+pub mod schedule;
 pub mod users;
 
 use std::collections::BTreeMap;

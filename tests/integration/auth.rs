@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use pbxgate::clock::{Clock, ManualClock};
 use pbxgate::config::{Config, SessionMode};
-use pbxgate::sandbox::entra::{ClaimEdit, Forge, signing_key};
-use pbxgate::sandbox::{DEMO_TENANT, Registration, Sandbox};
+use pbxgate_sandbox::entra::{ClaimEdit, Forge, signing_key};
+use pbxgate_sandbox::{DEMO_TENANT, Registration, Sandbox};
 use serde_json::{Value, json};
 
 use crate::support::*;

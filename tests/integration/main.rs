@@ -1,5 +1,10 @@
 //! One integration-test binary (one link, shared helpers): real listeners on loopback ports.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests measure how long things take"
+)]
+
 mod auth;
 mod binary;
 mod oidc_provider;

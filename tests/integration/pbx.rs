@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use pbxgate::clock::ManualClock;
 use pbxgate::pbx::{PbxClient, PbxError};
-use pbxgate::sandbox::pbx::{PbxSim, SimExtension, router};
+use pbxgate_sandbox::pbx::{PbxSim, SimExtension, router};
 
 use crate::support::*;
 
-async fn sim_with(n: i64, clock: &ManualClock) -> (Arc<PbxSim>, pbxgate::sandbox::Running) {
+async fn sim_with(n: i64, clock: &ManualClock) -> (Arc<PbxSim>, pbxgate_sandbox::Running) {
     init();
     let extensions = (0..n)
         .map(|i| SimExtension {
@@ -31,7 +31,7 @@ async fn sim_with(n: i64, clock: &ManualClock) -> (Arc<PbxSim>, pbxgate::sandbox
         Arc::new(clock.clone()),
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let running = pbxgate::sandbox::spawn(listener, router(sim.clone()), None).unwrap();
+    let running = pbxgate_sandbox::spawn(listener, router(sim.clone()), None).unwrap();
     (sim, running)
 }
 

@@ -16,12 +16,13 @@ use axum::extract::{Path as UrlPath, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
+use pbxgate::app::App;
 use pbxgate::clock::ManualClock;
 use pbxgate::config::Config;
-use pbxgate::sandbox::{self, Running};
-use pbxgate::server::{App, Gateway};
+use pbxgate::http::Gateway;
 use pbxgate::session::NewSession;
-use pbxgate::tls::{Leaf, TestPki};
+use pbxgate_sandbox::pki::{Leaf, TestPki};
+use pbxgate_sandbox::{self as sandbox, Running};
 use tokio::net::TcpListener;
 
 pub const TENANT: &str = "11111111-2222-3333-4444-555555555555";
@@ -215,8 +216,8 @@ pub fn config(upstream: &str, dir: &Path, edit: impl FnOnce(&mut Config)) -> Con
 pub const PUBLIC: &str = "https://pbx.example.com";
 
 /// The app registration that `config_text` signs in with.
-pub fn registration() -> pbxgate::sandbox::Registration {
-    pbxgate::sandbox::Registration {
+pub fn registration() -> pbxgate_sandbox::Registration {
+    pbxgate_sandbox::Registration {
         client_id: "app-client-id".into(),
         client_secret: Some("entra-secret-value".into()),
         certificate: None,
@@ -226,10 +227,10 @@ pub fn registration() -> pbxgate::sandbox::Registration {
 
 /// The simulators, with the 3CX API client that `config_text` uses, on `clock`.
 pub async fn sandbox(
-    registration: &pbxgate::sandbox::Registration,
+    registration: &pbxgate_sandbox::Registration,
     clock: &ManualClock,
-) -> pbxgate::sandbox::Sandbox {
-    pbxgate::sandbox::Sandbox::start(
+) -> pbxgate_sandbox::Sandbox {
+    pbxgate_sandbox::Sandbox::start(
         registration,
         ("pbxgate", "xapi-secret-value"),
         "prov-secret",

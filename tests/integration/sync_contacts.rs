@@ -4,9 +4,9 @@
 
 use pbxgate::clock::{Clock, ManualClock, SystemClock};
 use pbxgate::config::{Config, DedupeBy};
-use pbxgate::sandbox::graph::{MailboxAccess, SimContact};
-use pbxgate::sandbox::{DEMO_SHARED_MAILBOX, DEMO_TENANT, Sandbox};
 use pbxgate::sync::{Mode, RunReport};
+use pbxgate_sandbox::graph::{MailboxAccess, SimContact};
+use pbxgate_sandbox::{DEMO_SHARED_MAILBOX, DEMO_TENANT, Sandbox};
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -40,8 +40,9 @@ async fn env(edit: impl FnOnce(&mut Config)) -> Env {
     let (_tx, stop) = tokio::sync::watch::channel(false);
     let users = gw
         .app
+        .workers
         .runner
-        .run(gw.app.users.as_ref(), Mode::Full, false, &stop)
+        .run(gw.app.workers.users.as_ref(), Mode::Full, false, &stop)
         .await
         .unwrap();
     assert_eq!(users.status, "succeeded", "{users:?}");
@@ -57,8 +58,9 @@ impl Env {
         let (_tx, stop) = tokio::sync::watch::channel(false);
         self.gw
             .app
+            .workers
             .runner
-            .run(self.gw.app.contacts.as_ref(), mode, false, &stop)
+            .run(self.gw.app.workers.contacts.as_ref(), mode, false, &stop)
             .await
             .unwrap()
     }
@@ -456,8 +458,14 @@ async fn the_limit_is_reported_not_hit_and_a_dry_run_changes_nothing() {
     let dry = env
         .gw
         .app
+        .workers
         .runner
-        .run(env.gw.app.contacts.as_ref(), Mode::Delta, true, &stop)
+        .run(
+            env.gw.app.workers.contacts.as_ref(),
+            Mode::Delta,
+            true,
+            &stop,
+        )
         .await
         .unwrap();
     assert_eq!(dry.planned.get("create"), Some(&3));

@@ -3,8 +3,8 @@
 //! no flapping, a restart mid-meeting, batching, throttling and mailbox-less users.
 
 use pbxgate::config::Config;
-use pbxgate::sandbox::graph::{GraphUser, Mailbox};
 use pbxgate::sync::{Mode, RunReport};
+use pbxgate_sandbox::graph::{DirectoryUser, Mailbox};
 
 use crate::support::*;
 use crate::sync_users::{SyncEnv, sync_env, tenant};
@@ -26,8 +26,14 @@ impl SyncEnv {
         let r = self
             .gw
             .app
+            .workers
             .runner
-            .run(self.gw.app.presence.as_ref(), Mode::Delta, false, &stop)
+            .run(
+                self.gw.app.workers.presence.as_ref(),
+                Mode::Delta,
+                false,
+                &stop,
+            )
             .await
             .unwrap();
         assert_eq!(r.status, "succeeded", "{r:?}");
@@ -177,7 +183,7 @@ async fn the_scheduler_wakes_at_the_next_meeting_boundary() {
         presence_env(|c| c.sync.presence.interval = pbxgate::config::Duration::secs(300)).await;
     env.meeting(ALICE, 100, 700, "busy");
     env.presence().await;
-    let presence = &env.gw.app.presence;
+    let presence = &env.gw.app.workers.presence;
     assert_eq!(presence.next_due(env.now()), env.now() + 100);
     // At the boundary the last read decides: no Graph request, the status changes on time.
     env.graph.reset_counters();
@@ -201,8 +207,14 @@ async fn a_restart_mid_meeting_still_restores() {
     let (_tx, stop) = tokio::sync::watch::channel(false);
     let r = again
         .app
+        .workers
         .runner
-        .run(again.app.presence.as_ref(), Mode::Delta, false, &stop)
+        .run(
+            again.app.workers.presence.as_ref(),
+            Mode::Delta,
+            false,
+            &stop,
+        )
         .await
         .unwrap();
     assert_eq!(r.applied.get("restore"), Some(&1), "{r:?}");
@@ -213,7 +225,7 @@ async fn a_restart_mid_meeting_still_restores() {
 async fn with_users(n: usize) -> SyncEnv {
     let env = sync_env(|_| {}).await;
     for i in 0..n {
-        env.graph.add_user(GraphUser::member(
+        env.graph.add_user(DirectoryUser::member(
             &format!("user{i:03}@contoso.com"),
             "User",
             &format!("{i:03}"),

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use pbxgate::clock::{Clock, ManualClock, SystemClock};
 use pbxgate::config::{Config, OnRemoved};
-use pbxgate::sandbox::graph::{self, GraphSim, GraphUser};
-use pbxgate::sandbox::pbx::SimExtension;
-use pbxgate::sandbox::{DEMO_TENANT, Running, Sandbox};
 use pbxgate::sync::{Mode, RunReport};
+use pbxgate_sandbox::graph::{self, DirectoryUser, GraphSim};
+use pbxgate_sandbox::pbx::SimExtension;
+use pbxgate_sandbox::{DEMO_TENANT, Running, Sandbox};
 
 use crate::support::*;
 
@@ -29,7 +29,7 @@ pub async fn sync_env(edit: impl FnOnce(&mut Config)) -> SyncEnv {
     let graph = Arc::new(GraphSim::new(Arc::new(clock.clone())));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let graph_server =
-        pbxgate::sandbox::spawn(listener, graph::router(graph.clone()), None).unwrap();
+        pbxgate_sandbox::spawn(listener, graph::router(graph.clone()), None).unwrap();
     graph.set_base(&graph_server.url());
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&sandbox.pbx_server.url(), dir.path(), |c| {
@@ -56,8 +56,9 @@ impl SyncEnv {
         let (_tx, stop) = tokio::sync::watch::channel(false);
         self.gw
             .app
+            .workers
             .runner
-            .run(self.gw.app.users.as_ref(), mode, dry_run, &stop)
+            .run(self.gw.app.workers.users.as_ref(), mode, dry_run, &stop)
             .await
             .unwrap()
     }
@@ -104,16 +105,16 @@ fn count(r: &RunReport, kind: &str) -> u64 {
 
 /// Alice (matches 101), Erin and Frank (new), and Gina (a guest).
 pub fn tenant(g: &GraphSim) -> (String, String, String) {
-    let mut alice = GraphUser::member("Alice.Adams@Contoso.com", "Alice", "Adams");
+    let mut alice = DirectoryUser::member("Alice.Adams@Contoso.com", "Alice", "Adams");
     alice.id = "3f2504e0-4f89-41d3-9a0c-0305e82c3301".into();
     g.add_user(alice.clone());
-    let mut erin = GraphUser::member("erin.evans@contoso.com", "Erin", "Evans");
+    let mut erin = DirectoryUser::member("erin.evans@contoso.com", "Erin", "Evans");
     erin.mobile_phone = Some("+49 (170) 555-0101".into());
     erin.business_phones = vec!["+49 30 555-0100".into()];
     g.add_user(erin.clone());
-    let frank = GraphUser::member("frank.fox@contoso.com", "Frank", "Fox");
+    let frank = DirectoryUser::member("frank.fox@contoso.com", "Frank", "Fox");
     g.add_user(frank.clone());
-    let mut gina = GraphUser::member(
+    let mut gina = DirectoryUser::member(
         "gina_fabrikam.com#EXT#@contoso.onmicrosoft.com",
         "Gina",
         "Guest",
@@ -384,7 +385,7 @@ async fn pbx_down_mid_run_fails_the_run_and_the_next_converges_without_duplicate
     let env = sync_env(|_| {}).await;
     tenant(&env.graph);
     for i in 0..5 {
-        env.graph.add_user(GraphUser::member(
+        env.graph.add_user(DirectoryUser::member(
             &format!("new{i}@contoso.com"),
             "New",
             &format!("User{i}"),
@@ -414,7 +415,7 @@ async fn an_expired_delta_token_means_a_full_resync_without_duplicates() {
     tenant(&env.graph);
     env.run(Mode::Full, false).await;
     env.graph.expire_delta_tokens();
-    let hank = GraphUser::member("hank.hill@contoso.com", "Hank", "Hill");
+    let hank = DirectoryUser::member("hank.hill@contoso.com", "Hank", "Hill");
     env.graph.add_user(hank);
     let r = env.run(Mode::Delta, false).await;
     assert_eq!(r.mode, Mode::Full, "resynced");
@@ -426,7 +427,7 @@ async fn an_expired_delta_token_means_a_full_resync_without_duplicates() {
 async fn a_user_signing_in_before_the_first_sync_is_provisioned() {
     let env = sync_env(|c| c.sync.users.enabled = true).await;
     // Carol is in Entra (and the sign-in simulator) but has no extension yet.
-    let mut carol = GraphUser::member("carol.clark@contoso.com", "Carol", "Clark");
+    let mut carol = DirectoryUser::member("carol.clark@contoso.com", "Carol", "Clark");
     carol.id = "9c858901-8a57-4791-81fe-4c455b099bc9".into();
     env.graph.add_user(carol);
     let res = client()
@@ -473,7 +474,7 @@ async fn a_user_signing_in_before_the_first_sync_is_provisioned() {
 async fn a_killed_sync_process_is_converged_by_the_next_run() {
     let env = sync_env(|_| {}).await;
     for i in 0..120 {
-        env.graph.add_user(GraphUser::member(
+        env.graph.add_user(DirectoryUser::member(
             &format!("bulk{i:03}@contoso.com"),
             "Bulk",
             &format!("{i:03}"),
@@ -527,8 +528,9 @@ async fn a_stopping_gateway_records_the_run_as_interrupted() {
     let r = env
         .gw
         .app
+        .workers
         .runner
-        .run(env.gw.app.users.as_ref(), Mode::Full, false, &stop)
+        .run(env.gw.app.workers.users.as_ref(), Mode::Full, false, &stop)
         .await
         .unwrap();
     assert_eq!(r.status, "interrupted");

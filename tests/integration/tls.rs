@@ -25,7 +25,7 @@ async fn terminates_tls_with_the_configured_certificate() {
     assert_eq!(seen(&echo, "x-forwarded-proto"), vec!["https"]);
 
     // A client that does not trust the CA is refused at the handshake.
-    let other = pbxgate::tls::TestPki::generate("someone else").unwrap();
+    let other = pbxgate_sandbox::pki::TestPki::generate("someone else").unwrap();
     assert!(
         client_trusting(&other.ca_pem)
             .get(&url)

@@ -4,6 +4,10 @@
 //! the user sync, or by an earlier match); then a 3CX extension whose e-mail address equals
 //! the UPN, compared case-insensitively and through `upn_suffix_aliases`.
 
+mod passwords;
+
+pub use passwords::{ManagedPasswords, PasswordError};
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -23,9 +23,9 @@ use rsa::traits::PublicKeyParts;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::clock::{Clock, UnixTime};
-use crate::ids;
-use crate::web::escape;
+use pbxgate_wire::clock::{Clock, UnixTime};
+use pbxgate_wire::html::escape;
+use pbxgate_wire::ids;
 
 /// An RSA signing key with its JWKS entry.
 pub struct SigningKey {

@@ -8,10 +8,13 @@ use tokio_rustls::TlsAcceptor;
 
 use std::sync::Arc;
 
-use super::{Registration, Sandbox};
+use pbxgate_sandbox::graph::GraphSim;
+use pbxgate_sandbox::pki::TestPki;
+use pbxgate_sandbox::{DEMO_SHARED_MAILBOX, DEMO_TENANT, Registration, Sandbox};
+
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
-use crate::tls::{self, TestPki, TlsError};
+use crate::tls::{self, TlsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -22,6 +25,8 @@ pub enum DemoError {
     },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("cannot make the demo certificates")]
+    Certificate(#[from] pbxgate_sandbox::pki::Error),
     #[error(transparent)]
     Random(#[from] crate::ids::RandomError),
     #[error("the generated demo config is invalid: {0}")]
@@ -50,7 +55,7 @@ fn random_hex<const N: usize>() -> Result<String, DemoError> {
 /// Starts the simulators and writes `dir/pbxgate.toml` for a gateway on `listen`.
 /// Meetings around now, so that the demo shows statuses change: Alice has a meeting from
 /// minute 2 to minute 12 (Do Not Disturb, then back), Bob is out of office all day (Away).
-fn demo_meetings(graph: &super::graph::GraphSim) {
+fn demo_meetings(graph: &GraphSim) {
     let now = SystemClock.now();
     graph.add_event("alice.adams@contoso.com", now + 120, now + 720, "busy");
     graph.add_event("bob.baker@contoso.com", now - 3600, now + 8 * 3600, "oof");
@@ -150,8 +155,8 @@ interval = "1m"
 "#,
         gw_cert = gw_cert.display().to_string(),
         gw_key = gw_key.display().to_string(),
-        tenant = super::DEMO_TENANT,
-        shared = super::DEMO_SHARED_MAILBOX,
+        tenant = DEMO_TENANT,
+        shared = DEMO_SHARED_MAILBOX,
         authority = sandbox.entra_server.url(),
         graph_url = sandbox.graph_server.url(),
         pbx_url = sandbox.pbx_server.url(),
@@ -167,4 +172,62 @@ interval = "1m"
         sandbox,
         provisioning_secret,
     })
+}
+
+impl Demo {
+    /// What `pbxgate demo` prints: where to go, who to sign in as, what to try.
+    pub fn banner(&self, dir: &Path) -> String {
+        let url = &self.config.server.public_url;
+        let users: String = pbxgate_sandbox::demo_users()
+            .iter()
+            .map(|u| format!("            {} ({})\n", u.upn, u.name))
+            .collect();
+        let ca = dir.join("tls/ca.pem");
+        // The path this very binary was started from, so the printed command works as is.
+        let exe = std::env::current_exe()
+            .ok()
+            .and_then(|p| {
+                let cwd = std::env::current_dir().ok()?;
+                Some(p.strip_prefix(&cwd).map(Path::to_path_buf).unwrap_or(p))
+            })
+            .unwrap_or_else(|| PathBuf::from("pbxgate"));
+        let pad = " ".repeat(12);
+        let lines = [
+            String::new(),
+            "  pbxgate demo is running.".into(),
+            String::new(),
+            format!("  Open      {url}  and pick a demo user on the simulated Microsoft page:"),
+            users.trim_end().to_string(),
+            format!("{pad}Carol has no extension yet: she gets one when she signs in (or from"),
+            format!("{pad}the user sync, 30 s after start). Gina is a guest; guests get none,"),
+            format!("{pad}so she sees the page that says so."),
+            format!("{pad}Calendar: Alice has a meeting from minute 2 to 12 (her status turns"),
+            format!("{pad}Do Not Disturb, then back); Bob is out of office today (Away)."),
+            format!(
+                "  TLS       certificates from a throw-away demo CA: {}",
+                ca.display()
+            ),
+            format!("  Health    curl --cacert {} {url}readyz", ca.display()),
+            format!(
+                "  Phones    curl --cacert {} {url}provisioning/{}/0015650a1b2c.cfg",
+                ca.display(),
+                self.provisioning_secret
+            ),
+            format!(
+                "  Sync      {} sync users --once --dry-run --config {}",
+                exe.display(),
+                self.config_path.display()
+            ),
+            format!("  Config    {}", self.config_path.display()),
+            format!(
+                "  Simulated Entra ID at {}, Graph at {}, 3CX at {}",
+                self.sandbox.entra_server.url(),
+                self.sandbox.graph_server.url(),
+                self.sandbox.pbx_server.url()
+            ),
+            String::new(),
+            "  Press Ctrl-C to stop.".into(),
+        ];
+        lines.join("\n")
+    }
 }

@@ -22,7 +22,7 @@ use http::header::LOCATION;
 use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
-use super::{GraphError, GraphSim, Options, new_guid, new_token, options};
+use super::{Failure, GraphSim, Options, new_guid, new_token, options};
 
 /// An Outlook contact.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -315,21 +315,21 @@ impl GraphSim {
     }
 
     /// An open mailbox by id or UPN, or the error Graph gives instead.
-    fn open_mailbox(&self, key: &str) -> Result<(), GraphError> {
+    fn open_mailbox(&self, key: &str) -> Result<(), Failure> {
         if !self.ensure_mailbox(key) {
-            return Err(GraphError::new(
+            return Err(Failure::new(
                 StatusCode::NOT_FOUND,
                 "ErrorInvalidUser",
                 format!("The requested user '{key}' is invalid."),
             ));
         }
         match self.contacts(|s| s.find(key).map(|m| m.access)) {
-            Some(MailboxAccess::NoMailbox) => Err(GraphError::new(
+            Some(MailboxAccess::NoMailbox) => Err(Failure::new(
                 StatusCode::NOT_FOUND,
                 "MailboxNotEnabledForRESTAPI",
                 "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
             )),
-            Some(MailboxAccess::Denied) => Err(GraphError::new(
+            Some(MailboxAccess::Denied) => Err(Failure::new(
                 StatusCode::FORBIDDEN,
                 "ErrorAccessDenied",
                 "Access to OData is disabled.",
@@ -339,8 +339,8 @@ impl GraphSim {
     }
 }
 
-fn item_not_found() -> GraphError {
-    GraphError::new(
+fn item_not_found() -> Failure {
+    Failure::new(
         StatusCode::NOT_FOUND,
         "ErrorItemNotFound",
         "The specified object was not found in the store.",
@@ -361,7 +361,7 @@ pub(super) fn routes() -> Router<Arc<GraphSim>> {
         )
 }
 
-fn folders_under(sim: &GraphSim, user: &str, parent: Option<&str>) -> Result<Response, GraphError> {
+fn folders_under(sim: &GraphSim, user: &str, parent: Option<&str>) -> Result<Response, Failure> {
     sim.open_mailbox(user)?;
     let folders = sim.contacts(|s| {
         let m = s.find(user)?;
@@ -456,11 +456,11 @@ fn delta(
     folder: &str,
     size: usize,
     q: &HashMap<String, String>,
-) -> Result<Response, GraphError> {
+) -> Result<Response, Failure> {
     sim.open_mailbox(user)?;
     let epoch = sim.with(|s| s.epoch);
     let reset = || {
-        GraphError::new(
+        Failure::new(
             StatusCode::GONE,
             "syncStateNotFound",
             "The sync state generation is not found. The delta token is expired and data must be synchronized again.",
@@ -548,12 +548,12 @@ fn contact_page(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
-    use crate::sandbox::graph::router;
-    use crate::sandbox::{Running, spawn};
+    use crate::graph::router;
+    use crate::{Running, spawn};
+    use pbxgate_wire::clock::ManualClock;
 
     async fn start() -> (Arc<GraphSim>, Running, reqwest::Client) {
-        crate::tls::provider();
+        crate::pki::crypto();
         let sim = Arc::new(GraphSim::new(Arc::new(ManualClock::new(1_767_225_600))));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = spawn(listener, router(sim.clone()), None).unwrap();

@@ -1,11 +1,16 @@
 //! Simulated outside parties on loopback, speaking the documented wire formats, for
 //! `pbxgate demo` and the tests: Microsoft Entra ID (`entra`), Microsoft Graph (`graph`)
-//! and the 3CX web server and XAPI (`pbx`).
+//! and the 3CX web server and XAPI (`pbx`), plus a throw-away certificate authority (`pki`).
+//!
+//! A crate of its own (see its Cargo.toml): it depends only on `pbxgate-wire`, never on the
+//! product, so that it simulates the outside parties from their public descriptions and not
+//! from pbxgate's code.
 
-pub mod demo;
 pub mod entra;
 pub mod graph;
 pub mod pbx;
+pub mod pki;
+mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,9 +19,9 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::clock::Clock;
 use entra::{EntraSim, SimApp, SimUser};
 use pbx::{PbxSim, SimExtension};
+use pbxgate_wire::clock::Clock;
 
 /// A simulator running in the background; stops when dropped.
 pub struct Running {
@@ -47,13 +52,7 @@ pub fn spawn(
 ) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
     let is_tls = tls.is_some();
-    let task = tokio::spawn(crate::server::serve(
-        listener,
-        tls,
-        router,
-        std::time::Duration::from_secs(60),
-        std::future::pending(),
-    ));
+    let task = tokio::spawn(serve::serve(listener, tls, router));
     Ok(Running {
         addr,
         tls: is_tls,
@@ -132,12 +131,12 @@ pub struct Sandbox {
 
 /// The demo tenant's directory as Graph serves it: the sign-in users plus a few who have
 /// never signed in, so the users sync has something to create.
-pub fn demo_directory() -> Vec<graph::GraphUser> {
-    let mut users: Vec<graph::GraphUser> = demo_users()
+pub fn demo_directory() -> Vec<graph::DirectoryUser> {
+    let mut users: Vec<graph::DirectoryUser> = demo_users()
         .into_iter()
         .map(|u| {
             let (given, surname) = u.name.split_once(' ').unwrap_or((&u.name, ""));
-            let mut g = graph::GraphUser::member(&u.upn, given, surname);
+            let mut g = graph::DirectoryUser::member(&u.upn, given, surname);
             g.id = u.oid;
             if u.upn.ends_with("@fabrikam.com") {
                 g.user_type = "Guest".into();
@@ -149,7 +148,7 @@ pub fn demo_directory() -> Vec<graph::GraphUser> {
         ("dora.diaz@contoso.com", "Dora", "Diaz"),
         ("emil.ek@contoso.com", "Emil", "Ek"),
     ] {
-        let mut g = graph::GraphUser::member(upn, given, surname);
+        let mut g = graph::DirectoryUser::member(upn, given, surname);
         g.mobile_phone = Some("+49 170 5550123".into());
         users.push(g);
     }

@@ -1,5 +1,9 @@
 //! Entra ID as an OpenID provider: discovery, the JWKS cache, the code exchange with a client
-//! secret or a certificate assertion, and ID-token validation (DESIGN §3 step 3).
+//! secret or a certificate assertion, app-only tokens, and ID-token validation (DESIGN §3
+//! step 3).
+//!
+//! Layer: an outside party's client. Both the sign-in (`auth`) and the Graph client (which
+//! takes its app-only tokens from here) use it; it uses only `config`, `clock` and `tls`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -309,7 +313,7 @@ impl Provider {
             .get(url)
             .send()
             .await
-            .map_err(|e| OidcError::Unreachable(crate::proxy::error_chain(&e)))?;
+            .map_err(|e| OidcError::Unreachable(crate::errors::error_chain(&e)))?;
         if !res.status().is_success() {
             return Err(OidcError::Metadata(format!("{url}: {}", res.status())));
         }
@@ -453,7 +457,7 @@ impl Provider {
             .form(form)
             .send()
             .await
-            .map_err(|e| OidcError::Unreachable(crate::proxy::error_chain(&e)))?;
+            .map_err(|e| OidcError::Unreachable(crate::errors::error_chain(&e)))?;
         let status = res.status();
         let text = res
             .text()

@@ -22,9 +22,9 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::clock::{Clock, UnixTime};
-use crate::ids;
-use crate::pbx::REFRESH_COOKIE;
+use pbxgate_wire::clock::{Clock, UnixTime};
+use pbxgate_wire::ids;
+use pbxgate_wire::pbx::REFRESH_COOKIE;
 
 mod contacts;
 
@@ -288,7 +288,7 @@ const WEBCLIENT_PAGE: &str = r#"<!doctype html>
 </script></body></html>"#;
 
 async fn webclient(State(sim): State<Arc<PbxSim>>) -> Html<String> {
-    Html(WEBCLIENT_PAGE.replace("__FQDN__", &crate::web::escape(&sim.fqdn)))
+    Html(WEBCLIENT_PAGE.replace("__FQDN__", &pbxgate_wire::html::escape(&sim.fqdn)))
 }
 
 /// A Yealink-style configuration file, as 3CX serves one per phone MAC address.
@@ -342,7 +342,7 @@ struct TokenForm {
 }
 
 fn refresh_cookie(headers: &HeaderMap) -> Option<String> {
-    crate::session::cookie_pairs(headers)
+    pbxgate_wire::cookie::cookie_pairs(headers)
         .find(|(k, _)| *k == REFRESH_COOKIE)
         .map(|(_, v)| v.to_string())
 }

@@ -38,8 +38,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tower::ServiceExt;
 
-use crate::clock::{Clock, UnixTime};
-use crate::ids;
+use pbxgate_wire::clock::{Clock, UnixTime};
+use pbxgate_wire::graph::{ErrorBody, InnerError};
+use pbxgate_wire::ids;
 
 mod contacts;
 pub use contacts::{MailboxAccess, SimContact};
@@ -66,7 +67,7 @@ const MAILBOX_SEGMENTS: &[&str] = &[
 
 /// A user of the simulated directory.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GraphUser {
+pub struct DirectoryUser {
     /// The object id, a GUID; equals the `oid` of the user's tokens.
     pub id: String,
     pub user_principal_name: String,
@@ -115,7 +116,7 @@ pub struct SimEvent {
     pub show_as: String,
 }
 
-impl GraphUser {
+impl DirectoryUser {
     /// An enabled cloud member with a fresh id, `mail` equal to the UPN, named "given surname".
     pub fn member(upn: &str, given_name: &str, surname: &str) -> Self {
         Self {
@@ -165,7 +166,7 @@ fn all_properties() -> impl Iterator<Item = &'static str> {
 
 /// Every property of `u` in Graph's spelling; `officeLocation` and `preferredLanguage` are
 /// not modelled and always `null`.
-fn properties(u: &GraphUser) -> Map<String, Value> {
+fn properties(u: &DirectoryUser) -> Map<String, Value> {
     let name = |s: &str| if s.is_empty() { Value::Null } else { json!(s) };
     let v = json!({
         "id": u.id, "businessPhones": u.business_phones, "displayName": u.display_name,
@@ -182,7 +183,7 @@ fn properties(u: &GraphUser) -> Map<String, Value> {
 }
 
 /// The selected properties of `u` (the default set without `$select`), always with `id`.
-fn project(u: &GraphUser, select: Option<&[&str]>) -> Value {
+fn project(u: &DirectoryUser, select: Option<&[&str]>) -> Value {
     let keep = |k: &str| {
         k == "id"
             || match select {
@@ -195,7 +196,7 @@ fn project(u: &GraphUser, select: Option<&[&str]>) -> Value {
 
 /// A user with what delta needs to know about its history.
 struct Entry {
-    user: GraphUser,
+    user: DirectoryUser,
     /// Per property, the change number of its last change. `id` also moves on addition,
     /// removal and restore, so those surface whatever was selected.
     changed: HashMap<&'static str, u64>,
@@ -338,7 +339,7 @@ impl GraphSim {
     }
 
     /// Adds `user`, or replaces the user with its id; a delta change either way.
-    pub fn add_user(&self, user: GraphUser) {
+    pub fn add_user(&self, user: DirectoryUser) {
         self.with(|s| {
             s.seq += 1;
             let key = user.id.to_lowercase();
@@ -379,7 +380,7 @@ impl GraphSim {
     }
 
     /// Edits a live user (the id stays); properties whose value changed become delta changes.
-    pub fn update_user(&self, id: &str, f: impl FnOnce(&mut GraphUser)) -> bool {
+    pub fn update_user(&self, id: &str, f: impl FnOnce(&mut DirectoryUser)) -> bool {
         self.change(id, |e| {
             if !e.live() {
                 return None;
@@ -431,7 +432,7 @@ impl GraphSim {
     }
 
     /// A live user by id or UPN.
-    pub fn user(&self, key: &str) -> Option<GraphUser> {
+    pub fn user(&self, key: &str) -> Option<DirectoryUser> {
         self.with(|s| s.find(key).map(|e| e.user.clone()))
     }
 
@@ -545,12 +546,16 @@ impl GraphSim {
     }
 
     /// Graph's error body; the date comes from the simulator's clock.
-    fn error(&self, e: GraphError) -> Response {
+    fn error(&self, e: Failure) -> Response {
         let t = std::time::UNIX_EPOCH + Duration::from_secs(self.clock.now().max(0) as u64);
         let date = humantime::format_rfc3339_seconds(t).to_string();
         let id = new_guid();
-        let body = json!({"error": {"code": e.code, "message": e.message, "innerError": {
-            "date": date.trim_end_matches('Z'), "request-id": id, "client-request-id": id}}});
+        let mut body = ErrorBody::new(e.code, e.message);
+        body.error.inner_error = Some(InnerError {
+            date: date.trim_end_matches('Z').to_string(),
+            request_id: id.clone(),
+            client_request_id: id,
+        });
         let mut res = (e.status, axum::Json(body)).into_response();
         if let Some((name, value)) = e.header
             && let Ok(v) = HeaderValue::from_str(&value)
@@ -560,7 +565,7 @@ impl GraphSim {
         res
     }
 
-    fn respond(&self, result: Result<Response, GraphError>) -> Response {
+    fn respond(&self, result: Result<Response, Failure>) -> Response {
         result.unwrap_or_else(|e| self.error(e))
     }
 
@@ -570,7 +575,7 @@ impl GraphSim {
         self: &Arc<Self>,
         headers: &HeaderMap,
         path: &str,
-    ) -> Result<Option<MailboxSlot>, GraphError> {
+    ) -> Result<Option<MailboxSlot>, Failure> {
         let envelope = path == BATCH_PATH;
         self.with(|s| {
             s.requests += 1;
@@ -589,7 +594,7 @@ impl GraphSim {
             } else {
                 "Access token validation failure. Invalid audience."
             };
-            return Err(GraphError::new(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", message)
+            return Err(Failure::new(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", message)
                 .header(WWW_AUTHENTICATE, r#"Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000""#));
         }
         if envelope {
@@ -609,7 +614,7 @@ impl GraphSim {
         match fault {
             Some((status, Some(after))) => {
                 Err(
-                    GraphError::new(status, "TooManyRequests", "Please retry again later.")
+                    Failure::new(status, "TooManyRequests", "Please retry again later.")
                         .header(RETRY_AFTER, after),
                 )
             }
@@ -619,7 +624,7 @@ impl GraphSim {
                     503 => "serviceNotAvailable",
                     _ => "UnknownError",
                 };
-                Err(GraphError::new(
+                Err(Failure::new(
                     status,
                     code,
                     "Some error was generated by the simulator.",
@@ -631,7 +636,7 @@ impl GraphSim {
 
     /// A slot among the mailbox's 4 for requests to `/users/{id|upn}/{outlook resource}`;
     /// the fifth concurrent request is throttled.
-    fn mailbox_slot(self: &Arc<Self>, path: &str) -> Result<Option<MailboxSlot>, GraphError> {
+    fn mailbox_slot(self: &Arc<Self>, path: &str) -> Result<Option<MailboxSlot>, Failure> {
         let Some((user, tail)) = path
             .strip_prefix("/v1.0/users/")
             .and_then(|r| r.split_once('/'))
@@ -663,7 +668,7 @@ impl GraphSim {
                 mailbox,
             })),
             // Code and message as public issue reports quote them (notes §2.6 has the limit).
-            None => Err(GraphError::new(
+            None => Err(Failure::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "ApplicationThrottled",
                 "Application is over its MailboxConcurrency limit.",
@@ -690,14 +695,14 @@ impl Drop for MailboxSlot {
 }
 
 /// A Graph error before it becomes a response (which needs the simulator's clock).
-struct GraphError {
+struct Failure {
     status: StatusCode,
     code: &'static str,
     message: String,
     header: Option<(HeaderName, String)>,
 }
 
-impl GraphError {
+impl Failure {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
@@ -717,8 +722,8 @@ impl GraphError {
     }
 }
 
-fn not_found(key: &str) -> GraphError {
-    GraphError::new(
+fn not_found(key: &str) -> Failure {
+    Failure::new(
         StatusCode::NOT_FOUND,
         "Request_ResourceNotFound",
         format!(
@@ -728,8 +733,8 @@ fn not_found(key: &str) -> GraphError {
 }
 
 /// A user without an Exchange Online mailbox (notes §2.7).
-fn no_mailbox() -> GraphError {
-    GraphError::new(
+fn no_mailbox() -> Failure {
+    Failure::new(
         StatusCode::NOT_FOUND,
         "MailboxNotEnabledForRESTAPI",
         "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
@@ -737,8 +742,8 @@ fn no_mailbox() -> GraphError {
 }
 
 /// A mailbox outside the app's application access policy (notes §2.2).
-fn access_policy() -> GraphError {
-    GraphError::new(
+fn access_policy() -> Failure {
+    Failure::new(
         StatusCode::FORBIDDEN,
         "ErrorAccessDenied",
         "Access to OData is disabled.",
@@ -746,12 +751,12 @@ fn access_policy() -> GraphError {
 }
 
 /// 410 with where to start over (delta-query-overview.md, "Synchronization reset").
-fn sync_reset(base: &str, select: Option<&[&str]>) -> GraphError {
+fn sync_reset(base: &str, select: Option<&[&str]>) -> Failure {
     let fresh = match select {
         Some(s) => format!("{base}/v1.0/users/delta?$select={}", s.join(",")),
         None => format!("{base}/v1.0/users/delta"),
     };
-    GraphError::new(
+    Failure::new(
         StatusCode::GONE,
         "syncStateNotFound",
         "The sync state generation is not found. The delta token is expired and data must be synchronized again.",
@@ -836,14 +841,14 @@ fn options(Query(q): Options) -> HashMap<String, String> {
 }
 
 /// `$select`: Graph's spelling of each named property, matched case-insensitively.
-fn parse_select(raw: Option<&String>) -> Result<Option<Vec<&'static str>>, GraphError> {
+fn parse_select(raw: Option<&String>) -> Result<Option<Vec<&'static str>>, Failure> {
     let Some(raw) = raw else { return Ok(None) };
     raw.split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(|p| {
             property(p).ok_or_else(|| {
-                GraphError::bad_request(
+                Failure::bad_request(
                     "Request_BadRequest",
                     format!(
                         "Could not find a property named '{p}' on type 'microsoft.graph.user'."
@@ -866,16 +871,16 @@ fn context(base: &str, select: Option<&[&str]>, entity: bool) -> String {
 struct Filter(Vec<Vec<(&'static str, Value)>>);
 
 impl Filter {
-    fn parse(raw: &str) -> Result<Self, GraphError> {
+    fn parse(raw: &str) -> Result<Self, Failure> {
         raw.split(" or ")
             .map(|any| any.split(" and ").map(Self::clause).collect())
             .collect::<Result<_, _>>()
             .map(Self)
     }
 
-    fn clause(c: &str) -> Result<(&'static str, Value), GraphError> {
+    fn clause(c: &str) -> Result<(&'static str, Value), Failure> {
         let unsupported = || {
-            GraphError::bad_request(
+            Failure::bad_request(
                 "Request_UnsupportedQuery",
                 format!(
                     "Unsupported or invalid query filter clause specified: '{}'.",
@@ -915,11 +920,11 @@ async fn list_users(State(sim): State<Arc<GraphSim>>, headers: HeaderMap, q: Opt
     sim.respond(list(&sim, &sim.base(&headers), &options(q)))
 }
 
-fn list(sim: &GraphSim, base: &str, q: &HashMap<String, String>) -> Result<Response, GraphError> {
+fn list(sim: &GraphSim, base: &str, q: &HashMap<String, String>) -> Result<Response, Failure> {
     if let Some(token) = q.get("$skiptoken") {
         return match sim.take_pages(token) {
             Some(p) if p.delta.is_none() => Ok(sim.page(base, p)),
-            _ => Err(GraphError::bad_request(
+            _ => Err(Failure::bad_request(
                 "Request_BadRequest",
                 "The specified page token value has expired and can no longer be included in your request.",
             )),
@@ -934,7 +939,7 @@ fn list(sim: &GraphSim, base: &str, q: &HashMap<String, String>) -> Result<Respo
                 .ok()
                 .filter(|n| (1..=999).contains(n))
                 .ok_or_else(|| {
-                    GraphError::bad_request(
+                    Failure::bad_request(
                         "Request_BadRequest",
                         format!("Invalid page size specified: '{t}'. Must be between 1 and 999 inclusive."),
                     )
@@ -968,7 +973,7 @@ async fn users_delta(State(sim): State<Arc<GraphSim>>, headers: HeaderMap, q: Op
 }
 
 /// Only `$select`, `$skiptoken` and `$deltatoken` count; other options are ignored.
-fn delta(sim: &GraphSim, base: &str, q: &HashMap<String, String>) -> Result<Response, GraphError> {
+fn delta(sim: &GraphSim, base: &str, q: &HashMap<String, String>) -> Result<Response, Failure> {
     if let Some(token) = q.get("$skiptoken") {
         return match sim.take_pages(token) {
             Some(p) if p.delta.as_ref().is_some_and(|d| sim.is_current(d)) => Ok(sim.page(base, p)),
@@ -1045,7 +1050,7 @@ async fn check_member_groups(
         })
         .unwrap_or_default();
     let result = if asked.is_empty() || asked.len() > 20 {
-        Err(GraphError::new(
+        Err(Failure::new(
             StatusCode::BAD_REQUEST,
             "Request_BadRequest",
             "groupIds must hold between 1 and 20 group ids.",
@@ -1065,7 +1070,7 @@ async fn check_member_groups(
 }
 
 /// A live user's photo, or 404 `ImageNotFound` (profilephoto-get.md) when it has none.
-fn photo_of(sim: &GraphSim, user: &str) -> Result<(String, Vec<u8>), GraphError> {
+fn photo_of(sim: &GraphSim, user: &str) -> Result<(String, Vec<u8>), Failure> {
     let (id, photo) = sim
         .with(|s| {
             s.find(user)
@@ -1073,7 +1078,7 @@ fn photo_of(sim: &GraphSim, user: &str) -> Result<(String, Vec<u8>), GraphError>
         })
         .ok_or_else(|| not_found(user))?;
     let photo = photo.ok_or_else(|| {
-        GraphError::new(
+        Failure::new(
             StatusCode::NOT_FOUND,
             "ImageNotFound",
             "Exception of type 'Microsoft.Fast.Profile.Core.Exception.ImageNotFoundException' was thrown.",
@@ -1111,7 +1116,7 @@ async fn photo_metadata(
 
 async fn unknown_segment(State(sim): State<Arc<GraphSim>>, uri: http::Uri) -> Response {
     let segment = uri.path().rsplit('/').find(|s| !s.is_empty()).unwrap_or("");
-    sim.error(GraphError::bad_request(
+    sim.error(Failure::bad_request(
         "BadRequest",
         format!("Resource not found for the segment '{segment}'."),
     ))
@@ -1145,20 +1150,20 @@ struct BatchMember {
 async fn batch(State(b): State<BatchState>, headers: HeaderMap, body: Bytes) -> Response {
     let parsed = serde_json::from_slice::<BatchBody>(&body)
         .map_err(|e| {
-            GraphError::bad_request("BadRequest", format!("Invalid batch payload format: {e}"))
+            Failure::bad_request("BadRequest", format!("Invalid batch payload format: {e}"))
         })
         .and_then(|p| {
             let ids: HashSet<&str> = p.requests.iter().map(|m| m.id.as_str()).collect();
             match p.requests.len() {
-                0 => Err(GraphError::bad_request(
+                0 => Err(Failure::bad_request(
                     "BadRequest",
                     "The batch request must contain at least one request.",
                 )),
-                n if n > MAX_BATCH => Err(GraphError::bad_request(
+                n if n > MAX_BATCH => Err(Failure::bad_request(
                     "BadRequest",
                     format!("The batch request contains {n} requests; the maximum is {MAX_BATCH}."),
                 )),
-                n if ids.len() != n => Err(GraphError::bad_request(
+                n if ids.len() != n => Err(Failure::bad_request(
                     "BadRequest",
                     "Request ids in a batch must be unique.",
                 )),
@@ -1185,7 +1190,7 @@ async fn run_member(b: &BatchState, envelope: &HeaderMap, m: &BatchMember) -> Va
             .oneshot(req)
             .await
             .unwrap_or_else(|never| match never {}),
-        None => b.sim.error(GraphError::bad_request(
+        None => b.sim.error(Failure::bad_request(
             "BadRequest",
             format!("Invalid request URL or method for request '{}'.", m.id),
         )),
@@ -1271,8 +1276,8 @@ fn title_case(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
-    use crate::sandbox::{Running, spawn};
+    use crate::{Running, spawn};
+    use pbxgate_wire::clock::ManualClock;
     use tokio::net::TcpListener;
 
     const START: UnixTime = 1_767_225_600;
@@ -1288,11 +1293,11 @@ mod tests {
     impl Fixture {
         /// `n` members `user000@contoso.com`, … and a client with an app token.
         async fn start(n: usize) -> Self {
-            crate::tls::provider();
+            crate::pki::crypto();
             let clock = ManualClock::new(START);
             let sim = Arc::new(GraphSim::new(Arc::new(clock.clone())));
             for i in 0..n {
-                sim.add_user(GraphUser::member(
+                sim.add_user(DirectoryUser::member(
                     &format!("user{i:03}@contoso.com"),
                     &format!("First{i:03}"),
                     "Last",
@@ -1478,7 +1483,7 @@ mod tests {
         );
 
         let (renamed, gone) = (f.id("user001@contoso.com"), f.id("user002@contoso.com"));
-        let added = GraphUser::member("new@contoso.com", "New", "Person");
+        let added = DirectoryUser::member("new@contoso.com", "New", "Person");
         f.sim.add_user(added.clone());
         f.sim
             .update_user(&renamed, |u| u.display_name = "Renamed".into());
@@ -1744,7 +1749,7 @@ fn parse_utc(d: &DateTimeZone) -> Option<UnixTime> {
     if !tz.eq_ignore_ascii_case("UTC") {
         return None; // the simulator speaks UTC only, as pbxgate does
     }
-    crate::clock::parse_utc(&d.date_time)
+    pbxgate_wire::clock::parse_utc(&d.date_time)
 }
 
 /// Free/busy digit of a status (`availabilityView`): the busiest event of the slot wins.
@@ -1772,7 +1777,7 @@ async fn get_schedule(
     let q: ScheduleQuery = match serde_json::from_slice(&body) {
         Ok(q) => q,
         Err(e) => {
-            return sim.error(GraphError::bad_request(
+            return sim.error(Failure::bad_request(
                 "ErrorInvalidRequest",
                 format!("The request body is invalid: {e}"),
             ));
@@ -1798,7 +1803,7 @@ async fn get_schedule(
         Some(_) => None,
     };
     if let Some(message) = problem {
-        return sim.error(GraphError::bad_request("ErrorInvalidRequest", message));
+        return sim.error(Failure::bad_request("ErrorInvalidRequest", message));
     }
     let (start, end) = window.unwrap_or_default();
     let value: Vec<Value> = sim.with(|s| {
@@ -1850,8 +1855,8 @@ fn schedule_of(s: &GraphState, address: &str, start: UnixTime, end: UnixTime, sl
         .iter()
         .map(|e| {
             json!({"isPrivate": false, "status": e.show_as,
-            "start": {"dateTime": crate::clock::format_utc(e.start), "timeZone": "UTC"},
-            "end": {"dateTime": crate::clock::format_utc(e.end), "timeZone": "UTC"}})
+            "start": {"dateTime": pbxgate_wire::clock::format_utc(e.start), "timeZone": "UTC"},
+            "end": {"dateTime": pbxgate_wire::clock::format_utc(e.end), "timeZone": "UTC"}})
         })
         .collect();
     json!({"scheduleId": address, "availabilityView": view, "scheduleItems": items,

@@ -9,17 +9,34 @@ pub type UnixTime = i64;
 
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> UnixTime;
+
+    /// Nanoseconds since the epoch, for waking up on a second boundary; a clock that moves
+    /// in whole seconds need not say more.
+    fn now_nanos(&self) -> i128 {
+        i128::from(self.now()) * 1_000_000_000
+    }
 }
 
 /// The wall clock.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the one place that reads the wall clock"
+)]
 impl Clock for SystemClock {
     fn now(&self) -> UnixTime {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+
+    fn now_nanos(&self) -> i128 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
             .unwrap_or(0)
     }
 }

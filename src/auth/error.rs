@@ -1,0 +1,189 @@
+//! Why a sign-in step failed. Each variant knows the page the user sees (short, with the
+//! correlation id) and the line the log gets (the details), so that the handlers read as a
+//! sequence of `?` steps.
+
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+
+use crate::directory::DirectoryError;
+use crate::ids::RandomError;
+use crate::metrics::RouteClass;
+use crate::oidc::OidcError;
+use crate::pbx::PbxError;
+use crate::session::SessionError;
+use crate::store::StoreError;
+use crate::web;
+
+use super::callback::GroupDenial;
+use crate::directory::PasswordError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("sign-in rate limit reached")]
+    RateLimited,
+    #[error("malformed sign-in link")]
+    MalformedLogin,
+    #[error("refused return_to {0:?}")]
+    ReturnTo(Option<String>),
+    #[error("cannot start sign-in: {0}")]
+    Start(#[source] StartError),
+    #[error("malformed callback")]
+    MalformedCallback,
+    #[error("Entra returned an error: {error} ({description:?})")]
+    Entra {
+        error: String,
+        description: Option<String>,
+    },
+    #[error("incomplete callback (no code or state)")]
+    IncompleteCallback,
+    #[error("login attempt lookup failed: {0}")]
+    AttemptLookup(#[source] StoreError),
+    #[error(
+        "sign-in state refused (unknown, reused, expired or from another browser): known={known} same_browser={same_browser}"
+    )]
+    Attempt { known: bool, same_browser: bool },
+    #[error("code exchange failed: {0}")]
+    CodeExchange(#[source] OidcError),
+    #[error("ID token refused: {0}")]
+    IdToken(#[source] OidcError),
+    #[error("group check: {0}")]
+    Groups(#[from] GroupDenial),
+    #[error("no extension for user {upn} (oid {oid})")]
+    NotAssigned { upn: String, oid: String },
+    #[error("directory lookup failed: {0}")]
+    Directory(#[from] DirectoryError),
+    #[error("3CX session refused for extension {extension}: {source}")]
+    Pbx {
+        extension: String,
+        source: PbxSessionError,
+    },
+    #[error("session create failed: {0}")]
+    Session(#[from] SessionError),
+}
+
+/// Why a sign-in could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Random(#[from] RandomError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Oidc(#[from] OidcError),
+}
+
+/// Why 3CX did not open a session for the user's extension.
+#[derive(Debug, thiserror::Error)]
+pub enum PbxSessionError {
+    #[error(transparent)]
+    Pbx(#[from] PbxError),
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+}
+
+impl AuthError {
+    /// What the user is shown: status, title and one sentence.
+    fn page(&self) -> (StatusCode, &'static str, String) {
+        use AuthError::*;
+        let (status, title, message) = match self {
+            RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many sign-in attempts",
+                "Please wait a minute and try again.",
+            ),
+            MalformedLogin => (
+                StatusCode::BAD_REQUEST,
+                "Bad sign-in link",
+                "The sign-in link is malformed.",
+            ),
+            ReturnTo(_) => (
+                StatusCode::BAD_REQUEST,
+                "Bad sign-in link",
+                "The sign-in link points outside this site.",
+            ),
+            Start(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Microsoft sign-in is unavailable",
+                "pbxgate cannot reach Microsoft Entra ID right now. Please try again in a minute.",
+            ),
+            MalformedCallback => (
+                StatusCode::BAD_REQUEST,
+                "Sign-in failed",
+                "The answer from Microsoft is malformed.",
+            ),
+            Entra { .. } => (
+                StatusCode::FORBIDDEN,
+                "Sign-in did not complete",
+                "Microsoft Entra ID did not sign you in. Close this tab and try again.",
+            ),
+            IncompleteCallback => (
+                StatusCode::BAD_REQUEST,
+                "Sign-in failed",
+                "The answer from Microsoft is incomplete.",
+            ),
+            AttemptLookup(_) | Session(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in failed",
+                "Please try again in a minute.",
+            ),
+            Attempt { .. } => (
+                StatusCode::BAD_REQUEST,
+                "This sign-in link has expired",
+                "Sign-in links work once, for ten minutes, in the browser that started them. Please start again.",
+            ),
+            CodeExchange(_) => (
+                StatusCode::BAD_GATEWAY,
+                "Sign-in failed",
+                "Microsoft Entra ID did not confirm the sign-in. Please try again.",
+            ),
+            IdToken(_) => (
+                StatusCode::FORBIDDEN,
+                "Sign-in failed",
+                "The sign-in could not be verified. Please try again.",
+            ),
+            Groups(denial) => (StatusCode::FORBIDDEN, "Access denied", denial.message()),
+            NotAssigned { upn, .. } => {
+                return (
+                    StatusCode::FORBIDDEN,
+                    "No extension is assigned to you",
+                    format!(
+                        "{upn} has no extension on this phone system. Ask your IT department to assign one."
+                    ),
+                );
+            }
+            Directory(_) => (
+                StatusCode::BAD_GATEWAY,
+                "The phone system is not reachable",
+                "pbxgate could not look up your extension. Please try again in a minute.",
+            ),
+            Pbx { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "The phone system refused the sign-in",
+                "3CX did not open a session for your extension. Please try again, or ask your IT department.",
+            ),
+        };
+        (status, title, message.to_string())
+    }
+
+    /// The log line: routine refusals at `info`/`warn`, failures of pbxgate's own parts at
+    /// `error`.
+    fn log(&self) {
+        use AuthError::*;
+        let error = crate::errors::error_chain(self);
+        match self {
+            NotAssigned { .. } => tracing::info!(%error, "sign-in refused"),
+            Start(_) | AttemptLookup(_) | Directory(_) | Pbx { .. } | Session(_) => {
+                tracing::error!(%error, "sign-in failed")
+            }
+            Groups(GroupDenial::Unknown(_)) => tracing::error!(%error, "sign-in failed"),
+            _ => tracing::warn!(%error, "sign-in refused"),
+        }
+    }
+
+    /// The answer for a request with correlation id `id`.
+    pub fn respond(self, id: Option<&str>) -> Response {
+        self.log();
+        let (status, title, message) = self.page();
+        web::page(id, RouteClass::Auth, status, title, &message).into_response()
+    }
+}

@@ -1,0 +1,79 @@
+//! The server: binds the listener, runs the workers' schedules and the session purge, and
+//! serves until shutdown ([`Gateway`]). Its parts: [`serve`] (runtimes per core, accept
+//! loop, connections), [`observe`] (request id, metrics, access log), [`routes`] (pbxgate's
+//! own routes and which paths they cover) and [`ops`] (health, readiness, metrics).
+//!
+//! Layer: the top. It uses `app`, `gate` and `auth`; nothing uses it but `main`.
+
+mod observe;
+mod ops;
+mod routes;
+mod serve;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::app::{App, StartError};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::tls;
+
+/// A bound, ready-to-run gateway.
+pub struct Gateway {
+    pub app: Arc<App>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+}
+
+impl Gateway {
+    /// Builds the app (store, clients, workers) and binds the listener.
+    pub async fn bind(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(cert, key)?)),
+            _ => None,
+        };
+        let addr = config.server.listen;
+        let app = App::build(config, clock).await?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        Ok(Self { app, listener, tls })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.app.config.server.listen)
+    }
+
+    /// Serves until `shutdown` resolves, then lets open requests finish (up to 10 s), lets
+    /// the workers record their runs (up to 30 s) and closes the store.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        let app = self.app.clone();
+        let purge = tokio::spawn(app.sessions.clone().purge_hourly());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let schedules = app.workers.spawn(&app.config, stop_rx);
+        tracing::info!(
+            addr = %self.local_addr(),
+            tls = self.tls.is_some(),
+            upstream = %app.config.pbx.url,
+            "listening"
+        );
+        let idle = app.config.server.idle_timeout.get();
+        let serving = serve::per_core(app.clone(), self.listener, self.tls, idle, shutdown).await;
+        purge.abort();
+        // A sync run in progress finishes its current item and records itself interrupted.
+        let _ = stop_tx.send(true);
+        for schedule in schedules {
+            let _ = tokio::time::timeout(Duration::from_secs(30), schedule).await;
+        }
+        app.store.close().await;
+        serving.finish().await;
+    }
+}
