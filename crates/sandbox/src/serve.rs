@@ -13,8 +13,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-/// Accepts connections until the task is aborted.
+/// Accepts connections until the task is aborted. The connections are owned by this task,
+/// so aborting it closes them too: a dropped simulator is gone, as a server that went down.
 pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, router: Router) {
+    let mut conns = tokio::task::JoinSet::new();
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok(a) => a,
@@ -24,9 +26,10 @@ pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, router: Rout
                 continue;
             }
         };
+        while conns.try_join_next().is_some() {}
         let _ = tcp.set_nodelay(true);
         let (router, tls) = (router.clone(), tls.clone());
-        tokio::spawn(async move {
+        conns.spawn(async move {
             match tls {
                 None => connection(tcp, addr, router).await,
                 Some(acceptor) => match acceptor.accept(tcp).await {
