@@ -97,7 +97,7 @@ pub struct ContactsSyncConfig {
     pub enabled: bool,
     /// Incremental (delta) runs this often.
     #[serde(default = "default_contacts_interval")]
-    pub interval: Duration,
+    pub interval: HumanDuration,
     /// The daily time (HH:MM, in `time_zone`) of the full reconcile.
     #[serde(default = "default_full_sync_at")]
     pub full_sync_at: String,
@@ -125,7 +125,7 @@ pub struct ContactsSyncConfig {
     /// A mailbox found without Exchange (or blocked by an access policy) is left alone this
     /// long before it is tried again (full runs try it at once).
     #[serde(default = "default_mailbox_retry")]
-    pub mailbox_retry: Duration,
+    pub mailbox_retry: HumanDuration,
 }
 
 impl Default for ContactsSyncConfig {
@@ -146,8 +146,8 @@ impl Default for ContactsSyncConfig {
     }
 }
 
-fn default_contacts_interval() -> Duration {
-    Duration::secs(15 * 60)
+fn default_contacts_interval() -> HumanDuration {
+    HumanDuration::secs(15 * 60)
 }
 fn default_contact_folders() -> ContactFolders {
     ContactFolders::All
@@ -161,8 +161,8 @@ fn default_max_company_contacts() -> usize {
 fn default_max_personal_contacts() -> usize {
     500
 }
-fn default_mailbox_retry() -> Duration {
-    Duration::secs(24 * 3600)
+fn default_mailbox_retry() -> HumanDuration {
+    HumanDuration::secs(24 * 3600)
 }
 
 /// What the user sync does when a user is disabled or deleted in Entra ID.
@@ -185,7 +185,7 @@ pub struct UsersSyncConfig {
     pub enabled: bool,
     /// Incremental (delta) runs this often.
     #[serde(default = "default_users_interval")]
-    pub interval: Duration,
+    pub interval: HumanDuration,
     /// The daily time (HH:MM, in `time_zone`) of the full reconcile: every user, and
     /// extensions deleted in 3CX.
     #[serde(default = "default_full_sync_at")]
@@ -239,7 +239,7 @@ pub struct PresenceSyncConfig {
     /// How often free/busy is read from Graph; status changes inside an interval happen on
     /// time anyway, because each read looks ahead.
     #[serde(default = "default_presence_interval")]
-    pub interval: Duration,
+    pub interval: HumanDuration,
     /// The 3CX profile (internal name) for `busy` and `workingElsewhere`.
     #[serde(default = "default_busy_profile")]
     pub busy_profile: String,
@@ -294,8 +294,8 @@ impl PresenceSyncConfig {
     }
 }
 
-fn default_presence_interval() -> Duration {
-    Duration::secs(60)
+fn default_presence_interval() -> HumanDuration {
+    HumanDuration::secs(60)
 }
 fn default_busy_profile() -> String {
     "Out of office".into()
@@ -307,8 +307,8 @@ fn default_protected_profiles() -> Vec<String> {
     vec!["Custom 1".into(), "Custom 2".into()]
 }
 
-fn default_users_interval() -> Duration {
-    Duration::secs(15 * 60)
+fn default_users_interval() -> HumanDuration {
+    HumanDuration::secs(15 * 60)
 }
 fn default_full_sync_at() -> String {
     "02:00".into()
@@ -367,7 +367,7 @@ pub struct ServerConfig {
     pub login_rate_limit: u32,
     /// A client connection that moves no byte for this long is closed.
     #[serde(default = "default_connection_idle_timeout")]
-    pub idle_timeout: Duration,
+    pub idle_timeout: HumanDuration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -418,10 +418,10 @@ pub struct PbxConfig {
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: Duration,
+    pub connect_timeout: HumanDuration,
     /// Time allowed for 3CX to start answering (response headers); bodies stream untimed.
     #[serde(default = "default_response_timeout")]
-    pub response_timeout: Duration,
+    pub response_timeout: HumanDuration,
     /// `managed-password` only: 32 random bytes, base64, encrypting the web passwords
     /// pbxgate sets on the extensions it manages.
     #[serde(default, serialize_with = "mask_opt")]
@@ -435,10 +435,10 @@ pub struct SessionConfig {
     pub cookie_name: String,
     /// Absolute lifetime: a session ends this long after sign-in, however active.
     #[serde(default = "default_lifetime")]
-    pub lifetime: Duration,
+    pub lifetime: HumanDuration,
     /// A session unused for this long ends.
     #[serde(default = "default_idle_timeout")]
-    pub idle_timeout: Duration,
+    pub idle_timeout: HumanDuration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -465,11 +465,12 @@ pub struct LogConfig {
     pub level: String,
 }
 
-/// A duration written as a human string (`"90s"`, `"15m"`, `"8h"`).
+/// A duration written as a human string (`"90s"`, `"15m"`, `"8h"`); named apart from
+/// `std::time::Duration` so that the two never shadow each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Duration(pub std::time::Duration);
+pub struct HumanDuration(pub std::time::Duration);
 
-impl Duration {
+impl HumanDuration {
     pub const fn secs(s: u64) -> Self {
         Self(std::time::Duration::from_secs(s))
     }
@@ -478,16 +479,16 @@ impl Duration {
     }
 }
 
-impl<'de> Deserialize<'de> for Duration {
+impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s)
-            .map(Duration)
+            .map(HumanDuration)
             .map_err(|e| serde::de::Error::custom(format!("not a duration like \"15m\": {e}")))
     }
 }
 
-impl Serialize for Duration {
+impl Serialize for HumanDuration {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(self.0).to_string())
     }
@@ -528,8 +529,8 @@ fn default_metrics_allow() -> Vec<IpNet> {
 fn default_login_rate_limit() -> u32 {
     30
 }
-fn default_connection_idle_timeout() -> Duration {
-    Duration::secs(60)
+fn default_connection_idle_timeout() -> HumanDuration {
+    HumanDuration::secs(60)
 }
 fn default_authority() -> Url {
     Url::parse("https://login.microsoftonline.com").expect("static URL")
@@ -566,20 +567,20 @@ pub const DEFAULT_PASSTHROUGH: &[&str] = &[
 fn default_passthrough() -> Vec<String> {
     DEFAULT_PASSTHROUGH.iter().map(|s| s.to_string()).collect()
 }
-fn default_connect_timeout() -> Duration {
-    Duration::secs(5)
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration::secs(5)
 }
-fn default_response_timeout() -> Duration {
-    Duration::secs(60)
+fn default_response_timeout() -> HumanDuration {
+    HumanDuration::secs(60)
 }
 fn default_cookie_name() -> String {
     "pbxgate".into()
 }
-fn default_lifetime() -> Duration {
-    Duration::secs(12 * 3600)
+fn default_lifetime() -> HumanDuration {
+    HumanDuration::secs(12 * 3600)
 }
-fn default_idle_timeout() -> Duration {
-    Duration::secs(3600)
+fn default_idle_timeout() -> HumanDuration {
+    HumanDuration::secs(3600)
 }
 fn default_store_url() -> String {
     "sqlite://data/pbxgate.db".into()
@@ -1044,7 +1045,7 @@ client_secret = "xapi-s3cret"
     fn minimal_config_gets_defaults() {
         let c = parse(MINIMAL, &[]).unwrap();
         assert_eq!(c.server.listen, default_listen());
-        assert_eq!(c.session.idle_timeout, Duration::secs(3600));
+        assert_eq!(c.session.idle_timeout, HumanDuration::secs(3600));
         assert_eq!(c.store.url, "sqlite://data/pbxgate.db");
         assert_eq!(c.pbx.session_mode, SessionMode::Impersonation);
         assert!(c.pbx.passthrough.iter().any(|p| p == "/provisioning/"));
@@ -1088,7 +1089,7 @@ client_secret = "xapi-s3cret"
         .unwrap();
         assert_eq!(c.server.listen.port(), 9443);
         assert_eq!(c.server.trusted_proxies.len(), 1);
-        assert_eq!(c.session.idle_timeout, Duration::secs(1200));
+        assert_eq!(c.session.idle_timeout, HumanDuration::secs(1200));
 
         let e = err(MINIMAL, &[("PBXGATE__SESSION__LIFETIME", "forever")]);
         assert!(
