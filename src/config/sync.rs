@@ -1,0 +1,265 @@
+//! `[sync]`, `[sync.users]` and `[sync.contacts]`: the sync workers (DESIGN §4) that copy
+//! Entra users and Exchange contacts to 3CX, and when they run.
+
+use serde::{Deserialize, Serialize};
+
+use super::HumanDuration;
+use super::PresenceSyncConfig;
+use super::check::at_least;
+use super::error::{ConfigError, Origins};
+
+/// The sync workers (DESIGN §4).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    #[serde(default)]
+    pub contacts: ContactsSyncConfig,
+    #[serde(default)]
+    pub users: UsersSyncConfig,
+    #[serde(default)]
+    pub presence: PresenceSyncConfig,
+}
+
+impl SyncConfig {
+    pub(super) fn validate(&self, o: &Origins) -> Result<(), ConfigError> {
+        self.contacts.validate(o)?;
+        self.users.validate(o)?;
+        self.presence.validate(o)
+    }
+}
+
+/// Which contact folders of a mailbox the contact sync reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContactFolders {
+    /// The default Contacts folder only (what 3CX's own Exchange sync reads).
+    Default,
+    /// The default folder and all its subfolders, at any depth.
+    All,
+}
+
+/// How the company phonebook merges the same person found in several shared mailboxes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DedupeBy {
+    /// One entry per contact per mailbox.
+    None,
+    /// One entry per first e-mail address (contacts without one are not merged).
+    Email,
+    /// One entry per first phone number.
+    Phone,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactsSyncConfig {
+    /// Run the contacts worker in `serve`.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Incremental (delta) runs this often.
+    #[serde(default = "default_sync_interval")]
+    pub interval: HumanDuration,
+    /// The daily time (HH:MM, in `time_zone`) of the full reconcile.
+    #[serde(default = "default_full_sync_at")]
+    pub full_sync_at: String,
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// Mailboxes (UPN or object id) whose contacts make up the company phonebook.
+    #[serde(default)]
+    pub shared_mailboxes: Vec<String>,
+    /// Synced users' own contacts → their personal phonebooks. Off by default: the 3CX call
+    /// it relies on is undocumented (README, "Contact sync").
+    #[serde(default)]
+    pub personal: bool,
+    #[serde(default = "default_contact_folders")]
+    pub folders: ContactFolders,
+    #[serde(default = "default_dedupe_by")]
+    pub dedupe_by: DedupeBy,
+    /// At most this many pbxgate entries in the company phonebook; beyond it, contacts are
+    /// reported and not created.
+    #[serde(default = "default_max_company_contacts")]
+    pub max_company_contacts: usize,
+    /// At most this many pbxgate entries per personal phonebook (keep it at or below 3CX's
+    /// `PersonalContactsMaxCount` minus room for the user's own entries).
+    #[serde(default = "default_max_personal_contacts")]
+    pub max_personal_contacts: usize,
+    /// A mailbox found without Exchange (or blocked by an access policy) is left alone this
+    /// long before it is tried again (full runs try it at once).
+    #[serde(default = "default_mailbox_retry")]
+    pub mailbox_retry: HumanDuration,
+}
+
+impl Default for ContactsSyncConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interval: default_sync_interval(),
+            full_sync_at: default_full_sync_at(),
+            time_zone: default_time_zone(),
+            shared_mailboxes: Vec::new(),
+            personal: false,
+            folders: default_contact_folders(),
+            dedupe_by: default_dedupe_by(),
+            max_company_contacts: default_max_company_contacts(),
+            max_personal_contacts: default_max_personal_contacts(),
+            mailbox_retry: default_mailbox_retry(),
+        }
+    }
+}
+
+impl ContactsSyncConfig {
+    fn validate(&self, o: &Origins) -> Result<(), ConfigError> {
+        validate_schedule(
+            "sync.contacts",
+            self.interval,
+            &self.full_sync_at,
+            &self.time_zone,
+            o,
+        )?;
+        if self.shared_mailboxes.iter().any(|m| m.trim().is_empty()) {
+            return Err(o.error(
+                "sync.contacts.shared_mailboxes",
+                "entries must be a UPN or an object id",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the user sync does when a user is disabled or deleted in Entra ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRemoved {
+    /// Disable the extension (default): nothing is lost, the number stays reserved.
+    Disable,
+    /// Leave the extension as it is.
+    Keep,
+    /// Delete the extension, if pbxgate created it (a matched extension is disabled instead).
+    Delete,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersSyncConfig {
+    /// Run the users worker in `serve`.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Incremental (delta) runs this often.
+    #[serde(default = "default_sync_interval")]
+    pub interval: HumanDuration,
+    /// The daily time (HH:MM, in `time_zone`) of the full reconcile: every user, and
+    /// extensions deleted in 3CX.
+    #[serde(default = "default_full_sync_at")]
+    pub full_sync_at: String,
+    /// IANA time zone of `full_sync_at`, e.g. "Europe/Berlin".
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// First extension number to hand out; unset: 3CX's GetFirstAvailableExtensionNumber.
+    #[serde(default)]
+    pub extension_start: Option<String>,
+    #[serde(default)]
+    pub include_guests: bool,
+    #[serde(default = "default_on_removed")]
+    pub on_removed: OnRemoved,
+    /// Set the extension's outbound caller ID from the user's first business phone.
+    #[serde(default)]
+    pub outbound_caller_id_from_business_phone: bool,
+    /// Provision a user who signs in before the first sync, through the same code path.
+    #[serde(default = "default_true")]
+    pub provision_on_login: bool,
+    /// Copy Entra profile photos to the extensions (`ContactImage`; format unverified, see
+    /// the README). Checked when a user is created and at each full reconcile.
+    #[serde(default)]
+    pub photos: bool,
+}
+
+impl Default for UsersSyncConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interval: default_sync_interval(),
+            full_sync_at: default_full_sync_at(),
+            time_zone: default_time_zone(),
+            extension_start: None,
+            include_guests: false,
+            on_removed: default_on_removed(),
+            outbound_caller_id_from_business_phone: false,
+            provision_on_login: true,
+            photos: false,
+        }
+    }
+}
+
+impl UsersSyncConfig {
+    fn validate(&self, o: &Origins) -> Result<(), ConfigError> {
+        if let Some(start) = &self.extension_start
+            && (start.is_empty() || !start.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(o.error("sync.users.extension_start", "must be digits, e.g. \"200\""));
+        }
+        validate_schedule(
+            "sync.users",
+            self.interval,
+            &self.full_sync_at,
+            &self.time_zone,
+            o,
+        )
+    }
+}
+
+/// The keys `[sync.users]` and `[sync.contacts]` share: `interval`, `full_sync_at`,
+/// `time_zone`.
+fn validate_schedule(
+    section: &str,
+    interval: HumanDuration,
+    at: &str,
+    tz: &str,
+    o: &Origins,
+) -> Result<(), ConfigError> {
+    if let Err(e) = crate::sync::Daily::new(at, tz) {
+        let key = if e.contains("time zone") {
+            "time_zone"
+        } else {
+            "full_sync_at"
+        };
+        return Err(o.error(&format!("{section}.{key}"), e));
+    }
+    at_least(
+        interval,
+        HumanDuration::secs(60),
+        &format!("{section}.interval"),
+        o,
+    )
+}
+
+/// Delta runs of users and contacts, by default.
+fn default_sync_interval() -> HumanDuration {
+    HumanDuration::secs(15 * 60)
+}
+fn default_full_sync_at() -> String {
+    "02:00".into()
+}
+fn default_time_zone() -> String {
+    "UTC".into()
+}
+fn default_contact_folders() -> ContactFolders {
+    ContactFolders::All
+}
+fn default_dedupe_by() -> DedupeBy {
+    DedupeBy::None
+}
+fn default_max_company_contacts() -> usize {
+    10_000
+}
+fn default_max_personal_contacts() -> usize {
+    500
+}
+fn default_mailbox_retry() -> HumanDuration {
+    HumanDuration::secs(24 * 3600)
+}
+fn default_on_removed() -> OnRemoved {
+    OnRemoved::Disable
+}
+fn default_true() -> bool {
+    true
+}
