@@ -186,26 +186,23 @@ impl Gateway {
         let purge = tokio::spawn(purge_sessions(app.clone()));
         let (stop_tx, stop_rx) = watch::channel(false);
         let sync = &app.config.sync;
-        let daily = |at: &str, tz: &str| crate::sync::Daily::new(at, tz).ok();
         let contacts = sync.contacts.enabled.then(|| {
-            let d = daily(&sync.contacts.full_sync_at, &sync.contacts.time_zone);
-            let every = sync.contacts.interval.get();
+            let s = sync.contacts.schedule();
             tokio::spawn(schedule_daily(
                 app.clone(),
                 app.contacts.clone(),
-                every,
-                d,
+                s.interval,
+                Some(s.daily),
                 stop_rx.clone(),
             ))
         });
         let users = sync.users.enabled.then(|| {
-            let d = daily(&sync.users.full_sync_at, &sync.users.time_zone);
-            let every = sync.users.interval.get();
+            let s = sync.users.schedule();
             tokio::spawn(schedule_daily(
                 app.clone(),
                 app.users.clone(),
-                every,
-                d,
+                s.interval,
+                Some(s.daily),
                 stop_rx.clone(),
             ))
         });
@@ -862,7 +859,7 @@ async fn schedule_daily<W: Worker>(
     app: Arc<App>,
     worker: Arc<W>,
     every: Duration,
-    daily: Option<crate::sync::Daily>,
+    daily: Option<crate::config::Daily>,
     mut stop: watch::Receiver<bool>,
 ) {
     let full_state = format!("{}.last_full", W::NAME);

@@ -19,6 +19,7 @@ mod mask;
 mod pbx;
 mod presence;
 mod runtime;
+mod schedule;
 mod server;
 mod session;
 mod sync;
@@ -34,6 +35,7 @@ pub use error::ConfigError;
 pub use pbx::{DEFAULT_PASSTHROUGH, PbxConfig, SessionMode};
 pub use presence::{FREE_BUSY_STATUSES, PresenceSyncConfig};
 pub use runtime::{LogConfig, LogFormat, StoreConfig};
+pub use schedule::{Daily, Schedule, ScheduleError, TimeOfDay, Zone};
 pub use server::ServerConfig;
 pub use session::SessionConfig;
 pub use sync::{
@@ -216,6 +218,39 @@ client_secret = "xapi-s3cret"
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn bad_schedule_is_named_under_its_key() {
+        let e = err(
+            &format!("{MINIMAL}\n[sync.users]\nfull_sync_at = \"2am\"\n"),
+            &[],
+        );
+        assert_eq!(
+            e,
+            "test.toml: key `sync.users.full_sync_at`: \"2am\" is not a time like \"02:00\""
+        );
+        let e = err(
+            MINIMAL,
+            &[("PBXGATE__SYNC__CONTACTS__TIME_ZONE", "Mars/Olympus")],
+        );
+        assert!(
+            e.starts_with(
+                "environment variable PBXGATE__SYNC__CONTACTS__TIME_ZONE: \
+                 key `sync.contacts.time_zone`: unknown time zone \"Mars/Olympus\": "
+            ),
+            "{e}"
+        );
+        let text = format!(
+            "{MINIMAL}\n[sync.users]\nfull_sync_at = \"07:30\"\ntime_zone = \"Europe/Berlin\"\n"
+        );
+        let c = parse(&text, &[]).unwrap();
+        assert_eq!(
+            c.sync.users.schedule().interval,
+            std::time::Duration::from_secs(900)
+        );
+        let out = c.to_masked_toml();
+        assert!(out.contains("full_sync_at = \"07:30\"") && out.contains("\"Europe/Berlin\""));
     }
 
     #[test]

@@ -3,10 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::HumanDuration;
-use super::PresenceSyncConfig;
 use super::check::at_least;
 use super::error::{ConfigError, Origins};
+use super::schedule::{Schedule, TimeOfDay, Zone};
+use super::{HumanDuration, PresenceSyncConfig};
 
 /// The sync workers (DESIGN §4).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -61,9 +61,9 @@ pub struct ContactsSyncConfig {
     pub interval: HumanDuration,
     /// The daily time (HH:MM, in `time_zone`) of the full reconcile.
     #[serde(default = "default_full_sync_at")]
-    pub full_sync_at: String,
-    #[serde(default = "default_time_zone")]
-    pub time_zone: String,
+    pub full_sync_at: TimeOfDay,
+    #[serde(default = "Zone::utc")]
+    pub time_zone: Zone,
     /// Mailboxes (UPN or object id) whose contacts make up the company phonebook.
     #[serde(default)]
     pub shared_mailboxes: Vec<String>,
@@ -95,7 +95,7 @@ impl Default for ContactsSyncConfig {
             enabled: false,
             interval: default_sync_interval(),
             full_sync_at: default_full_sync_at(),
-            time_zone: default_time_zone(),
+            time_zone: Zone::utc(),
             shared_mailboxes: Vec::new(),
             personal: false,
             folders: default_contact_folders(),
@@ -108,14 +108,13 @@ impl Default for ContactsSyncConfig {
 }
 
 impl ContactsSyncConfig {
+    /// When the contacts worker runs.
+    pub fn schedule(&self) -> Schedule {
+        Schedule::new(self.interval.get(), self.full_sync_at, &self.time_zone)
+    }
+
     fn validate(&self, o: &Origins) -> Result<(), ConfigError> {
-        validate_schedule(
-            "sync.contacts",
-            self.interval,
-            &self.full_sync_at,
-            &self.time_zone,
-            o,
-        )?;
+        at_least(self.interval, MIN_INTERVAL, "sync.contacts.interval", o)?;
         if self.shared_mailboxes.iter().any(|m| m.trim().is_empty()) {
             return Err(o.error(
                 "sync.contacts.shared_mailboxes",
@@ -150,10 +149,10 @@ pub struct UsersSyncConfig {
     /// The daily time (HH:MM, in `time_zone`) of the full reconcile: every user, and
     /// extensions deleted in 3CX.
     #[serde(default = "default_full_sync_at")]
-    pub full_sync_at: String,
+    pub full_sync_at: TimeOfDay,
     /// IANA time zone of `full_sync_at`, e.g. "Europe/Berlin".
-    #[serde(default = "default_time_zone")]
-    pub time_zone: String,
+    #[serde(default = "Zone::utc")]
+    pub time_zone: Zone,
     /// First extension number to hand out; unset: 3CX's GetFirstAvailableExtensionNumber.
     #[serde(default)]
     pub extension_start: Option<String>,
@@ -179,7 +178,7 @@ impl Default for UsersSyncConfig {
             enabled: false,
             interval: default_sync_interval(),
             full_sync_at: default_full_sync_at(),
-            time_zone: default_time_zone(),
+            time_zone: Zone::utc(),
             extension_start: None,
             include_guests: false,
             on_removed: default_on_removed(),
@@ -191,56 +190,30 @@ impl Default for UsersSyncConfig {
 }
 
 impl UsersSyncConfig {
+    /// When the users worker runs.
+    pub fn schedule(&self) -> Schedule {
+        Schedule::new(self.interval.get(), self.full_sync_at, &self.time_zone)
+    }
+
     fn validate(&self, o: &Origins) -> Result<(), ConfigError> {
         if let Some(start) = &self.extension_start
             && (start.is_empty() || !start.bytes().all(|b| b.is_ascii_digit()))
         {
             return Err(o.error("sync.users.extension_start", "must be digits, e.g. \"200\""));
         }
-        validate_schedule(
-            "sync.users",
-            self.interval,
-            &self.full_sync_at,
-            &self.time_zone,
-            o,
-        )
+        at_least(self.interval, MIN_INTERVAL, "sync.users.interval", o)
     }
 }
 
-/// The keys `[sync.users]` and `[sync.contacts]` share: `interval`, `full_sync_at`,
-/// `time_zone`.
-fn validate_schedule(
-    section: &str,
-    interval: HumanDuration,
-    at: &str,
-    tz: &str,
-    o: &Origins,
-) -> Result<(), ConfigError> {
-    if let Err(e) = crate::sync::Daily::new(at, tz) {
-        let key = if e.contains("time zone") {
-            "time_zone"
-        } else {
-            "full_sync_at"
-        };
-        return Err(o.error(&format!("{section}.{key}"), e));
-    }
-    at_least(
-        interval,
-        HumanDuration::secs(60),
-        &format!("{section}.interval"),
-        o,
-    )
-}
+/// Users and contacts are read from Graph at most once a minute.
+const MIN_INTERVAL: HumanDuration = HumanDuration::secs(60);
 
 /// Delta runs of users and contacts, by default.
 fn default_sync_interval() -> HumanDuration {
     HumanDuration::secs(15 * 60)
 }
-fn default_full_sync_at() -> String {
-    "02:00".into()
-}
-fn default_time_zone() -> String {
-    "UTC".into()
+fn default_full_sync_at() -> TimeOfDay {
+    TimeOfDay::hm(2, 0)
 }
 fn default_contact_folders() -> ContactFolders {
     ContactFolders::All
