@@ -9,14 +9,12 @@ use super::error::{ConfigError, Origins};
 
 /// Who is who beyond what the user sync finds.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct DirectoryConfig {
     /// UPN suffixes that name the same users: alias → suffix used in 3CX, e.g. an on-premises
     /// `"contoso.local" = "contoso.com"`. Compared case-insensitively.
-    #[serde(default)]
     pub upn_suffix_aliases: BTreeMap<String, String>,
     /// Fixed UPN → extension assignments; they win over everything else.
-    #[serde(default)]
     pub overrides: Vec<DirectoryOverride>,
 }
 

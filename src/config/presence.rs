@@ -11,27 +11,21 @@ use super::error::{ConfigError, Origins};
 
 /// Calendar free/busy → 3CX status profile (DESIGN §4, presence).
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PresenceSyncConfig {
     /// Run the presence worker in `serve`.
-    #[serde(default)]
     pub enabled: bool,
     /// How often free/busy is read from Graph; status changes inside an interval happen on
     /// time anyway, because each read looks ahead.
-    #[serde(default = "default_presence_interval")]
     pub interval: HumanDuration,
     /// The 3CX profile (internal name) for `busy` and `workingElsewhere`.
-    #[serde(default = "default_busy_profile")]
     pub busy_profile: String,
     /// The 3CX profile (internal name) for `oof`.
-    #[serde(default = "default_away_profile")]
     pub away_profile: String,
     /// Per free/busy status (`free`, `tentative`, `busy`, `oof`, `workingElsewhere`,
     /// `unknown`): the profile to set, or "" for none. Wins over the two keys above.
-    #[serde(default)]
     pub map: BTreeMap<String, String>,
     /// Profiles pbxgate never overrides (3CX's "Custom 1"/"Custom 2": Lunch, Business Trip).
-    #[serde(default = "default_protected_profiles")]
     pub protected_profiles: Vec<String>,
 }
 
@@ -39,11 +33,11 @@ impl Default for PresenceSyncConfig {
     fn default() -> Self {
         Self {
             enabled: false,
-            interval: default_presence_interval(),
-            busy_profile: default_busy_profile(),
-            away_profile: default_away_profile(),
+            interval: HumanDuration::secs(60),
+            busy_profile: "Out of office".into(),
+            away_profile: "Away".into(),
             map: BTreeMap::new(),
-            protected_profiles: default_protected_profiles(),
+            protected_profiles: vec!["Custom 1".into(), "Custom 2".into()],
         }
     }
 }
@@ -103,17 +97,4 @@ impl PresenceSyncConfig {
         }
         Ok(())
     }
-}
-
-fn default_presence_interval() -> HumanDuration {
-    HumanDuration::secs(60)
-}
-fn default_busy_profile() -> String {
-    "Out of office".into()
-}
-fn default_away_profile() -> String {
-    "Away".into()
-}
-fn default_protected_profiles() -> Vec<String> {
-    vec!["Custom 1".into(), "Custom 2".into()]
 }

@@ -6,16 +6,16 @@ use super::error::{ConfigError, Origins};
 use super::mask::mask_url_password;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    #[serde(default = "default_store_url", serialize_with = "mask_url_password")]
+    #[serde(serialize_with = "mask_url_password")]
     pub url: String,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            url: default_store_url(),
+            url: "sqlite://data/pbxgate.db".into(),
         }
     }
 }
@@ -37,20 +37,18 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    #[serde(default = "default_log_format")]
     pub format: LogFormat,
     /// A `tracing` filter, e.g. `info` or `pbxgate=debug,info`.
-    #[serde(default = "default_log_level")]
     pub level: String,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            format: default_log_format(),
-            level: default_log_level(),
+            format: LogFormat::Text,
+            level: "info".into(),
         }
     }
 }
@@ -62,14 +60,4 @@ impl LogConfig {
             .map(|_| ())
             .map_err(|e| o.error("log.level", e))
     }
-}
-
-fn default_store_url() -> String {
-    "sqlite://data/pbxgate.db".into()
-}
-fn default_log_format() -> LogFormat {
-    LogFormat::Text
-}
-fn default_log_level() -> String {
-    "info".into()
 }

@@ -6,24 +6,21 @@ use super::HumanDuration;
 use super::error::{ConfigError, Origins};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
-    #[serde(default = "default_cookie_name")]
     pub cookie_name: String,
     /// Absolute lifetime: a session ends this long after sign-in, however active.
-    #[serde(default = "default_lifetime")]
     pub lifetime: HumanDuration,
     /// A session unused for this long ends.
-    #[serde(default = "default_idle_timeout")]
     pub idle_timeout: HumanDuration,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {
-            cookie_name: default_cookie_name(),
-            lifetime: default_lifetime(),
-            idle_timeout: default_idle_timeout(),
+            cookie_name: "pbxgate".into(),
+            lifetime: HumanDuration::secs(12 * 3600),
+            idle_timeout: HumanDuration::secs(3600),
         }
     }
 }
@@ -52,14 +49,4 @@ impl SessionConfig {
         }
         Ok(())
     }
-}
-
-fn default_cookie_name() -> String {
-    "pbxgate".into()
-}
-fn default_lifetime() -> HumanDuration {
-    HumanDuration::secs(12 * 3600)
-}
-fn default_idle_timeout() -> HumanDuration {
-    HumanDuration::secs(3600)
 }

@@ -10,13 +10,10 @@ use super::{HumanDuration, PresenceSyncConfig};
 
 /// The sync workers (DESIGN §4).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SyncConfig {
-    #[serde(default)]
     pub contacts: ContactsSyncConfig,
-    #[serde(default)]
     pub users: UsersSyncConfig,
-    #[serde(default)]
     pub presence: PresenceSyncConfig,
 }
 
@@ -51,41 +48,30 @@ pub enum DedupeBy {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ContactsSyncConfig {
     /// Run the contacts worker in `serve`.
-    #[serde(default)]
     pub enabled: bool,
     /// Incremental (delta) runs this often.
-    #[serde(default = "default_sync_interval")]
     pub interval: HumanDuration,
     /// The daily time (HH:MM, in `time_zone`) of the full reconcile.
-    #[serde(default = "default_full_sync_at")]
     pub full_sync_at: TimeOfDay,
-    #[serde(default = "Zone::utc")]
     pub time_zone: Zone,
     /// Mailboxes (UPN or object id) whose contacts make up the company phonebook.
-    #[serde(default)]
     pub shared_mailboxes: Vec<String>,
     /// Synced users' own contacts → their personal phonebooks. Off by default: the 3CX call
     /// it relies on is undocumented (README, "Contact sync").
-    #[serde(default)]
     pub personal: bool,
-    #[serde(default = "default_contact_folders")]
     pub folders: ContactFolders,
-    #[serde(default = "default_dedupe_by")]
     pub dedupe_by: DedupeBy,
     /// At most this many pbxgate entries in the company phonebook; beyond it, contacts are
     /// reported and not created.
-    #[serde(default = "default_max_company_contacts")]
     pub max_company_contacts: usize,
     /// At most this many pbxgate entries per personal phonebook (keep it at or below 3CX's
     /// `PersonalContactsMaxCount` minus room for the user's own entries).
-    #[serde(default = "default_max_personal_contacts")]
     pub max_personal_contacts: usize,
     /// A mailbox found without Exchange (or blocked by an access policy) is left alone this
     /// long before it is tried again (full runs try it at once).
-    #[serde(default = "default_mailbox_retry")]
     pub mailbox_retry: HumanDuration,
 }
 
@@ -93,16 +79,16 @@ impl Default for ContactsSyncConfig {
     fn default() -> Self {
         Self {
             enabled: false,
-            interval: default_sync_interval(),
-            full_sync_at: default_full_sync_at(),
+            interval: DEFAULT_INTERVAL,
+            full_sync_at: DEFAULT_FULL_SYNC_AT,
             time_zone: Zone::utc(),
             shared_mailboxes: Vec::new(),
             personal: false,
-            folders: default_contact_folders(),
-            dedupe_by: default_dedupe_by(),
-            max_company_contacts: default_max_company_contacts(),
-            max_personal_contacts: default_max_personal_contacts(),
-            mailbox_retry: default_mailbox_retry(),
+            folders: ContactFolders::All,
+            dedupe_by: DedupeBy::None,
+            max_company_contacts: 10_000,
+            max_personal_contacts: 500,
+            mailbox_retry: HumanDuration::secs(24 * 3600),
         }
     }
 }
@@ -138,37 +124,27 @@ pub enum OnRemoved {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct UsersSyncConfig {
     /// Run the users worker in `serve`.
-    #[serde(default)]
     pub enabled: bool,
     /// Incremental (delta) runs this often.
-    #[serde(default = "default_sync_interval")]
     pub interval: HumanDuration,
     /// The daily time (HH:MM, in `time_zone`) of the full reconcile: every user, and
     /// extensions deleted in 3CX.
-    #[serde(default = "default_full_sync_at")]
     pub full_sync_at: TimeOfDay,
     /// IANA time zone of `full_sync_at`, e.g. "Europe/Berlin".
-    #[serde(default = "Zone::utc")]
     pub time_zone: Zone,
     /// First extension number to hand out; unset: 3CX's GetFirstAvailableExtensionNumber.
-    #[serde(default)]
     pub extension_start: Option<String>,
-    #[serde(default)]
     pub include_guests: bool,
-    #[serde(default = "default_on_removed")]
     pub on_removed: OnRemoved,
     /// Set the extension's outbound caller ID from the user's first business phone.
-    #[serde(default)]
     pub outbound_caller_id_from_business_phone: bool,
     /// Provision a user who signs in before the first sync, through the same code path.
-    #[serde(default = "default_true")]
     pub provision_on_login: bool,
     /// Copy Entra profile photos to the extensions (`ContactImage`; format unverified, see
     /// the README). Checked when a user is created and at each full reconcile.
-    #[serde(default)]
     pub photos: bool,
 }
 
@@ -176,12 +152,12 @@ impl Default for UsersSyncConfig {
     fn default() -> Self {
         Self {
             enabled: false,
-            interval: default_sync_interval(),
-            full_sync_at: default_full_sync_at(),
+            interval: DEFAULT_INTERVAL,
+            full_sync_at: DEFAULT_FULL_SYNC_AT,
             time_zone: Zone::utc(),
             extension_start: None,
             include_guests: false,
-            on_removed: default_on_removed(),
+            on_removed: OnRemoved::Disable,
             outbound_caller_id_from_business_phone: false,
             provision_on_login: true,
             photos: false,
@@ -207,32 +183,7 @@ impl UsersSyncConfig {
 
 /// Users and contacts are read from Graph at most once a minute.
 const MIN_INTERVAL: HumanDuration = HumanDuration::secs(60);
-
 /// Delta runs of users and contacts, by default.
-fn default_sync_interval() -> HumanDuration {
-    HumanDuration::secs(15 * 60)
-}
-fn default_full_sync_at() -> TimeOfDay {
-    TimeOfDay::hm(2, 0)
-}
-fn default_contact_folders() -> ContactFolders {
-    ContactFolders::All
-}
-fn default_dedupe_by() -> DedupeBy {
-    DedupeBy::None
-}
-fn default_max_company_contacts() -> usize {
-    10_000
-}
-fn default_max_personal_contacts() -> usize {
-    500
-}
-fn default_mailbox_retry() -> HumanDuration {
-    HumanDuration::secs(24 * 3600)
-}
-fn default_on_removed() -> OnRemoved {
-    OnRemoved::Disable
-}
-fn default_true() -> bool {
-    true
-}
+const DEFAULT_INTERVAL: HumanDuration = HumanDuration::secs(15 * 60);
+/// The nightly full reconcile of users and contacts, by default (in UTC).
+const DEFAULT_FULL_SYNC_AT: TimeOfDay = TimeOfDay::hm(2, 0);
