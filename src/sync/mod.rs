@@ -52,51 +52,6 @@ impl SyncError {
     }
 }
 
-/// A daily time in a time zone, for the nightly full reconcile.
-#[derive(Debug, Clone)]
-pub struct Daily {
-    hour: i8,
-    minute: i8,
-    tz: jiff::tz::TimeZone,
-}
-
-impl Daily {
-    /// `at` as "HH:MM", `tz` an IANA name ("UTC", "Europe/Berlin").
-    pub fn new(at: &str, tz: &str) -> Result<Self, String> {
-        let parsed = at
-            .split_once(':')
-            .and_then(|(h, m)| Some((h.parse::<i8>().ok()?, m.parse::<i8>().ok()?)))
-            .filter(|(h, m)| (0..24).contains(h) && (0..60).contains(m) && at.len() == 5);
-        let (hour, minute) =
-            parsed.ok_or_else(|| format!("{at:?} is not a time like \"02:00\""))?;
-        let tz =
-            jiff::tz::TimeZone::get(tz).map_err(|e| format!("unknown time zone {tz:?}: {e}"))?;
-        Ok(Self { hour, minute, tz })
-    }
-
-    /// The latest occurrence at or before `now` (Unix seconds).
-    pub fn last_due(&self, now: i64) -> i64 {
-        let occurrence = |date: jiff::civil::Date| {
-            self.tz
-                .to_timestamp(date.at(self.hour, self.minute, 0, 0))
-                .map(|t| t.as_second())
-                .ok()
-        };
-        let Ok(ts) = jiff::Timestamp::from_second(now) else {
-            return now;
-        };
-        let today = self.tz.to_datetime(ts).date();
-        match occurrence(today) {
-            Some(t) if t <= now => t,
-            _ => today
-                .yesterday()
-                .ok()
-                .and_then(occurrence)
-                .unwrap_or(now - 86_400),
-        }
-    }
-}
-
 /// Delta: what changed since the last run. Full: everything, reconciled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -351,38 +306,5 @@ impl RunReport {
             }
         ));
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn daily_times_respect_the_time_zone() {
-        // 2026-07-01 00:30 UTC is 02:30 in Berlin (summer time): today's 02:00 has passed.
-        let now = jiff::Timestamp::from_second(1_782_865_800).unwrap();
-        assert_eq!(now.to_string(), "2026-07-01T00:30:00Z");
-        let berlin = Daily::new("02:00", "Europe/Berlin").unwrap();
-        assert_eq!(
-            jiff::Timestamp::from_second(berlin.last_due(now.as_second()))
-                .unwrap()
-                .to_string(),
-            "2026-07-01T00:00:00Z"
-        );
-        // In UTC, 02:00 today is still ahead: yesterday's counts.
-        let utc = Daily::new("02:00", "UTC").unwrap();
-        assert_eq!(
-            jiff::Timestamp::from_second(utc.last_due(now.as_second()))
-                .unwrap()
-                .to_string(),
-            "2026-06-30T02:00:00Z"
-        );
-        assert!(Daily::new("2am", "UTC").is_err());
-        assert!(
-            Daily::new("02:00", "Mars/Olympus")
-                .unwrap_err()
-                .contains("time zone")
-        );
     }
 }

@@ -11,9 +11,9 @@ use tokio::task::JoinHandle;
 use super::contacts::ContactsWorker;
 use super::presence::PresenceWorker;
 use super::users::UsersWorker;
-use super::{Daily, Mode, Runner, SyncError, Worker};
+use super::{Mode, Runner, SyncError, Worker};
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, Schedule};
 use crate::graph::GraphClient;
 use crate::metrics::Metrics;
 use crate::pbx::PbxClient;
@@ -83,19 +83,14 @@ impl Workers {
         stop: watch::Receiver<bool>,
     ) -> Vec<JoinHandle<()>> {
         let sync = &config.sync;
-        let daily = |at: &str, tz: &str| Daily::new(at, tz).ok();
         let mut tasks = Vec::new();
         if sync.contacts.enabled {
-            let d = daily(&sync.contacts.full_sync_at, &sync.contacts.time_zone);
-            let every = sync.contacts.interval.get();
-            let w = self.contacts.clone();
-            tasks.push(tokio::spawn(self.clone().daily(w, every, d, stop.clone())));
+            let (w, s) = (self.contacts.clone(), sync.contacts.schedule());
+            tasks.push(tokio::spawn(self.clone().daily(w, s, stop.clone())));
         }
         if sync.users.enabled {
-            let d = daily(&sync.users.full_sync_at, &sync.users.time_zone);
-            let every = sync.users.interval.get();
-            let w = self.users.clone();
-            tasks.push(tokio::spawn(self.clone().daily(w, every, d, stop.clone())));
+            let (w, s) = (self.users.clone(), sync.users.schedule());
+            tasks.push(tokio::spawn(self.clone().daily(w, s, stop.clone())));
         }
         if sync.presence.enabled {
             let every = sync.presence.interval.get();
@@ -109,11 +104,11 @@ impl Workers {
     async fn daily<W: Worker>(
         self: Arc<Self>,
         worker: Arc<W>,
-        every: Duration,
-        daily: Option<Daily>,
+        schedule: Schedule,
         mut stop: watch::Receiver<bool>,
     ) {
         let full_state = format!("{}.last_full", W::NAME);
+        let every = schedule.interval;
         let first = tokio::time::Instant::now() + STARTUP_DELAY.min(every);
         let mut tick = tokio::time::interval_at(first, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -130,9 +125,9 @@ impl Workers {
                 .flatten()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            let mode = match &daily {
-                Some(d) if last_full < d.last_due(self.clock.now()) => Mode::Full,
-                _ => Mode::Delta,
+            let mode = match last_full < schedule.daily.last_due(self.clock.now()) {
+                true => Mode::Full,
+                false => Mode::Delta,
             };
             match self.runner.run(worker.as_ref(), mode, false, &stop).await {
                 Ok(_) => {}

@@ -115,8 +115,8 @@ async fn status_with(gw: &TestGateway, id: &str) -> reqwest::Response {
 async fn expired_idle_revoked_and_forged_sessions_are_refused() {
     let up = Upstream::start().await;
     let gw = TestGateway::start(&up.url(), |c| {
-        c.session.lifetime = pbxgate::config::Duration::secs(8 * 3600);
-        c.session.idle_timeout = pbxgate::config::Duration::secs(1800);
+        c.session.lifetime = pbxgate::config::HumanDuration::secs(8 * 3600);
+        c.session.idle_timeout = pbxgate::config::HumanDuration::secs(1800);
     })
     .await;
 
@@ -202,7 +202,7 @@ async fn a_connections_remembered_session_ends_with_the_session() {
     // revocation, expiry and a different cookie must still be decided afresh.
     let up = Upstream::start().await;
     let gw = TestGateway::start(&up.url(), |c| {
-        c.session.idle_timeout = pbxgate::config::Duration::secs(1800);
+        c.session.idle_timeout = pbxgate::config::HumanDuration::secs(1800);
     })
     .await;
     let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
@@ -695,7 +695,7 @@ async fn idle_connections_are_closed_but_websockets_stay() {
     use tokio::io::AsyncReadExt;
     let up = Upstream::start().await;
     let gw = TestGateway::start(&up.url(), |c| {
-        c.server.idle_timeout = pbxgate::config::Duration::secs(1);
+        c.server.idle_timeout = pbxgate::config::HumanDuration::secs(1);
     })
     .await;
     // A connection that never sends a request is closed after 1-1.5 s.

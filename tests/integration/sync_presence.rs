@@ -180,7 +180,8 @@ async fn back_to_back_and_overlapping_meetings_write_once_per_real_change() {
 #[tokio::test]
 async fn the_scheduler_wakes_at_the_next_meeting_boundary() {
     let env =
-        presence_env(|c| c.sync.presence.interval = pbxgate::config::Duration::secs(300)).await;
+        presence_env(|c| c.sync.presence.interval = pbxgate::config::HumanDuration::secs(300))
+            .await;
     env.meeting(ALICE, 100, 700, "busy");
     env.presence().await;
     let presence = &env.gw.app.workers.presence;

@@ -1,0 +1,355 @@
+//! The typed configuration: a TOML file plus a `PBXGATE__SECTION__KEY` environment overlay.
+//!
+//! Every error names the key and where its value came from (the file, or the environment
+//! variable), because an admin fixing a broken deployment should not have to guess.
+//! Secrets live in [`SecretString`](secrecy::SecretString) and are masked whenever the
+//! config is printed.
+//!
+//! This file loads, overlays and validates; each section lives in its own file with the
+//! rules that concern it alone. Config is the bottom layer (beside `clock`): it imports no
+//! other module of the crate, so every module may read it.
+
+mod check;
+mod directory;
+mod duration;
+mod entra;
+mod env;
+mod error;
+mod mask;
+mod pbx;
+mod presence;
+mod runtime;
+mod schedule;
+mod server;
+mod session;
+mod sync;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use directory::{DirectoryConfig, DirectoryOverride};
+pub use duration::HumanDuration;
+pub use entra::EntraConfig;
+pub use error::ConfigError;
+pub use pbx::{DEFAULT_PASSTHROUGH, PbxConfig, SessionMode};
+pub use presence::{FREE_BUSY_STATUSES, PresenceSyncConfig};
+pub use runtime::{LogConfig, LogFormat, StoreConfig};
+pub use schedule::{Daily, Schedule, ScheduleError, TimeOfDay, Zone};
+pub use server::ServerConfig;
+pub use session::SessionConfig;
+pub use sync::{
+    ContactFolders, ContactsSyncConfig, DedupeBy, OnRemoved, SyncConfig, UsersSyncConfig,
+};
+
+use error::{Origins, full_key};
+
+/// Prefix of the environment overlay; `__` separates sections and keys.
+pub const ENV_PREFIX: &str = "PBXGATE__";
+
+/// Default config path of `serve` and `check-config`.
+pub const DEFAULT_PATH: &str = "config/pbxgate.toml";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub entra: EntraConfig,
+    pub pbx: PbxConfig,
+    #[serde(default)]
+    pub session: SessionConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub directory: DirectoryConfig,
+    #[serde(default)]
+    pub sync: SyncConfig,
+}
+
+impl Config {
+    /// Reads `path`, applies the environment overlay from the process environment, validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string(), std::env::vars())
+    }
+
+    /// Parses config text; `file` names it in errors, `env` is the environment to overlay.
+    pub fn parse(
+        text: &str,
+        file: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            origin: file.to_string(),
+            message: e.to_string(),
+        })?;
+        let mut origins = Origins::new(file);
+        env::overlay_env(&mut table, env, &mut origins)?;
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let message = e.inner().to_string();
+                // toml appends "in `section`" on a second line; the key already says it.
+                let message = message.lines().next().unwrap_or_default().to_string();
+                let key = full_key(&e.path().to_string(), &message);
+                origins.error(&key, message)
+            })?;
+        config.entra.read_secret_file(&origins)?;
+        config.validate(&origins)?;
+        Ok(config)
+    }
+
+    /// Each section checks its own keys; no rule spans two sections today.
+    fn validate(&self, o: &Origins) -> Result<(), ConfigError> {
+        self.server.validate(o)?;
+        self.entra.validate(o)?;
+        self.pbx.validate(o)?;
+        self.directory.validate(o)?;
+        self.sync.validate(o)?;
+        self.session.validate(o)?;
+        self.store.validate(o)?;
+        self.log.validate(o)
+    }
+
+    /// True when browsers reach pbxgate over https (directly or through a TLS load balancer).
+    pub fn secure_origin(&self) -> bool {
+        self.server.tls_cert.is_some() || self.server.public_url.scheme() == "https"
+    }
+
+    /// The effective config as TOML with every secret masked.
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::mask::MASK;
+    use super::server::default_listen;
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[server]
+public_url = "https://pbx.example.com"
+[entra]
+tenant_id = "11111111-2222-3333-4444-555555555555"
+client_id = "app"
+client_secret = "entra-s3cret"
+[pbx]
+url = "https://pbx.internal:5001"
+client_id = "pbxgate"
+client_secret = "xapi-s3cret"
+"#;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::parse(
+            text,
+            "test.toml",
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    fn err(text: &str, env: &[(&str, &str)]) -> String {
+        parse(text, env)
+            .expect_err("config must be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(c.server.listen, default_listen());
+        assert_eq!(c.session.idle_timeout, HumanDuration::secs(3600));
+        assert_eq!(c.store.url, "sqlite://data/pbxgate.db");
+        assert_eq!(c.pbx.session_mode, SessionMode::Impersonation);
+        assert!(c.pbx.passthrough.iter().any(|p| p == "/provisioning/"));
+        assert!(c.secure_origin());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_section_and_file() {
+        let text = MINIMAL.replace("[server]", "[server]\nlisten_port = 1");
+        let e = err(&text, &[]);
+        assert!(e.starts_with("test.toml: key `server.listen_port`"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_is_named() {
+        let text = format!("{MINIMAL}\n[session]\nidle_timeout = \"soon\"\n");
+        let e = err(&text, &[]);
+        assert!(e.contains("key `session.idle_timeout`"), "{e}");
+        assert!(e.contains("not a duration"), "{e}");
+    }
+
+    #[test]
+    fn missing_secrets_are_named() {
+        let text = MINIMAL.replace("client_secret = \"entra-s3cret\"\n", "");
+        assert!(err(&text, &[]).contains("key `entra.client_secret`: missing"));
+        let text = MINIMAL.replace("client_secret = \"xapi-s3cret\"\n", "");
+        assert!(err(&text, &[]).contains("key `pbx.client_secret`"));
+    }
+
+    #[test]
+    fn env_overlay_overrides_and_is_named_in_errors() {
+        let c = parse(
+            MINIMAL,
+            &[
+                ("PBXGATE__SERVER__LISTEN", "0.0.0.0:9443"),
+                ("PBXGATE__SERVER__TRUSTED_PROXIES", "[\"10.0.0.0/8\"]"),
+                ("PBXGATE__SESSION__IDLE_TIMEOUT", "20m"),
+                ("OTHER", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 9443);
+        assert_eq!(c.server.trusted_proxies.len(), 1);
+        assert_eq!(c.session.idle_timeout, HumanDuration::secs(1200));
+
+        let e = err(MINIMAL, &[("PBXGATE__SESSION__LIFETIME", "forever")]);
+        assert!(
+            e.starts_with(
+                "environment variable PBXGATE__SESSION__LIFETIME: key `session.lifetime`"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_schedule_is_named_under_its_key() {
+        let e = err(
+            &format!("{MINIMAL}\n[sync.users]\nfull_sync_at = \"2am\"\n"),
+            &[],
+        );
+        assert_eq!(
+            e,
+            "test.toml: key `sync.users.full_sync_at`: \"2am\" is not a time like \"02:00\""
+        );
+        let e = err(
+            MINIMAL,
+            &[("PBXGATE__SYNC__CONTACTS__TIME_ZONE", "Mars/Olympus")],
+        );
+        assert!(
+            e.starts_with(
+                "environment variable PBXGATE__SYNC__CONTACTS__TIME_ZONE: \
+                 key `sync.contacts.time_zone`: unknown time zone \"Mars/Olympus\": "
+            ),
+            "{e}"
+        );
+        let text = format!(
+            "{MINIMAL}\n[sync.users]\nfull_sync_at = \"07:30\"\ntime_zone = \"Europe/Berlin\"\n"
+        );
+        let c = parse(&text, &[]).unwrap();
+        assert_eq!(
+            c.sync.users.schedule().interval,
+            std::time::Duration::from_secs(900)
+        );
+        let out = c.to_masked_toml();
+        assert!(out.contains("full_sync_at = \"07:30\"") && out.contains("\"Europe/Berlin\""));
+    }
+
+    #[test]
+    fn masked_output_hides_every_secret() {
+        let mut text = MINIMAL.to_string();
+        text.push_str("[store]\nurl = \"postgres://pbx:db-s3cret@db/pbxgate\"\n");
+        let out = parse(&text, &[]).unwrap().to_masked_toml();
+        for s in ["entra-s3cret", "xapi-s3cret", "db-s3cret"] {
+            assert!(!out.contains(s), "{s} leaked:\n{out}");
+        }
+        assert!(out.contains(MASK));
+        // Debug output (e.g. in a panic) must not leak either.
+        let dbg = format!("{:?}", parse(MINIMAL, &[]).unwrap());
+        assert!(!dbg.contains("entra-s3cret") && !dbg.contains("xapi-s3cret"));
+    }
+
+    #[test]
+    fn masked_output_parses_back() {
+        let out = parse(MINIMAL, &[]).unwrap().to_masked_toml();
+        let again = parse(&out, &[]).unwrap();
+        assert_eq!(again.pbx.url.as_str(), "https://pbx.internal:5001/");
+    }
+
+    #[test]
+    fn rules_between_keys() {
+        let text = MINIMAL.replace("https://pbx.example.com", "http://pbx.example.com");
+        assert!(err(&text, &[]).contains("`server.public_url`: must be https"));
+        let text = MINIMAL.replace("https://pbx.example.com", "http://localhost:8080");
+        assert!(parse(&text, &[]).is_ok());
+        let text = MINIMAL.replace("[server]", "[server]\ntls_cert = \"c.pem\"");
+        assert!(err(&text, &[]).contains("`server.tls_key`"));
+        let text = MINIMAL.replace(":5001\"", ":5001/webclient\"");
+        assert!(err(&text, &[]).contains("`pbx.url`"));
+        let text = format!("{MINIMAL}\n[session]\nidle_timeout = \"13h\"\n");
+        assert!(err(&text, &[]).contains("`session.idle_timeout`"));
+        let text = MINIMAL.replace("[pbx]", "[pbx]\npassthrough = [\"provisioning\"]");
+        assert!(err(&text, &[]).contains("`pbx.passthrough[0]`"));
+    }
+
+    #[test]
+    fn example_config_is_valid_and_documents_every_key() {
+        let example = include_str!("../../config/pbxgate.example.toml");
+        let c = parse(example, &[]).expect("the example config parses");
+        let mut all = c.clone();
+        all.server.tls_cert = Some("c.pem".into());
+        all.server.tls_key = Some("c.key".into());
+        all.entra.client_secret_file = Some("s".into());
+        all.entra.client_certificate = Some("c.pem".into());
+        all.entra.client_private_key = Some("c.key".into());
+        all.pbx.ca_file = Some("ca.pem".into());
+        let rendered: toml::Table = toml::from_str(&all.to_masked_toml()).unwrap();
+        fn walk(example: &str, section: &str, table: &toml::Table) {
+            for (key, value) in table {
+                let path = if section.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{section}.{key}")
+                };
+                if let toml::Value::Table(inner) = value {
+                    if inner.values().any(|v| !v.is_table()) {
+                        assert!(
+                            example.contains(&format!("[{path}]")),
+                            "[{path}] undocumented"
+                        );
+                    }
+                    walk(example, &path, inner);
+                    continue;
+                }
+                let documented = example.lines().any(|l| {
+                    let l = l.trim_start_matches(['#', ' ']);
+                    l.starts_with(&format!("{key} =")) || l == format!("[[{path}]]")
+                });
+                assert!(documented, "{path} is not in the example config");
+            }
+        }
+        walk(example, "", &rendered);
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file() {
+        let e = err("[server\n", &[]);
+        assert!(e.starts_with("test.toml: invalid TOML"), "{e}");
+    }
+
+    #[test]
+    fn secret_file_is_read_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("secret");
+        std::fs::write(&f, "from-file\n").unwrap();
+        let text = MINIMAL.replace(
+            "client_secret = \"entra-s3cret\"",
+            &format!("client_secret_file = {:?}", f.display().to_string()),
+        );
+        let c = parse(&text, &[]).unwrap();
+        assert_eq!(c.entra.client_secret.unwrap().expose_secret(), "from-file");
+        let text = MINIMAL.replace(
+            "client_secret = \"entra-s3cret\"",
+            "client_secret_file = \"/nonexistent/secret\"",
+        );
+        assert!(err(&text, &[]).contains("`entra.client_secret_file`: cannot read"));
+    }
+}
