@@ -918,7 +918,7 @@ async fn schedule_presence(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             .run(app.presence.as_ref(), Mode::Delta, false, &stop)
             .await
         {
-            Ok(report) => report.status == "succeeded",
+            Ok(report) => report.status == crate::sync::RunStatus::Succeeded,
             Err(crate::sync::SyncError::Busy(_)) => {
                 tracing::debug!("presence runs elsewhere");
                 true

@@ -141,6 +141,34 @@ pub struct ItemError {
     pub error: String,
 }
 
+/// Where a run stands. The lowercase names are what the store's run records, the metrics'
+/// `status` label and `pbxgate sync`'s output show, so they must not change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The record of one run.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -148,7 +176,7 @@ pub struct RunReport {
     pub worker: &'static str,
     pub mode: Mode,
     pub dry_run: bool,
-    pub status: &'static str,
+    pub status: RunStatus,
     pub planned: BTreeMap<&'static str, u64>,
     pub applied: BTreeMap<&'static str, u64>,
     pub errors: Vec<ItemError>,
@@ -205,7 +233,7 @@ impl Runner {
             worker: W::NAME,
             mode,
             dry_run,
-            status: "running",
+            status: RunStatus::Running,
             planned: BTreeMap::new(),
             applied: BTreeMap::new(),
             errors: Vec::new(),
@@ -218,7 +246,7 @@ impl Runner {
             .await;
         if let Err(e) = result {
             tracing::error!(worker = W::NAME, error = %e, "sync run failed");
-            report.status = "failed";
+            report.status = RunStatus::Failed;
             report.message = Some(e.to_string());
         }
         self.store
@@ -226,10 +254,10 @@ impl Runner {
             .await?;
         self.store.release_lease(&lease, &self.holder).await?;
         self.metrics
-            .sync_run(W::NAME, report.status, &report.applied);
+            .sync_run(W::NAME, report.status.as_str(), &report.applied);
         tracing::info!(
             worker = W::NAME,
-            status = report.status,
+            status = report.status.as_str(),
             planned = ?report.planned,
             applied = ?report.applied,
             errors = report.errors.len(),
@@ -256,12 +284,12 @@ impl Runner {
                 .push((a.kind().to_string(), a.item(), a.detail()));
         }
         if dry_run {
-            report.status = "succeeded";
+            report.status = RunStatus::Succeeded;
             return Ok(());
         }
         for action in &plan.actions {
             if *stop.borrow() {
-                report.status = "interrupted";
+                report.status = RunStatus::Interrupted;
                 return Ok(());
             }
             match worker.apply(action).await {
@@ -289,7 +317,7 @@ impl Runner {
                 self.store.set_state(name, value.as_deref(), now).await?;
             }
         }
-        report.status = "succeeded";
+        report.status = RunStatus::Succeeded;
         Ok(())
     }
 
@@ -299,7 +327,7 @@ impl Runner {
             worker: r.worker.to_string(),
             mode: format!("{:?}", r.mode).to_lowercase(),
             dry_run: r.dry_run,
-            status: r.status.to_string(),
+            status: r.status.as_str().to_string(),
             started_at: self.clock.now(),
             ended_at,
             planned: to_json(&r.planned),
@@ -356,6 +384,21 @@ impl RunReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_statuses_read_the_same_everywhere() {
+        for s in [
+            RunStatus::Running,
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Interrupted,
+        ] {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(s.to_string(), s.as_str());
+        }
+        assert_eq!(RunStatus::Succeeded.as_str(), "succeeded");
+    }
 
     #[test]
     fn daily_times_respect_the_time_zone() {

@@ -4,7 +4,7 @@
 
 use pbxgate::config::Config;
 use pbxgate::sandbox::graph::{GraphUser, Mailbox};
-use pbxgate::sync::{Mode, RunReport};
+use pbxgate::sync::{Mode, RunReport, RunStatus};
 
 use crate::support::*;
 use crate::sync_users::{SyncEnv, sync_env, tenant};
@@ -16,7 +16,7 @@ async fn presence_env(edit: impl FnOnce(&mut Config)) -> SyncEnv {
     let env = sync_env(edit).await;
     tenant(&env.graph);
     let users = env.run(Mode::Full, false).await;
-    assert_eq!(users.status, "succeeded", "{users:?}");
+    assert_eq!(users.status, RunStatus::Succeeded, "{users:?}");
     env
 }
 
@@ -30,7 +30,7 @@ impl SyncEnv {
             .run(self.gw.app.presence.as_ref(), Mode::Delta, false, &stop)
             .await
             .unwrap();
-        assert_eq!(r.status, "succeeded", "{r:?}");
+        assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
         r
     }
 
@@ -219,7 +219,10 @@ async fn with_users(n: usize) -> SyncEnv {
             &format!("{i:03}"),
         ));
     }
-    assert_eq!(env.run(Mode::Full, false).await.status, "succeeded");
+    assert_eq!(
+        env.run(Mode::Full, false).await.status,
+        RunStatus::Succeeded
+    );
     env
 }
 
