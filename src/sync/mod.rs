@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::graph::GraphError;
 use crate::pbx::PbxError;
+use crate::session::SessionError;
 use crate::store::{RunRow, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +33,19 @@ pub enum SyncError {
     Store(#[from] StoreError),
     #[error("another replica is running the {0} worker")]
     Busy(&'static str),
-    #[error("{0}")]
-    Other(String),
+    /// Ending a removed user's sessions failed.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// Neither `extension_start` nor 3CX's first free number is a number.
+    #[error("extension number {start:?} is not numeric")]
+    ExtensionNumber {
+        start: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    /// Graph could not say a user's free/busy this time; `reason` is Graph's or 3CX's answer.
+    #[error("{reason}")]
+    Unread { reason: String },
 }
 
 impl SyncError {
@@ -46,7 +58,11 @@ impl SyncError {
                 GraphError::Unreachable(_) | GraphError::Throttled(_) | GraphError::Token(_)
             ),
             Self::Store(_) => true,
-            Self::Busy(_) | Self::Other(_) => false,
+            // A session store failure stays one user's problem, as it always was.
+            Self::Busy(_)
+            | Self::Session(_)
+            | Self::ExtensionNumber { .. }
+            | Self::Unread { .. } => false,
         }
     }
 }
@@ -398,6 +414,20 @@ mod tests {
             assert_eq!(s.to_string(), s.as_str());
         }
         assert_eq!(RunStatus::Succeeded.as_str(), "succeeded");
+    }
+
+    #[test]
+    fn item_errors_read_as_before_and_are_no_outage() {
+        let start = "1x0".to_string();
+        let source = start.parse::<u64>().unwrap_err();
+        let e = SyncError::ExtensionNumber { start, source };
+        assert_eq!(e.to_string(), "extension number \"1x0\" is not numeric");
+        assert!(std::error::Error::source(&e).is_some());
+        let e = SyncError::Unread {
+            reason: "extension 101 is not in 3CX".into(),
+        };
+        assert_eq!(e.to_string(), "extension 101 is not in 3CX");
+        assert!(!e.is_outage());
     }
 
     #[test]

@@ -320,7 +320,7 @@ impl UsersWorker {
         };
         start
             .parse()
-            .map_err(|_| SyncError::Other(format!("extension number {start:?} is not numeric")))
+            .map_err(|source| SyncError::ExtensionNumber { start, source })
     }
 
     /// Provisions one user who signed in before the first sync (`provision_on_login`),
@@ -550,8 +550,7 @@ impl UsersWorker {
         let n = self
             .sessions
             .revoke_user(&format!("{}:{oid}", self.tenant_id))
-            .await
-            .map_err(|e| SyncError::Other(e.to_string()))?;
+            .await?;
         if n > 0 {
             tracing::info!(oid, sessions = n, "ended the sessions of a removed user");
         }
