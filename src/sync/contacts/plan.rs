@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::map::{tag_for, to_fields};
-use super::read::SourceRead;
+use super::read::{FolderRead, SourceRead};
 use super::{ContactAction, LinkKey, Source};
 use crate::config::DedupeBy;
 use crate::pbx::{Book, ContactFields, PbxContact};
@@ -15,6 +15,13 @@ pub struct BookState {
     pub entries: Vec<PbxContact>,
     pub links: Vec<ContactLink>,
 }
+
+/// One Outlook contact, wherever it sits: (mailbox, contact id).
+type Key = (String, String);
+
+/// What Outlook wants in the book: tag → the entry's fields (the first source wins) and the
+/// contacts behind it.
+type Desired = BTreeMap<String, (ContactFields, Vec<LinkKey>)>;
 
 /// The pure part of planning one phonebook. `reads` are the sources of `book` read in this run;
 /// `complete` says that every source of the book was read from scratch, so pbxgate entries
@@ -33,195 +40,15 @@ pub fn plan_book(
     } else {
         DedupeBy::None
     };
-    // What Outlook wants: tag → fields (the first source wins) and the contacts behind it.
-    let mut desired: BTreeMap<String, (ContactFields, Vec<LinkKey>)> = BTreeMap::new();
-    let mut gone: BTreeSet<(String, String)> = BTreeSet::new();
-    let links_by_key: HashMap<(String, String), &ContactLink> = state
-        .links
-        .iter()
-        .map(|l| ((l.mailbox.clone(), l.contact_id.clone()), l))
-        .collect();
-    for (src, read) in reads {
-        for f in &read.folders {
-            for c in &f.changed {
-                let Some(mut fields) = to_fields(c) else {
-                    gone.insert((src.mailbox.clone(), c.id.clone()));
-                    continue;
-                };
-                fields.tag = tag_for(&src.mailbox, &c.id, &fields, dedupe);
-                let link = LinkKey {
-                    mailbox: src.mailbox.clone(),
-                    contact_id: c.id.clone(),
-                    folder_id: f.folder.clone(),
-                };
-                desired
-                    .entry(fields.tag.clone())
-                    .or_insert_with(|| (fields, Vec::new()))
-                    .1
-                    .push(link);
-            }
-            gone.extend(f.removed.iter().map(|id| (src.mailbox.clone(), id.clone())));
-        }
-        // Linked contacts a from-scratch read did not return are gone as well.
-        let fresh: BTreeSet<&str> = read
-            .folders
-            .iter()
-            .filter(|f| f.fresh || f.gone)
-            .map(|f| f.folder.as_str())
-            .collect();
-        let listed: BTreeSet<&str> = read.folders.iter().map(|f| f.folder.as_str()).collect();
-        for l in state.links.iter().filter(|l| l.mailbox == src.mailbox) {
-            let folder = l.folder_id.as_str();
-            if fresh.contains(folder) || (read.complete() && !listed.contains(folder)) {
-                gone.insert((l.mailbox.clone(), l.contact_id.clone()));
-            }
-        }
-    }
-    // Every source read from scratch: links of mailboxes no longer configured are gone too.
+    let (desired, gone) = outlook(reads, &state.links, dedupe, complete);
+    let mut p = Planner::new(book, state, desired, &gone);
+    let (overflow, dropped) = p.converge(limit);
+    p.release();
     if complete {
-        let known: BTreeSet<&str> = reads.iter().map(|(s, _)| s.mailbox.as_str()).collect();
-        gone.extend(
-            state
-                .links
-                .iter()
-                .filter(|l| !known.contains(l.mailbox.as_str()))
-                .map(|l| (l.mailbox.clone(), l.contact_id.clone())),
-        );
-    }
-    // A contact that left one folder and arrived in another has moved, not gone.
-    let wanted: BTreeSet<(String, String)> = desired
-        .values()
-        .flat_map(|(_, ls)| ls.iter().map(|l| (l.mailbox.clone(), l.contact_id.clone())))
-        .collect();
-    let gone: BTreeSet<(String, String)> = gone.difference(&wanted).cloned().collect();
-
-    let mut actions = Vec::new();
-    let mut by_tag: HashMap<&str, &PbxContact> = HashMap::new();
-    for e in &state.entries {
-        if by_tag.contains_key(e.fields.tag.as_str()) {
-            // Two entries with one tag (a create whose answer was lost): keep one.
-            actions.push(ContactAction::Delete {
-                book: book.clone(),
-                tag: e.fields.tag.clone(),
-                pbx_id: Some(e.id),
-                unlink: Vec::new(),
-            });
-        } else {
-            by_tag.insert(e.fields.tag.as_str(), e);
-        }
-    }
-    let mut owned = by_tag.len();
-    let mut overflow: BTreeSet<String> = BTreeSet::new();
-    let mut dropped = 0usize;
-    for (tag, (fields, links)) in &desired {
-        let recorded = |e: &PbxContact| {
-            links.iter().all(|k| {
-                links_by_key
-                    .get(&(k.mailbox.clone(), k.contact_id.clone()))
-                    .is_some_and(|l| {
-                        l.tag == *tag && l.pbx_id == e.id && l.folder_id == k.folder_id
-                    })
-            })
-        };
-        match by_tag.get(tag.as_str()) {
-            Some(e) if e.fields == *fields && recorded(e) => {}
-            Some(e) if e.fields == *fields => actions.push(ContactAction::Link {
-                book: book.clone(),
-                pbx_id: e.id,
-                tag: tag.clone(),
-                links: links.clone(),
-            }),
-            Some(e) => actions.push(ContactAction::Update {
-                book: book.clone(),
-                pbx_id: e.id,
-                fields: fields.clone(),
-                links: links.clone(),
-            }),
-            None if owned >= limit => {
-                dropped += 1;
-                overflow.extend(links.iter().map(|l| l.mailbox.clone()));
-            }
-            None => {
-                owned += 1;
-                actions.push(ContactAction::Create {
-                    book: book.clone(),
-                    fields: fields.clone(),
-                    links: links.clone(),
-                });
-            }
-        }
-    }
-    // Contacts whose entry changed tag (e.g. a new e-mail with dedupe) leave their old tag.
-    let retagged: Vec<(String, String)> = desired
-        .iter()
-        .flat_map(|(tag, (_, ls))| ls.iter().map(move |k| (tag, k)))
-        .filter_map(|(tag, k)| {
-            let key = (k.mailbox.clone(), k.contact_id.clone());
-            links_by_key
-                .get(&key)
-                .filter(|l| l.tag != *tag)
-                .map(|_| key)
-        })
-        .collect();
-    let leaving: BTreeSet<(String, String)> = gone
-        .iter()
-        .filter(|k| links_by_key.contains_key(*k))
-        .cloned()
-        .chain(retagged)
-        .collect();
-    // Old tag → the contacts leaving it; an entry is deleted when nobody holds it any more.
-    let mut by_old_tag: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    for k in &leaving {
-        if let Some(l) = links_by_key.get(k) {
-            by_old_tag.entry(l.tag.clone()).or_default().push(k.clone());
-        }
-    }
-    let held: BTreeSet<&str> = state
-        .links
-        .iter()
-        .filter(|l| !leaving.contains(&(l.mailbox.clone(), l.contact_id.clone())))
-        .map(|l| l.tag.as_str())
-        .collect();
-    let holds = |tag: &str| desired.contains_key(tag) || held.contains(tag);
-    for (tag, unlink) in by_old_tag {
-        if holds(&tag) {
-            actions.push(ContactAction::Unlink {
-                book: book.clone(),
-                tag,
-                unlink,
-            });
-        } else {
-            let pbx_id = by_tag.get(tag.as_str()).map(|e| e.id);
-            actions.push(ContactAction::Delete {
-                book: book.clone(),
-                tag,
-                pbx_id,
-                unlink,
-            });
-        }
-    }
-    // A full read of every source: pbxgate's entries nobody holds are leftovers; remove them.
-    if complete {
-        let planned: BTreeSet<String> = actions
-            .iter()
-            .filter_map(|a| match a {
-                ContactAction::Delete { tag, .. } => Some(tag.clone()),
-                _ => None,
-            })
-            .collect();
-        for (tag, e) in &by_tag {
-            if !holds(tag) && !planned.contains(*tag) {
-                actions.push(ContactAction::Delete {
-                    book: book.clone(),
-                    tag: tag.to_string(),
-                    pbx_id: Some(e.id),
-                    unlink: Vec::new(),
-                });
-            }
-        }
+        p.remove_leftovers();
     }
     if dropped > 0 {
-        actions.push(ContactAction::Skip {
+        p.actions.push(ContactAction::Skip {
             item: book.to_string(),
             mailbox: None,
             reason: format!(
@@ -230,7 +57,293 @@ pub fn plan_book(
             retry_at: None,
         });
     }
-    (actions, overflow)
+    (p.actions, overflow)
+}
+
+fn key_of(l: &ContactLink) -> Key {
+    (l.mailbox.clone(), l.contact_id.clone())
+}
+
+fn link_key(k: &LinkKey) -> Key {
+    (k.mailbox.clone(), k.contact_id.clone())
+}
+
+/// What the reads say: the entries Outlook wants, and the contacts that are gone. A contact
+/// that left one folder and arrived in another has moved, not gone.
+fn outlook(
+    reads: &[(&Source, &SourceRead)],
+    links: &[ContactLink],
+    dedupe: DedupeBy,
+    complete: bool,
+) -> (Desired, BTreeSet<Key>) {
+    let mut desired = Desired::new();
+    let mut gone = BTreeSet::new();
+    for (src, read) in reads {
+        for f in &read.folders {
+            add_folder(&mut desired, &mut gone, src, f, dedupe);
+        }
+        gone.extend(unreturned(src, read, links));
+    }
+    // Every source read from scratch: links of mailboxes no longer configured are gone too.
+    if complete {
+        let known: BTreeSet<&str> = reads.iter().map(|(s, _)| s.mailbox.as_str()).collect();
+        let unknown = links.iter().filter(|l| !known.contains(l.mailbox.as_str()));
+        gone.extend(unknown.map(key_of));
+    }
+    let wanted: BTreeSet<Key> = desired
+        .values()
+        .flat_map(|(_, ls)| ls.iter().map(link_key))
+        .collect();
+    let gone = gone.difference(&wanted).cloned().collect();
+    (desired, gone)
+}
+
+/// One folder's changes: contacts with a phone number are wanted, the others and the
+/// removed ones are gone.
+fn add_folder(
+    desired: &mut Desired,
+    gone: &mut BTreeSet<Key>,
+    src: &Source,
+    f: &FolderRead,
+    dedupe: DedupeBy,
+) {
+    for c in &f.changed {
+        let Some(mut fields) = to_fields(c) else {
+            gone.insert((src.mailbox.clone(), c.id.clone()));
+            continue;
+        };
+        fields.tag = tag_for(&src.mailbox, &c.id, &fields, dedupe);
+        let link = LinkKey {
+            mailbox: src.mailbox.clone(),
+            contact_id: c.id.clone(),
+            folder_id: f.folder.clone(),
+        };
+        desired
+            .entry(fields.tag.clone())
+            .or_insert_with(|| (fields, Vec::new()))
+            .1
+            .push(link);
+    }
+    gone.extend(f.removed.iter().map(|id| (src.mailbox.clone(), id.clone())));
+}
+
+/// Linked contacts a from-scratch read did not return: those in a folder read afresh (or
+/// gone), and with the folder list read afresh, those in a folder no longer listed.
+fn unreturned(src: &Source, read: &SourceRead, links: &[ContactLink]) -> Vec<Key> {
+    let fresh: BTreeSet<&str> = read
+        .folders
+        .iter()
+        .filter(|f| f.fresh || f.gone)
+        .map(|f| f.folder.as_str())
+        .collect();
+    let listed: BTreeSet<&str> = read.folders.iter().map(|f| f.folder.as_str()).collect();
+    let complete = read.complete();
+    links
+        .iter()
+        .filter(|l| l.mailbox == src.mailbox)
+        .filter(|l| {
+            let folder = l.folder_id.as_str();
+            fresh.contains(folder) || (complete && !listed.contains(folder))
+        })
+        .map(key_of)
+        .collect()
+}
+
+/// One book's plan in the making: what Outlook wants against what 3CX and the store hold.
+struct Planner<'a> {
+    book: &'a Book,
+    desired: Desired,
+    /// The store's links by the contact behind them.
+    links: HashMap<Key, &'a ContactLink>,
+    /// pbxgate's entry of each tag (the first, when 3CX has two).
+    by_tag: HashMap<&'a str, &'a PbxContact>,
+    /// Linked contacts leaving their entry's tag: gone, or now wanted under another tag.
+    leaving: BTreeSet<Key>,
+    /// Tags some contact that is not leaving still holds.
+    held: BTreeSet<&'a str>,
+    actions: Vec<ContactAction>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(book: &'a Book, state: &'a BookState, desired: Desired, gone: &BTreeSet<Key>) -> Self {
+        let links: HashMap<Key, &ContactLink> =
+            state.links.iter().map(|l| (key_of(l), l)).collect();
+        let leaving = leaving(&desired, &links, gone);
+        let held = state
+            .links
+            .iter()
+            .filter(|l| !leaving.contains(&key_of(l)))
+            .map(|l| l.tag.as_str())
+            .collect();
+        let mut p = Self {
+            book,
+            desired,
+            links,
+            by_tag: HashMap::new(),
+            leaving,
+            held,
+            actions: Vec::new(),
+        };
+        p.index_entries(&state.entries);
+        p
+    }
+
+    /// Fills `by_tag`. Two entries with one tag (a create whose answer was lost): one is
+    /// kept, the other deleted.
+    fn index_entries(&mut self, entries: &'a [PbxContact]) {
+        for e in entries {
+            if self.by_tag.contains_key(e.fields.tag.as_str()) {
+                self.actions
+                    .push(self.delete(&e.fields.tag, Some(e.id), Vec::new()));
+            } else {
+                self.by_tag.insert(e.fields.tag.as_str(), e);
+            }
+        }
+    }
+
+    fn delete(&self, tag: &str, pbx_id: Option<i64>, unlink: Vec<Key>) -> ContactAction {
+        ContactAction::Delete {
+            book: self.book.clone(),
+            tag: tag.to_string(),
+            pbx_id,
+            unlink,
+        }
+    }
+
+    /// Each wanted entry kept, relinked, updated or created, as far as `limit` allows.
+    /// Returns the mailboxes with contacts left out, and how many were.
+    fn converge(&mut self, limit: usize) -> (BTreeSet<String>, usize) {
+        let mut owned = self.by_tag.len();
+        let mut overflow = BTreeSet::new();
+        let mut dropped = 0usize;
+        let mut actions = Vec::new();
+        for (tag, (fields, links)) in &self.desired {
+            match self.by_tag.get(tag.as_str()) {
+                Some(e) => actions.extend(self.change(tag, fields, links, e)),
+                None if owned >= limit => {
+                    dropped += 1;
+                    overflow.extend(links.iter().map(|l| l.mailbox.clone()));
+                }
+                None => {
+                    owned += 1;
+                    actions.push(ContactAction::Create {
+                        book: self.book.clone(),
+                        fields: fields.clone(),
+                        links: links.clone(),
+                    });
+                }
+            }
+        }
+        self.actions.extend(actions);
+        (overflow, dropped)
+    }
+
+    /// What brings entry `e` in line with `fields` and its contacts, if anything.
+    fn change(
+        &self,
+        tag: &str,
+        fields: &ContactFields,
+        links: &[LinkKey],
+        e: &PbxContact,
+    ) -> Option<ContactAction> {
+        let book = self.book.clone();
+        if e.fields != *fields {
+            let (fields, links) = (fields.clone(), links.to_vec());
+            return Some(ContactAction::Update {
+                book,
+                pbx_id: e.id,
+                fields,
+                links,
+            });
+        }
+        (!self.recorded(tag, links, e)).then(|| ContactAction::Link {
+            book,
+            pbx_id: e.id,
+            tag: tag.to_string(),
+            links: links.to_vec(),
+        })
+    }
+
+    /// Whether the store links every contact of `links` to `e` under `tag`, in its folder.
+    fn recorded(&self, tag: &str, links: &[LinkKey], e: &PbxContact) -> bool {
+        links.iter().all(|k| {
+            self.links
+                .get(&link_key(k))
+                .is_some_and(|l| l.tag == tag && l.pbx_id == e.id && l.folder_id == k.folder_id)
+        })
+    }
+
+    fn holds(&self, tag: &str) -> bool {
+        self.desired.contains_key(tag) || self.held.contains(tag)
+    }
+
+    /// The leaving contacts are unlinked from their old tag's entry, and the entry deleted
+    /// when nobody holds it any more.
+    fn release(&mut self) {
+        let mut by_old_tag: BTreeMap<&str, Vec<Key>> = BTreeMap::new();
+        for k in &self.leaving {
+            if let Some(l) = self.links.get(k) {
+                by_old_tag
+                    .entry(l.tag.as_str())
+                    .or_default()
+                    .push(k.clone());
+            }
+        }
+        let mut actions = Vec::new();
+        for (tag, unlink) in by_old_tag {
+            actions.push(if self.holds(tag) {
+                ContactAction::Unlink {
+                    book: self.book.clone(),
+                    tag: tag.to_string(),
+                    unlink,
+                }
+            } else {
+                let pbx_id = self.by_tag.get(tag).map(|e| e.id);
+                self.delete(tag, pbx_id, unlink)
+            });
+        }
+        self.actions.extend(actions);
+    }
+
+    /// After a full read of every source: pbxgate's entries nobody holds are leftovers.
+    fn remove_leftovers(&mut self) {
+        let planned: BTreeSet<&str> = self
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                ContactAction::Delete { tag, .. } => Some(tag.as_str()),
+                _ => None,
+            })
+            .collect();
+        let leftovers: Vec<ContactAction> = self
+            .by_tag
+            .iter()
+            .filter(|(tag, _)| !self.holds(tag) && !planned.contains(*tag))
+            .map(|(tag, e)| self.delete(tag, Some(e.id), Vec::new()))
+            .collect();
+        self.actions.extend(leftovers);
+    }
+}
+
+/// The linked contacts leaving their entry's tag: gone, or now wanted under another tag (e.g.
+/// a new e-mail address with `dedupe_by = "email"`).
+fn leaving(
+    desired: &Desired,
+    links: &HashMap<Key, &ContactLink>,
+    gone: &BTreeSet<Key>,
+) -> BTreeSet<Key> {
+    let retagged = desired
+        .iter()
+        .flat_map(|(tag, (_, ls))| ls.iter().map(move |k| (tag, k)))
+        .filter_map(|(tag, k)| {
+            let key = link_key(k);
+            links.get(&key).filter(|l| l.tag != *tag).map(|_| key)
+        });
+    gone.iter()
+        .filter(|k| links.contains_key(*k))
+        .cloned()
+        .chain(retagged)
+        .collect()
 }
 
 #[cfg(test)]
@@ -238,7 +351,6 @@ mod tests {
     use super::*;
     use crate::sync::Action;
     use crate::sync::contacts::map::tests::contact;
-    use crate::sync::contacts::read::FolderRead;
     use crate::sync::contacts::wire::GraphContact;
 
     fn source(m: &str) -> Source {
