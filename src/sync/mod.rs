@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::graph::GraphError;
+use crate::graph::{BatchRequest, GraphError};
 use crate::pbx::PbxError;
 use crate::session::SessionError;
 use crate::store::{RunRow, Store, StoreError};
@@ -354,6 +354,26 @@ impl Runner {
     }
 }
 
+/// A delete that finds nothing (404) has done its job: the entry went in an earlier run that
+/// crashed before recording it, or someone removed it by hand.
+pub(crate) fn already_gone_is_fine(r: Result<(), PbxError>) -> Result<(), PbxError> {
+    match r {
+        Err(PbxError::Api { status: 404, .. }) => Ok(()),
+        other => other,
+    }
+}
+
+/// A `GET` for a `$batch` call; `i` is its id, so answers can be matched to requests.
+pub(crate) fn batch_get(i: usize, url: String) -> BatchRequest {
+    BatchRequest {
+        id: i.to_string(),
+        method: "GET".into(),
+        url,
+        body: None,
+        headers: None,
+    }
+}
+
 fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
@@ -361,20 +381,10 @@ fn to_json<T: Serialize>(v: &T) -> String {
 impl RunReport {
     /// The plan as a readable table, for `pbxgate sync … --dry-run`.
     pub fn table(&self) -> String {
-        let w0 = self
-            .rows
-            .iter()
-            .map(|r| r.0.len())
-            .max()
-            .unwrap_or(0)
-            .max(6);
-        let w1 = self
-            .rows
-            .iter()
-            .map(|r| r.1.len())
-            .max()
-            .unwrap_or(0)
-            .max(4);
+        let width = |col: fn(&(String, String, String)) -> &String, min: usize| {
+            self.rows.iter().map(|r| col(r).len()).fold(min, usize::max)
+        };
+        let (w0, w1) = (width(|r| &r.0, 6), width(|r| &r.1, 4));
         let mut out = format!("{:<w0$}  {:<w1$}  DETAIL\n", "ACTION", "ITEM");
         for (kind, item, detail) in &self.rows {
             out.push_str(&format!("{kind:<w0$}  {item:<w1$}  {detail}\n"));

@@ -4,7 +4,7 @@
 use super::{ContactAction, ContactsWorker, ITEMS, LinkKey, SKIP_ITEM, Skipped};
 use crate::pbx::Book;
 use crate::store::ContactLink;
-use crate::sync::SyncError;
+use crate::sync::{SyncError, already_gone_is_fine};
 
 impl ContactsWorker {
     pub(super) async fn apply_action(&self, action: &ContactAction) -> Result<(), SyncError> {
@@ -37,32 +37,14 @@ impl ContactsWorker {
                 pbx_id,
                 unlink,
                 ..
-            } => {
-                if let Some(id) = pbx_id {
-                    match self.pbx.delete_contact(book, *id).await {
-                        Ok(()) | Err(crate::pbx::PbxError::Api { status: 404, .. }) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                self.forget(book, unlink).await?;
-            }
+            } => self.delete(book, *pbx_id, unlink).await?,
             ContactAction::Unlink { book, unlink, .. } => self.forget(book, unlink).await?,
             ContactAction::Skip {
                 mailbox: Some(mailbox),
                 reason,
                 retry_at: Some(at),
                 ..
-            } => {
-                let skip = Skipped {
-                    reason: reason.clone(),
-                    retry_at: *at,
-                };
-                let value = serde_json::to_string(&skip).unwrap_or_default();
-                let item = format!("{SKIP_ITEM}{mailbox}");
-                self.store
-                    .set_item(ITEMS, &item, Some(&value), self.clock.now())
-                    .await?
-            }
+            } => self.remember_skip(mailbox, reason, *at).await?,
             ContactAction::Skip { .. } => {}
         }
         Ok(())
@@ -102,5 +84,35 @@ impl ContactsWorker {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Deletes the entry if 3CX still has it, then the links of the contacts behind it.
+    async fn delete(
+        &self,
+        book: &Book,
+        pbx_id: Option<i64>,
+        unlink: &[(String, String)],
+    ) -> Result<(), SyncError> {
+        if let Some(id) = pbx_id {
+            already_gone_is_fine(self.pbx.delete_contact(book, id).await)?;
+        }
+        self.forget(book, unlink).await
+    }
+
+    /// Leaves `mailbox` alone until `retry_at`.
+    async fn remember_skip(
+        &self,
+        mailbox: &str,
+        reason: &str,
+        retry_at: i64,
+    ) -> Result<(), SyncError> {
+        let skip = Skipped {
+            reason: reason.to_string(),
+            retry_at,
+        };
+        let value = serde_json::to_string(&skip).unwrap_or_default();
+        let item = format!("{SKIP_ITEM}{mailbox}");
+        let now = self.clock.now();
+        Ok(self.store.set_item(ITEMS, &item, Some(&value), now).await?)
     }
 }

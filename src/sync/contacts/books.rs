@@ -3,11 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use futures_util::StreamExt;
-
 use super::plan::{BookState, plan_book};
 use super::read::SourceRead;
-use super::{ContactAction, ContactsWorker, PARALLEL, Source};
+use super::{ContactAction, ContactsWorker, Source, unordered};
 use crate::pbx::{Book, OWNED_TAG_PREFIX};
 use crate::sync::{Mode, SyncError};
 
@@ -33,29 +31,13 @@ impl ContactsWorker {
         unread: &BTreeSet<String>,
         mode: Mode,
     ) -> Result<(Vec<ContactAction>, BTreeSet<String>), SyncError> {
-        let mut books: BTreeMap<Book, Vec<&Source>> = BTreeMap::new();
-        for s in sources {
-            books.entry(s.book.clone()).or_default().push(s);
-        }
-        let touched: Vec<(Book, Vec<&Source>)> = books
-            .into_iter()
-            .filter(|(_, srcs)| srcs.iter().any(|s| reads.contains_key(&s.mailbox)))
-            .filter(|(_, srcs)| {
-                mode == Mode::Full
-                    || srcs
-                        .iter()
-                        .any(|s| reads.get(&s.mailbox).is_some_and(SourceRead::has_news))
-            })
-            .collect();
+        let touched = touched(sources, reads, mode);
         let mut reading = Vec::new();
         for (b, _) in &touched {
             reading.push(async move { (b.clone(), self.book_state(b).await) });
         }
-        let states = futures_util::stream::iter(reading)
-            .buffer_unordered(PARALLEL)
-            .collect::<Vec<_>>()
-            .await;
-        let mut states: HashMap<Book, Result<BookState, SyncError>> = states.into_iter().collect();
+        let mut states: HashMap<Book, Result<BookState, SyncError>> =
+            unordered(reading).await.into_iter().collect();
         let mut actions = Vec::new();
         let mut overflow = BTreeSet::new();
         for (book, srcs) in &touched {
@@ -74,23 +56,53 @@ impl ContactsWorker {
                 }
                 None => continue,
             };
-            let book_reads: Vec<(&Source, &SourceRead)> = srcs
-                .iter()
-                .filter_map(|s| reads.get(&s.mailbox).map(|r| (*s, r)))
-                .collect();
-            let complete = srcs.iter().all(|s| !unread.contains(&s.mailbox))
-                && book_reads.iter().all(|(_, r)| r.complete());
-            let (a, o) = plan_book(
-                book,
-                &book_reads,
-                &state,
-                self.config.dedupe_by,
-                self.limit(book),
-                complete,
-            );
+            let (a, o) = self.plan_one(book, srcs, reads, unread, &state);
             actions.extend(a);
             overflow.extend(o);
         }
         Ok((actions, overflow))
     }
+
+    /// One book's plan from the reads of its sources; complete when every source of the
+    /// book was read, each from scratch.
+    fn plan_one(
+        &self,
+        book: &Book,
+        srcs: &[&Source],
+        reads: &HashMap<String, SourceRead>,
+        unread: &BTreeSet<String>,
+        state: &BookState,
+    ) -> (Vec<ContactAction>, BTreeSet<String>) {
+        let book_reads: Vec<(&Source, &SourceRead)> = srcs
+            .iter()
+            .filter_map(|s| reads.get(&s.mailbox).map(|r| (*s, r)))
+            .collect();
+        let complete = srcs.iter().all(|s| !unread.contains(&s.mailbox))
+            && book_reads.iter().all(|(_, r)| r.complete());
+        let (dedupe, limit) = (self.config.dedupe_by, self.limit(book));
+        plan_book(book, &book_reads, state, dedupe, limit, complete)
+    }
+}
+
+/// The books to plan, with their sources: those with a source read now and, in a delta run,
+/// with news from one.
+fn touched<'a>(
+    sources: &'a [Source],
+    reads: &HashMap<String, SourceRead>,
+    mode: Mode,
+) -> Vec<(Book, Vec<&'a Source>)> {
+    let mut books: BTreeMap<Book, Vec<&Source>> = BTreeMap::new();
+    for s in sources {
+        books.entry(s.book.clone()).or_default().push(s);
+    }
+    books
+        .into_iter()
+        .filter(|(_, srcs)| srcs.iter().any(|s| reads.contains_key(&s.mailbox)))
+        .filter(|(_, srcs)| {
+            mode == Mode::Full
+                || srcs
+                    .iter()
+                    .any(|s| reads.get(&s.mailbox).is_some_and(SourceRead::has_news))
+        })
+        .collect()
 }

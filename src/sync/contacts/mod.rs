@@ -24,6 +24,7 @@ mod wire;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{Action, Mode, Plan, SyncError, Worker};
@@ -72,6 +73,18 @@ struct Skipped {
     retry_at: i64,
 }
 
+impl Skipped {
+    /// How a mailbox still left alone shows on the run.
+    fn action(&self, src: &Source) -> ContactAction {
+        ContactAction::Skip {
+            item: src.label.clone(),
+            mailbox: Some(src.mailbox.clone()),
+            reason: format!("{}; skipped until {}", self.reason, when(self.retry_at)),
+            retry_at: None,
+        }
+    }
+}
+
 impl ContactsWorker {
     pub fn new(
         config: &Config,
@@ -116,6 +129,22 @@ impl ContactsWorker {
         }
         Ok(sources)
     }
+
+    /// The mailboxes left alone for now (none in a full run), by mailbox.
+    async fn skips(&self, mode: Mode, now: i64) -> Result<HashMap<String, Skipped>, SyncError> {
+        if mode == Mode::Full {
+            return Ok(HashMap::new());
+        }
+        let items = self.store.items(ITEMS).await?;
+        Ok(items
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let skip: Skipped = serde_json::from_str(&v).ok()?;
+                let mailbox = k.strip_prefix(SKIP_ITEM)?.to_string();
+                (skip.retry_at > now).then_some((mailbox, skip))
+            })
+            .collect())
+    }
 }
 
 impl Worker for ContactsWorker {
@@ -125,33 +154,15 @@ impl Worker for ContactsWorker {
     async fn plan(&self, mode: Mode) -> Result<Plan<ContactAction>, SyncError> {
         let now = self.clock.now();
         let sources = self.sources().await?;
-        let skips: HashMap<String, Skipped> = match mode {
-            Mode::Full => HashMap::new(),
-            Mode::Delta => self
-                .store
-                .items(ITEMS)
-                .await?
-                .into_iter()
-                .filter_map(|(k, v)| {
-                    let skip: Skipped = serde_json::from_str(&v).ok()?;
-                    let mailbox = k.strip_prefix(SKIP_ITEM)?.to_string();
-                    (skip.retry_at > now).then_some((mailbox, skip))
-                })
-                .collect(),
-        };
+        let skips = self.skips(mode, now).await?;
         let mut actions = Vec::new();
         let mut unread = BTreeSet::new();
         let mut to_read = Vec::new();
         for s in &sources {
             match skips.get(&s.mailbox) {
-                Some(Skipped { reason, retry_at }) => {
+                Some(skip) => {
                     unread.insert(s.mailbox.clone());
-                    actions.push(ContactAction::Skip {
-                        item: s.label.clone(),
-                        mailbox: Some(s.mailbox.clone()),
-                        reason: format!("{reason}; skipped until {}", when(*retry_at)),
-                        retry_at: None,
-                    });
+                    actions.push(skip.action(s));
                 }
                 None => to_read.push(s),
             }
@@ -190,6 +201,14 @@ impl Worker for ContactsWorker {
     async fn apply(&self, action: &ContactAction) -> Result<(), SyncError> {
         self.apply_action(action).await
     }
+}
+
+/// Runs `futures` `PARALLEL` at a time; the outputs come in the order they finish.
+async fn unordered<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    futures_util::stream::iter(futures)
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await
 }
 
 fn when(t: i64) -> String {

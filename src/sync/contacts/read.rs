@@ -3,11 +3,12 @@
 //! becomes a `Skip`; an outage ends the run.
 
 use futures_util::StreamExt;
+use serde_json::Value;
 
 use super::wire::GraphContact;
-use super::{ContactAction, ContactsWorker, PARALLEL, Source};
+use super::{ContactAction, ContactsWorker, PARALLEL, Source, unordered};
 use crate::graph::{BATCH_MAX, BatchRequest, BatchResponse, GraphError};
-use crate::sync::{Mode, SyncError};
+use crate::sync::{Mode, SyncError, batch_get};
 
 /// One folder's delta round.
 #[derive(Debug, Default)]
@@ -85,29 +86,51 @@ impl ContactsWorker {
             let s: &'a Source = s;
             preparing.push(async move { (s, self.prepare(s, mode).await) });
         }
-        let prepared: Vec<_> = futures_util::stream::iter(preparing)
-            .buffer_unordered(PARALLEL)
-            .collect()
-            .await;
         let mut out = Vec::new();
         let mut ready = Vec::new();
-        for (s, p) in prepared {
-            match p {
+        for (s, p) in unordered(preparing).await {
+            match self.settle(s, p)? {
                 Ok(p) => ready.push((s, p)),
-                Err(e) => out.push((s, Err(self.skip(s, e)?))),
+                Err(skip) => out.push((s, Err(skip))),
             }
         }
+        let mut answers = self.first_pages(&ready).await?.into_iter();
+        let mut finishing = Vec::new();
+        for (s, p) in ready {
+            let mine: Vec<BatchResponse> = answers.by_ref().take(p.starts.len()).collect();
+            finishing.push(async move { (s, self.finish_source(s, p, mine).await) });
+        }
+        for (s, r) in unordered(finishing).await {
+            out.push((s, self.settle(s, r)?));
+        }
+        Ok(out)
+    }
+
+    /// A mailbox's read, or the skip that reports why there is none; an outage ends the run.
+    fn settle<T>(
+        &self,
+        src: &Source,
+        r: Result<T, GraphError>,
+    ) -> Result<Result<T, ContactAction>, SyncError> {
+        match r {
+            Ok(v) => Ok(Ok(v)),
+            Err(e) => self.skip(src, e).map(Err),
+        }
+    }
+
+    /// The first page of every folder's delta, in the order of `ready`'s starts: `BATCH_MAX`
+    /// requests a `$batch` call, a few calls at once.
+    async fn first_pages(
+        &self,
+        ready: &[(&Source, Prepared)],
+    ) -> Result<Vec<BatchResponse>, GraphError> {
         let root = self.graph.url("");
         let requests: Vec<BatchRequest> = ready
             .iter()
             .flat_map(|(_, p)| p.starts.iter())
             .enumerate()
-            .map(|(i, (_, start, _))| BatchRequest {
-                id: i.to_string(),
-                method: "GET".into(),
-                url: start.strip_prefix(&root).unwrap_or(start).to_string(),
-                body: None,
-                headers: None,
+            .map(|(i, (_, start, _))| {
+                batch_get(i, start.strip_prefix(&root).unwrap_or(start).to_string())
             })
             .collect();
         let mut batches = Vec::new();
@@ -122,23 +145,7 @@ impl ContactsWorker {
         for a in answered {
             answers.extend(a?);
         }
-        let mut answers = answers.into_iter();
-        let mut finishing = Vec::new();
-        for (s, p) in ready {
-            let mine: Vec<BatchResponse> = answers.by_ref().take(p.starts.len()).collect();
-            finishing.push(async move { (s, self.finish_source(s, p, mine).await) });
-        }
-        let finished: Vec<_> = futures_util::stream::iter(finishing)
-            .buffer_unordered(PARALLEL)
-            .collect()
-            .await;
-        for (s, r) in finished {
-            match r {
-                Ok(read) => out.push((s, Ok(read))),
-                Err(e) => out.push((s, Err(self.skip(s, e)?))),
-            }
-        }
-        Ok(out)
+        Ok(answers)
     }
 
     /// A mailbox's folders and where each folder's delta starts.
@@ -177,58 +184,61 @@ impl ContactsWorker {
         fresh: bool,
         answer: BatchResponse,
     ) -> Result<FolderRead, GraphError> {
-        let mb = Some(src.mailbox.as_str());
         let mut out = FolderRead {
             folder: folder.to_string(),
             fresh,
             ..Default::default()
         };
-        let mut page = answer.body.clone();
-        if let Some(e) = answer.error(&src.label) {
-            match e {
-                // The delta token expired: this folder starts over, without duplicates
-                // (entries are matched by tag).
-                GraphError::SyncReset => {
-                    tracing::warn!(mailbox = %src.label, folder, "contacts delta token expired; reading the folder again");
-                    let d = self
-                        .graph
-                        .delta::<GraphContact>(&Self::fresh_delta(&src.mailbox, folder), mb)
-                        .await?;
-                    out.fresh = true;
-                    out.changed = d.changed;
-                    out.link = Some(d.delta_link);
-                    return Ok(out);
-                }
-                // The folder was deleted (not the mailbox: that is `ErrorInvalidUser`).
-                GraphError::NotFound(_)
-                    if !fresh && answer.body["error"]["code"] == "ErrorItemNotFound" =>
-                {
-                    out.gone = true;
-                    return Ok(out);
-                }
-                other => return Err(other),
+        match answer.error(&src.label) {
+            // The delta token expired: this folder starts over, without duplicates (entries
+            // are matched by tag).
+            Some(GraphError::SyncReset) => return self.restart_folder(src, folder).await,
+            // The folder was deleted (not the mailbox: that is `ErrorInvalidUser`).
+            Some(GraphError::NotFound(_))
+                if !fresh && answer.body["error"]["code"] == "ErrorItemNotFound" =>
+            {
+                out.gone = true;
+                return Ok(out);
             }
+            Some(other) => return Err(other),
+            None => {}
         }
-        for item in page["value"]
-            .as_array_mut()
-            .map(std::mem::take)
-            .unwrap_or_default()
-        {
-            match item.get("@removed") {
-                Some(_) => out
-                    .removed
-                    .push(item["id"].as_str().unwrap_or_default().to_string()),
-                None => out.changed.push(
-                    serde_json::from_value(item)
-                        .map_err(|e| GraphError::Decode(format!("contact: {e}")))?,
-                ),
-            }
-        }
+        let mut page = answer.body;
+        take_items(&mut page, &mut out)?;
+        self.follow(src, &page, &mut out).await?;
+        Ok(out)
+    }
+
+    /// Reads a folder whose delta token expired from scratch.
+    async fn restart_folder(&self, src: &Source, folder: &str) -> Result<FolderRead, GraphError> {
+        tracing::warn!(mailbox = %src.label, folder, "contacts delta token expired; reading the folder again");
+        let start = Self::fresh_delta(&src.mailbox, folder);
+        let d = self
+            .graph
+            .delta::<GraphContact>(&start, Some(src.mailbox.as_str()))
+            .await?;
+        Ok(FolderRead {
+            folder: folder.to_string(),
+            changed: d.changed,
+            fresh: true,
+            link: Some(d.delta_link),
+            ..Default::default()
+        })
+    }
+
+    /// After the first page: the next pages, if any, and the delta link to keep.
+    async fn follow(
+        &self,
+        src: &Source,
+        page: &Value,
+        out: &mut FolderRead,
+    ) -> Result<(), GraphError> {
         match (
             page["@odata.nextLink"].as_str(),
             page["@odata.deltaLink"].as_str(),
         ) {
             (Some(next), _) => {
+                let mb = Some(src.mailbox.as_str());
                 let rest = self.graph.delta::<GraphContact>(next, mb).await?;
                 out.changed.extend(rest.changed);
                 out.removed.extend(rest.removed.into_iter().map(|r| r.id));
@@ -241,7 +251,7 @@ impl ContactsWorker {
                 ));
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The skip that reports an unreadable mailbox, or the outage that ends the run.
@@ -255,4 +265,24 @@ impl ContactsWorker {
             retry_at: lasting.then(|| self.clock.now() + retry),
         })
     }
+}
+
+/// A delta page's items into `out`: removed ids, and changed contacts.
+fn take_items(page: &mut Value, out: &mut FolderRead) -> Result<(), GraphError> {
+    for item in page["value"]
+        .as_array_mut()
+        .map(std::mem::take)
+        .unwrap_or_default()
+    {
+        match item.get("@removed") {
+            Some(_) => out
+                .removed
+                .push(item["id"].as_str().unwrap_or_default().to_string()),
+            None => out.changed.push(
+                serde_json::from_value(item)
+                    .map_err(|e| GraphError::Decode(format!("contact: {e}")))?,
+            ),
+        }
+    }
+    Ok(())
 }
