@@ -9,7 +9,7 @@ use pbxgate::app::App;
 use pbxgate::clock::SystemClock;
 use pbxgate::config::{self, Config, LogFormat};
 use pbxgate::http::Gateway;
-use pbxgate::sync::Mode;
+use pbxgate::sync::{Mode, RunStatus};
 
 /// mimalloc: the proxy allocates small, short-lived buffers per request, where glibc's
 /// allocator measurably costs throughput (bench/proxy.sh).
@@ -139,7 +139,7 @@ async fn sync_once(
                 .await?
         }
     };
-    if report.status == "failed" {
+    if report.status == RunStatus::Failed {
         let why = report.message.as_deref().unwrap_or("see the log");
         anyhow::bail!("the {} run failed: {why}", report.worker);
     }
@@ -149,7 +149,11 @@ async fn sync_once(
     } else {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
-    anyhow::ensure!(report.status == "succeeded", "the run {}", report.status);
+    anyhow::ensure!(
+        report.status == RunStatus::Succeeded,
+        "the run {}",
+        report.status
+    );
     Ok(())
 }
 

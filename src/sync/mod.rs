@@ -19,8 +19,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::graph::GraphError;
+use crate::graph::{BatchRequest, GraphError};
 use crate::pbx::PbxError;
+use crate::session::SessionError;
 use crate::store::{RunRow, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +34,19 @@ pub enum SyncError {
     Store(#[from] StoreError),
     #[error("another replica is running the {0} worker")]
     Busy(&'static str),
-    #[error("{0}")]
-    Other(String),
+    /// Ending a removed user's sessions failed.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// Neither `extension_start` nor 3CX's first free number is a number.
+    #[error("extension number {start:?} is not numeric")]
+    ExtensionNumber {
+        start: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    /// Graph could not say a user's free/busy this time; `reason` is Graph's or 3CX's answer.
+    #[error("{reason}")]
+    Unread { reason: String },
 }
 
 impl SyncError {
@@ -47,7 +59,11 @@ impl SyncError {
                 GraphError::Unreachable(_) | GraphError::Throttled(_) | GraphError::Token(_)
             ),
             Self::Store(_) => true,
-            Self::Busy(_) | Self::Other(_) => false,
+            // A session store failure stays one user's problem, as it always was.
+            Self::Busy(_)
+            | Self::Session(_)
+            | Self::ExtensionNumber { .. }
+            | Self::Unread { .. } => false,
         }
     }
 }
@@ -97,6 +113,34 @@ pub struct ItemError {
     pub error: String,
 }
 
+/// Where a run stands. The lowercase names are what the store's run records, the metrics'
+/// `status` label and `pbxgate sync`'s output show, so they must not change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The record of one run.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -104,7 +148,7 @@ pub struct RunReport {
     pub worker: &'static str,
     pub mode: Mode,
     pub dry_run: bool,
-    pub status: &'static str,
+    pub status: RunStatus,
     pub planned: BTreeMap<&'static str, u64>,
     pub applied: BTreeMap<&'static str, u64>,
     pub errors: Vec<ItemError>,
@@ -161,7 +205,7 @@ impl Runner {
             worker: W::NAME,
             mode,
             dry_run,
-            status: "running",
+            status: RunStatus::Running,
             planned: BTreeMap::new(),
             applied: BTreeMap::new(),
             errors: Vec::new(),
@@ -174,7 +218,7 @@ impl Runner {
             .await;
         if let Err(e) = result {
             tracing::error!(worker = W::NAME, error = %e, "sync run failed");
-            report.status = "failed";
+            report.status = RunStatus::Failed;
             report.message = Some(e.to_string());
         }
         self.store
@@ -182,10 +226,10 @@ impl Runner {
             .await?;
         self.store.release_lease(&lease, &self.holder).await?;
         self.metrics
-            .sync_run(W::NAME, report.status, &report.applied);
+            .sync_run(W::NAME, report.status.as_str(), &report.applied);
         tracing::info!(
             worker = W::NAME,
-            status = report.status,
+            status = report.status.as_str(),
             planned = ?report.planned,
             applied = ?report.applied,
             errors = report.errors.len(),
@@ -212,12 +256,12 @@ impl Runner {
                 .push((a.kind().to_string(), a.item(), a.detail()));
         }
         if dry_run {
-            report.status = "succeeded";
+            report.status = RunStatus::Succeeded;
             return Ok(());
         }
         for action in &plan.actions {
             if *stop.borrow() {
-                report.status = "interrupted";
+                report.status = RunStatus::Interrupted;
                 return Ok(());
             }
             match worker.apply(action).await {
@@ -245,7 +289,7 @@ impl Runner {
                 self.store.set_state(name, value.as_deref(), now).await?;
             }
         }
-        report.status = "succeeded";
+        report.status = RunStatus::Succeeded;
         Ok(())
     }
 
@@ -255,7 +299,7 @@ impl Runner {
             worker: r.worker.to_string(),
             mode: format!("{:?}", r.mode).to_lowercase(),
             dry_run: r.dry_run,
-            status: r.status.to_string(),
+            status: r.status.as_str().to_string(),
             started_at: self.clock.now(),
             ended_at,
             planned: to_json(&r.planned),
@@ -266,6 +310,26 @@ impl Runner {
     }
 }
 
+/// A delete that finds nothing (404) has done its job: the entry went in an earlier run that
+/// crashed before recording it, or someone removed it by hand.
+pub(crate) fn already_gone_is_fine(r: Result<(), PbxError>) -> Result<(), PbxError> {
+    match r {
+        Err(PbxError::Api { status: 404, .. }) => Ok(()),
+        other => other,
+    }
+}
+
+/// A `GET` for a `$batch` call; `i` is its id, so answers can be matched to requests.
+pub(crate) fn batch_get(i: usize, url: String) -> BatchRequest {
+    BatchRequest {
+        id: i.to_string(),
+        method: "GET".into(),
+        url,
+        body: None,
+        headers: None,
+    }
+}
+
 fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
@@ -273,20 +337,10 @@ fn to_json<T: Serialize>(v: &T) -> String {
 impl RunReport {
     /// The plan as a readable table, for `pbxgate sync … --dry-run`.
     pub fn table(&self) -> String {
-        let w0 = self
-            .rows
-            .iter()
-            .map(|r| r.0.len())
-            .max()
-            .unwrap_or(0)
-            .max(6);
-        let w1 = self
-            .rows
-            .iter()
-            .map(|r| r.1.len())
-            .max()
-            .unwrap_or(0)
-            .max(4);
+        let width = |col: fn(&(String, String, String)) -> &String, min: usize| {
+            self.rows.iter().map(|r| col(r).len()).fold(min, usize::max)
+        };
+        let (w0, w1) = (width(|r| &r.0, 6), width(|r| &r.1, 4));
         let mut out = format!("{:<w0$}  {:<w1$}  DETAIL\n", "ACTION", "ITEM");
         for (kind, item, detail) in &self.rows {
             out.push_str(&format!("{kind:<w0$}  {item:<w1$}  {detail}\n"));
@@ -306,5 +360,39 @@ impl RunReport {
             }
         ));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_statuses_read_the_same_everywhere() {
+        for s in [
+            RunStatus::Running,
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Interrupted,
+        ] {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(s.to_string(), s.as_str());
+        }
+        assert_eq!(RunStatus::Succeeded.as_str(), "succeeded");
+    }
+
+    #[test]
+    fn item_errors_read_as_before_and_are_no_outage() {
+        let start = "1x0".to_string();
+        let source = start.parse::<u64>().unwrap_err();
+        let e = SyncError::ExtensionNumber { start, source };
+        assert_eq!(e.to_string(), "extension number \"1x0\" is not numeric");
+        assert!(std::error::Error::source(&e).is_some());
+        let e = SyncError::Unread {
+            reason: "extension 101 is not in 3CX".into(),
+        };
+        assert_eq!(e.to_string(), "extension 101 is not in 3CX");
+        assert!(!e.is_outage());
     }
 }

@@ -600,7 +600,11 @@ impl Worker for PresenceWorker {
                     .await?;
                 tracing::info!(user = %action.item(), %reason, "free/busy skipped for a day");
             }
-            PresenceAction::Unread { reason, .. } => return Err(SyncError::Other(reason.clone())),
+            PresenceAction::Unread { reason, .. } => {
+                return Err(SyncError::Unread {
+                    reason: reason.clone(),
+                });
+            }
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use super::contacts::ContactsWorker;
 use super::presence::PresenceWorker;
 use super::users::UsersWorker;
-use super::{Mode, Runner, SyncError, Worker};
+use super::{Mode, RunStatus, Runner, SyncError, Worker};
 use crate::clock::Clock;
 use crate::config::{Config, Schedule};
 use crate::graph::GraphClient;
@@ -157,7 +157,7 @@ impl Workers {
                 .run(self.presence.as_ref(), Mode::Delta, false, &stop)
                 .await
             {
-                Ok(report) => report.status == "succeeded",
+                Ok(report) => report.status == RunStatus::Succeeded,
                 Err(SyncError::Busy(_)) => {
                     tracing::debug!("presence runs elsewhere");
                     true

@@ -16,11 +16,11 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
-use super::{Action, Mode, Plan, SyncError, Worker};
+use super::{Action, Mode, Plan, SyncError, Worker, already_gone_is_fine, batch_get};
 use crate::clock::Clock;
 use crate::config::{Config, OnRemoved};
 use crate::directory::{canonical_upn, email_candidates, override_map, suffix_aliases};
-use crate::graph::{BatchRequest, GraphClient, GraphError};
+use crate::graph::{GraphClient, GraphError};
 use crate::pbx::{PbxClient, PbxUser, UserFields};
 use crate::session::Sessions;
 use crate::store::{DirectoryRow, Store};
@@ -320,7 +320,7 @@ impl UsersWorker {
         };
         start
             .parse()
-            .map_err(|_| SyncError::Other(format!("extension number {start:?} is not numeric")))
+            .map_err(|source| SyncError::ExtensionNumber { start, source })
     }
 
     /// Provisions one user who signed in before the first sync (`provision_on_login`),
@@ -485,13 +485,7 @@ impl UsersWorker {
         let requests = wanted
             .iter()
             .enumerate()
-            .map(|(i, u)| BatchRequest {
-                id: i.to_string(),
-                method: "GET".into(),
-                url: format!("/users/{}/photo", u.id),
-                body: None,
-                headers: None,
-            })
+            .map(|(i, u)| batch_get(i, format!("/users/{}/photo", u.id)))
             .collect();
         let answers = self.graph.batch(requests).await?;
         let mut actions = Vec::new();
@@ -550,8 +544,7 @@ impl UsersWorker {
         let n = self
             .sessions
             .revoke_user(&format!("{}:{oid}", self.tenant_id))
-            .await
-            .map_err(|e| SyncError::Other(e.to_string()))?;
+            .await?;
         if n > 0 {
             tracing::info!(oid, sessions = n, "ended the sessions of a removed user");
         }
@@ -622,10 +615,7 @@ impl Worker for UsersWorker {
                 self.mark_removed(oid).await?;
             }
             UserAction::Delete { oid, pbx_id, .. } => {
-                match self.pbx.delete_user(*pbx_id).await {
-                    Ok(()) | Err(crate::pbx::PbxError::Api { status: 404, .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                already_gone_is_fine(self.pbx.delete_user(*pbx_id).await)?;
                 self.mark_removed(oid).await?;
             }
             UserAction::Keep { oid, .. } => self.mark_removed(oid).await?,

@@ -4,7 +4,7 @@
 
 use pbxgate::clock::{Clock, ManualClock, SystemClock};
 use pbxgate::config::{Config, DedupeBy};
-use pbxgate::sync::{Mode, RunReport};
+use pbxgate::sync::{Mode, RunReport, RunStatus};
 use pbxgate_sandbox::graph::{MailboxAccess, SimContact};
 use pbxgate_sandbox::{DEMO_SHARED_MAILBOX, DEMO_TENANT, Sandbox};
 use serde_json::{Value, json};
@@ -45,7 +45,7 @@ async fn env(edit: impl FnOnce(&mut Config)) -> Env {
         .run(gw.app.workers.users.as_ref(), Mode::Full, false, &stop)
         .await
         .unwrap();
-    assert_eq!(users.status, "succeeded", "{users:?}");
+    assert_eq!(users.status, RunStatus::Succeeded, "{users:?}");
     Env {
         sandbox,
         gw,
@@ -134,7 +134,7 @@ fn names(entries: &[Value]) -> Vec<String> {
 async fn first_sync_creates_the_documented_entries_and_a_second_run_writes_nothing() {
     let env = env(|_| {}).await;
     let r = env.run(Mode::Delta).await;
-    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
     // Nora has no phone number and stays out; Otto comes from the Suppliers subfolder.
     assert_eq!(
         names(&env.company()),
@@ -163,7 +163,7 @@ async fn first_sync_creates_the_documented_entries_and_a_second_run_writes_nothi
     let writes = env.writes();
     env.sandbox.graph.reset_counters();
     let r = env.run(Mode::Delta).await;
-    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
     assert_eq!(
         env.writes(),
         writes,
@@ -214,7 +214,7 @@ async fn changed_moved_and_deleted_contacts_follow_in_3cx() {
     let otto_before = env.named("Otto")[0].clone();
 
     let r = env.run(Mode::Delta).await;
-    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
     assert_eq!(count(&r, "update"), 1, "{r:?}");
     assert_eq!(count(&r, "delete"), 2, "{r:?}");
     assert_eq!(count(&r, "create"), 0, "a move is not a new entry: {r:?}");
@@ -236,7 +236,7 @@ async fn changed_moved_and_deleted_contacts_follow_in_3cx() {
     // A full run afterwards agrees: nothing to do.
     let writes = env.writes();
     let r = env.run(Mode::Full).await;
-    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
     assert_eq!(env.writes(), writes, "{r:?}");
 }
 
@@ -292,7 +292,7 @@ async fn a_user_without_a_mailbox_is_skipped_reported_and_not_retried_every_run(
         .set_mailbox_access(BOB, MailboxAccess::Denied);
     let emil = env.sandbox.graph.user("emil.ek@contoso.com").unwrap().id;
     let r = env.run(Mode::Delta).await;
-    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
     assert_eq!(count(&r, "skip"), 2, "{r:?}");
     let table = r.table();
     assert!(
@@ -326,7 +326,7 @@ async fn a_user_without_a_mailbox_is_skipped_reported_and_not_retried_every_run(
         .graph
         .set_mailbox_access(BOB, MailboxAccess::Open);
     let r = env.run(Mode::Full).await;
-    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
     assert_eq!(env.personal("102"), ["Rita Ross"]);
     assert!(
         env.sandbox
@@ -352,7 +352,7 @@ async fn an_expired_delta_link_resyncs_the_folders_without_duplicates() {
         .graph
         .delete_contact(DEMO_SHARED_MAILBOX, &ids[0]);
     let r = env.run(Mode::Delta).await;
-    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
     assert_eq!(count(&r, "create"), 1, "only Sam is new: {r:?}");
     assert_eq!(
         count(&r, "delete"),
@@ -374,7 +374,7 @@ async fn throttling_storms_converge_without_duplicates() {
         .graph
         .fail_next(3, http::StatusCode::SERVICE_UNAVAILABLE);
     let r = env.run(Mode::Delta).await;
-    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
     assert_eq!(env.owned_tags().len(), 4);
     assert_eq!(env.personal("101").len(), 2);
     // A storm that outlasts the retries fails the run; the next one converges.
@@ -385,10 +385,10 @@ async fn throttling_storms_converge_without_duplicates() {
     );
     env.sandbox.graph.throttle_next(10_000, "0");
     let r = env.run(Mode::Delta).await;
-    assert_eq!(r.status, "failed", "{r:?}");
+    assert_eq!(r.status, RunStatus::Failed, "{r:?}");
     env.sandbox.graph.throttle_next(0, "0");
     let r = env.run(Mode::Delta).await;
-    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
     assert_eq!(env.owned_tags().len(), 5);
     assert_eq!(env.named("Tia").len(), 1);
 }
@@ -398,11 +398,11 @@ async fn a_3cx_outage_mid_run_fails_it_and_the_next_run_converges_with_nothing_l
     let env = env(|_| {}).await;
     env.sandbox.pbx.go_down_after_writes(3);
     let r = env.run(Mode::Delta).await;
-    assert_eq!(r.status, "failed", "{r:?}");
+    assert_eq!(r.status, RunStatus::Failed, "{r:?}");
     assert!(r.message.unwrap().contains("3CX"));
     env.sandbox.pbx.heal();
     let r = env.run(Mode::Delta).await;
-    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
     assert_eq!(
         names(&env.company()),
         ["Fabrikam Support", "Lena Lopez", "Max Müller", "Otto Ortiz"]
@@ -436,7 +436,7 @@ async fn the_same_person_in_two_shared_mailboxes_is_one_entry_only_if_asked() {
             SimContact::person("Lena", "Lopez", "+1 425 555 0111"),
         );
         let r = env.run(Mode::Delta).await;
-        assert_eq!(r.status, "succeeded", "{r:?}");
+        assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
         assert_eq!(env.named("Lena").len(), expected, "{dedupe:?}");
         // Gone from one mailbox: the entry stays while the other still has the person.
         let id = env.sandbox.graph.contact_ids("sales@contoso.com")[0].clone();
@@ -472,7 +472,7 @@ async fn the_limit_is_reported_not_hit_and_a_dry_run_changes_nothing() {
     assert!(dry.table().contains("limit of 3"), "{}", dry.table());
     assert_eq!(env.writes(), 0);
     let r = env.run(Mode::Delta).await;
-    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
     assert_eq!(env.owned_tags().len(), 3);
     assert_eq!(count(&r, "skip"), 1);
     // The contact left out comes again next run (its folder's delta did not advance).
@@ -537,7 +537,7 @@ async fn contact_links_and_skips_work_on_postgresql() {
     let url = db.url.clone();
     let env = env(move |c| c.store.url = url).await;
     let r = env.run(Mode::Delta).await;
-    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
     assert_eq!(env.owned_tags().len(), 4);
     let ids = env.sandbox.graph.contact_ids(DEMO_SHARED_MAILBOX);
     env.sandbox
@@ -571,7 +571,7 @@ async fn new_folders_are_found_by_the_full_run_and_a_deleted_one_takes_its_entri
     let family = links.iter().find(|l| l.contact_id == quinn).unwrap();
     g.delete_contact_folder(ALICE, &family.folder_id);
     let r = env.run(Mode::Delta).await;
-    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
     assert_eq!(count(&r, "delete"), 1, "{r:?}");
     assert_eq!(env.personal("101"), ["Paul Parker", "Vic Vo"]);
     let writes = env.writes();

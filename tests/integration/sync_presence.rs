@@ -3,7 +3,7 @@
 //! no flapping, a restart mid-meeting, batching, throttling and mailbox-less users.
 
 use pbxgate::config::Config;
-use pbxgate::sync::{Mode, RunReport};
+use pbxgate::sync::{Mode, RunReport, RunStatus};
 use pbxgate_sandbox::graph::{DirectoryUser, Mailbox};
 
 use crate::support::*;
@@ -16,7 +16,7 @@ async fn presence_env(edit: impl FnOnce(&mut Config)) -> SyncEnv {
     let env = sync_env(edit).await;
     tenant(&env.graph);
     let users = env.run(Mode::Full, false).await;
-    assert_eq!(users.status, "succeeded", "{users:?}");
+    assert_eq!(users.status, RunStatus::Succeeded, "{users:?}");
     env
 }
 
@@ -36,7 +36,7 @@ impl SyncEnv {
             )
             .await
             .unwrap();
-        assert_eq!(r.status, "succeeded", "{r:?}");
+        assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
         r
     }
 
@@ -232,7 +232,10 @@ async fn with_users(n: usize) -> SyncEnv {
             &format!("{i:03}"),
         ));
     }
-    assert_eq!(env.run(Mode::Full, false).await.status, "succeeded");
+    assert_eq!(
+        env.run(Mode::Full, false).await.status,
+        RunStatus::Succeeded
+    );
     env
 }
 

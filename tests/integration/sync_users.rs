@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use pbxgate::clock::{Clock, ManualClock, SystemClock};
 use pbxgate::config::{Config, OnRemoved};
-use pbxgate::sync::{Mode, RunReport};
+use pbxgate::sync::{Mode, RunReport, RunStatus};
 use pbxgate_sandbox::graph::{self, DirectoryUser, GraphSim};
 use pbxgate_sandbox::pbx::SimExtension;
 use pbxgate_sandbox::{DEMO_TENANT, Running, Sandbox};
@@ -148,7 +148,7 @@ async fn first_run_creates_and_matches_then_a_second_run_changes_nothing() {
         .add_extension(hand_made("200", "someone@else.com"));
 
     let r = env.run(Mode::Delta, false).await;
-    assert_eq!(r.status, "succeeded");
+    assert_eq!(r.status, RunStatus::Succeeded);
     assert_eq!(
         r.mode,
         Mode::Full,
@@ -275,7 +275,7 @@ async fn removal(policy: OnRemoved) -> (SyncEnv, String) {
     env.graph.update_user(&erin, |u| u.account_enabled = false);
     env.graph.delete_user(&alice, false);
     let r = env.run(Mode::Delta, false).await;
-    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
     let live = env
         .gw
         .app
@@ -376,7 +376,7 @@ async fn throttling_storms_and_busy_answers_are_ridden_out() {
     env.graph
         .fail_next(2, http::StatusCode::SERVICE_UNAVAILABLE);
     let r = env.run(Mode::Full, false).await;
-    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
     assert_eq!(count(&r, "create"), 2);
 }
 
@@ -393,12 +393,12 @@ async fn pbx_down_mid_run_fails_the_run_and_the_next_converges_without_duplicate
     }
     env.sandbox.pbx.go_down_after_writes(3);
     let r = env.run(Mode::Full, false).await;
-    assert_eq!(r.status, "failed", "{r:?}");
+    assert_eq!(r.status, RunStatus::Failed, "{r:?}");
     assert_eq!(count(&r, "create"), 3);
     assert!(r.message.unwrap().contains("3CX"));
     env.sandbox.pbx.heal();
     let r = env.run(Mode::Delta, false).await;
-    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
     for i in 0..5 {
         assert_eq!(
             env.numbers_with_email(&format!("new{i}@contoso.com")).len(),
@@ -508,7 +508,7 @@ async fn a_killed_sync_process_is_converged_by_the_next_run() {
     let lapse = SystemClock.now() + 601 - env.gw.clock.now();
     env.gw.clock.advance(lapse);
     let r = env.run(Mode::Delta, false).await;
-    assert_eq!(r.status, "succeeded", "{r:?}");
+    assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
     for i in 0..120 {
         assert_eq!(
             env.numbers_with_email(&format!("bulk{i:03}@contoso.com"))
@@ -533,7 +533,7 @@ async fn a_stopping_gateway_records_the_run_as_interrupted() {
         .run(env.gw.app.workers.users.as_ref(), Mode::Full, false, &stop)
         .await
         .unwrap();
-    assert_eq!(r.status, "interrupted");
+    assert_eq!(r.status, RunStatus::Interrupted);
     assert!(r.applied.is_empty());
     let runs = env.gw.app.store.runs("users", 1).await.unwrap();
     assert_eq!(runs[0].status, "interrupted");

@@ -1,0 +1,218 @@
+//! The contacts worker: Outlook contacts → 3CX phonebooks, one way (DESIGN §4).
+//!
+//! The contacts of each `shared_mailboxes` entry go to the company phonebook; with `personal`
+//! on, each synced user's own contacts go to that user's personal phonebook. Graph delta runs
+//! per contact folder (the default folder, and with `folders = "all"` every subfolder); the
+//! first page of every folder's delta goes through `$batch`, 20 folders a call, so a run with
+//! no changes costs about one call per 20 folders and nothing at 3CX.
+//!
+//! Ownership: every entry pbxgate creates carries a `Tag` `pbxgate:<hash>`, and the store links
+//! each such entry to the Outlook contact(s) behind it. Only tagged entries are ever read,
+//! changed or deleted; an entry a person made in 3CX is never touched. The plan compares what
+//! Outlook says with the tagged entries 3CX has *now*, so a rerun after any failure converges
+//! without duplicates (an entry created just before a crash is found again by its tag).
+
+mod action;
+mod apply;
+mod books;
+mod folders;
+mod map;
+mod plan;
+mod read;
+mod wire;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::{Action, Mode, Plan, SyncError, Worker};
+use crate::clock::Clock;
+use crate::config::{Config, ContactsSyncConfig};
+use crate::graph::GraphClient;
+use crate::pbx::{Book, PbxClient};
+use crate::store::Store;
+
+pub use action::{ContactAction, LinkKey};
+pub use map::{tag_for, to_fields};
+pub use plan::{BookState, plan_book};
+pub use read::SourceRead;
+pub use wire::{EmailAddress, GraphContact, SELECT};
+
+pub const FULL_STATE: &str = "contacts.last_full";
+/// `sync_items` of this worker: `skip:<mailbox>` → [`Skipped`].
+const ITEMS: &str = "contacts";
+const SKIP_ITEM: &str = "skip:";
+/// Mailboxes read (and phonebooks listed) at the same time.
+const PARALLEL: usize = 8;
+
+/// A mailbox and the phonebook its contacts go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// As Graph is called: the object id of a user, or the configured UPN/id.
+    pub mailbox: String,
+    /// For people: the UPN.
+    pub label: String,
+    pub book: Book,
+}
+
+pub struct ContactsWorker {
+    graph: Arc<GraphClient>,
+    pbx: Arc<PbxClient>,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    tenant_id: String,
+    config: ContactsSyncConfig,
+}
+
+/// A mailbox left alone until `retry_at` (Unix seconds), and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Skipped {
+    reason: String,
+    retry_at: i64,
+}
+
+impl Skipped {
+    /// How a mailbox still left alone shows on the run.
+    fn action(&self, src: &Source) -> ContactAction {
+        ContactAction::Skip {
+            item: src.label.clone(),
+            mailbox: Some(src.mailbox.clone()),
+            reason: format!("{}; skipped until {}", self.reason, when(self.retry_at)),
+            retry_at: None,
+        }
+    }
+}
+
+impl ContactsWorker {
+    pub fn new(
+        config: &Config,
+        graph: Arc<GraphClient>,
+        pbx: Arc<PbxClient>,
+        store: Store,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            graph,
+            pbx,
+            store,
+            clock,
+            tenant_id: config.entra.tenant_id.clone(),
+            config: config.sync.contacts.clone(),
+        }
+    }
+
+    /// The shared mailboxes, then (with `personal`) every synced user with an extension.
+    async fn sources(&self) -> Result<Vec<Source>, SyncError> {
+        let mut sources: Vec<Source> = self
+            .config
+            .shared_mailboxes
+            .iter()
+            .map(|m| Source {
+                mailbox: m.trim().to_string(),
+                label: m.trim().to_string(),
+                book: Book::Company,
+            })
+            .collect();
+        if self.config.personal {
+            let rows = self.store.directory_users(&self.tenant_id).await?;
+            sources.extend(
+                rows.into_iter()
+                    .filter(|r| r.removed_at.is_none() && !r.extension.is_empty())
+                    .map(|r| Source {
+                        mailbox: r.object_id,
+                        label: r.upn,
+                        book: Book::Personal(r.extension),
+                    }),
+            );
+        }
+        Ok(sources)
+    }
+
+    /// The mailboxes left alone for now (none in a full run), by mailbox.
+    async fn skips(&self, mode: Mode, now: i64) -> Result<HashMap<String, Skipped>, SyncError> {
+        if mode == Mode::Full {
+            return Ok(HashMap::new());
+        }
+        let items = self.store.items(ITEMS).await?;
+        Ok(items
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let skip: Skipped = serde_json::from_str(&v).ok()?;
+                let mailbox = k.strip_prefix(SKIP_ITEM)?.to_string();
+                (skip.retry_at > now).then_some((mailbox, skip))
+            })
+            .collect())
+    }
+}
+
+impl Worker for ContactsWorker {
+    type Action = ContactAction;
+    const NAME: &'static str = "contacts";
+
+    async fn plan(&self, mode: Mode) -> Result<Plan<ContactAction>, SyncError> {
+        let now = self.clock.now();
+        let sources = self.sources().await?;
+        let skips = self.skips(mode, now).await?;
+        let mut actions = Vec::new();
+        let mut unread = BTreeSet::new();
+        let mut to_read = Vec::new();
+        for s in &sources {
+            match skips.get(&s.mailbox) {
+                Some(skip) => {
+                    unread.insert(s.mailbox.clone());
+                    actions.push(skip.action(s));
+                }
+                None => to_read.push(s),
+            }
+        }
+        let mut reads: HashMap<String, SourceRead> = HashMap::new();
+        for (src, r) in self.read_sources(&to_read, mode).await? {
+            match r {
+                Ok(read) => {
+                    reads.insert(src.mailbox.clone(), read);
+                }
+                Err(a) => {
+                    tracing::info!(mailbox = %src.label, reason = %a.detail(), "contacts of a mailbox skipped");
+                    unread.insert(src.mailbox.clone());
+                    actions.push(a);
+                }
+            }
+        }
+        let (book_actions, overflow) = self.plan_books(&sources, &reads, &unread, mode).await?;
+        actions.extend(book_actions);
+        let mut commit: Vec<(String, Option<String>)> = sources
+            .iter()
+            .filter(|s| !overflow.contains(&s.mailbox))
+            .filter_map(|s| reads.get(&s.mailbox).map(|r| Self::commit_for(s, r)))
+            .flatten()
+            .collect();
+        if mode == Mode::Full {
+            commit.push((FULL_STATE.into(), Some(now.to_string())));
+        }
+        Ok(Plan {
+            mode,
+            actions,
+            commit,
+        })
+    }
+
+    async fn apply(&self, action: &ContactAction) -> Result<(), SyncError> {
+        self.apply_action(action).await
+    }
+}
+
+/// Runs `futures` `PARALLEL` at a time; the outputs come in the order they finish.
+async fn unordered<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    futures_util::stream::iter(futures)
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await
+}
+
+fn when(t: i64) -> String {
+    jiff::Timestamp::from_second(t)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| t.to_string())
+}
