@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::any::{AnyPoolOptions, AnyRow, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyPool, FromRow, Row};
 
 use crate::clock::UnixTime;
 
@@ -65,6 +65,27 @@ pub struct SessionRow {
     pub login_hint: Option<String>,
 }
 
+/// The columns of `sessions`, in the order [`SessionRow::from_row`] reads them.
+const SESSION_COLUMNS: &str = "id_hash, user_key, upn, extension, idp_sid, created_at, \
+     last_seen_at, expires_at, revoked_at, login_hint";
+
+impl FromRow<'_, AnyRow> for SessionRow {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id_hash: r.try_get(0)?,
+            user_key: r.try_get(1)?,
+            upn: r.try_get(2)?,
+            extension: r.try_get(3)?,
+            idp_sid: r.try_get(4)?,
+            created_at: r.try_get(5)?,
+            last_seen_at: r.try_get(6)?,
+            expires_at: r.try_get(7)?,
+            revoked_at: r.try_get(8)?,
+            login_hint: r.try_get(9)?,
+        })
+    }
+}
+
 /// A sign-in in progress: what `/auth/callback` must find to accept Entra's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginAttempt {
@@ -73,6 +94,21 @@ pub struct LoginAttempt {
     pub pkce_verifier: String,
     pub return_to: String,
     pub created_at: UnixTime,
+}
+
+/// The columns of `login_attempts`, in the order [`LoginAttempt::from_row`] reads them.
+const LOGIN_ATTEMPT_COLUMNS: &str = "state, nonce, pkce_verifier, return_to, created_at";
+
+impl FromRow<'_, AnyRow> for LoginAttempt {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            state: r.try_get(0)?,
+            nonce: r.try_get(1)?,
+            pkce_verifier: r.try_get(2)?,
+            return_to: r.try_get(3)?,
+            created_at: r.try_get(4)?,
+        })
+    }
 }
 
 /// One row of `directory_users`: an Entra user and their 3CX extension.
@@ -91,6 +127,28 @@ pub struct DirectoryRow {
     pub created_by_pbxgate: bool,
     /// When the user sync found the user disabled or deleted in Entra.
     pub removed_at: Option<UnixTime>,
+}
+
+/// The columns of `directory_users`, in the order [`DirectoryRow::from_row`] reads them.
+const DIRECTORY_COLUMNS: &str = "tenant_id, object_id, upn, display_name, extension, \
+     pbx_user_id, source, managed_password, updated_at, created_by_pbxgate, removed_at";
+
+impl FromRow<'_, AnyRow> for DirectoryRow {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            tenant_id: r.try_get(0)?,
+            object_id: r.try_get(1)?,
+            upn: r.try_get(2)?,
+            display_name: r.try_get(3)?,
+            extension: r.try_get(4)?,
+            pbx_user_id: r.try_get(5)?,
+            source: r.try_get(6)?,
+            managed_password: r.try_get(7)?,
+            updated_at: r.try_get(8)?,
+            created_by_pbxgate: r.try_get::<i64, _>(9)? != 0,
+            removed_at: r.try_get(10)?,
+        })
+    }
 }
 
 fn migrator() -> Migrator {
@@ -188,50 +246,33 @@ impl Store {
     }
 
     pub async fn insert_session(&self, s: &SessionRow) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO sessions (id_hash, user_key, upn, extension, idp_sid, created_at, \
-             last_seen_at, expires_at, revoked_at, login_hint) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&s.id_hash)
-        .bind(&s.user_key)
-        .bind(&s.upn)
-        .bind(&s.extension)
-        .bind(&s.idp_sid)
-        .bind(s.created_at)
-        .bind(s.last_seen_at)
-        .bind(s.expires_at)
-        .bind(s.revoked_at)
-        .bind(&s.login_hint)
-        .execute(&self.pool)
-        .await?;
+        let sql = format!(
+            "INSERT INTO sessions ({SESSION_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        );
+        sqlx::query(&sql)
+            .bind(&s.id_hash)
+            .bind(&s.user_key)
+            .bind(&s.upn)
+            .bind(&s.extension)
+            .bind(&s.idp_sid)
+            .bind(s.created_at)
+            .bind(s.last_seen_at)
+            .bind(s.expires_at)
+            .bind(s.revoked_at)
+            .bind(&s.login_hint)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     pub async fn session(&self, id_hash: &str) -> Result<Option<SessionRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id_hash, user_key, upn, extension, idp_sid, created_at, last_seen_at, \
-             expires_at, revoked_at, login_hint FROM sessions WHERE id_hash = $1",
-        )
-        .bind(id_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(SessionRow {
-                id_hash: r.try_get(0)?,
-                user_key: r.try_get(1)?,
-                upn: r.try_get(2)?,
-                extension: r.try_get(3)?,
-                idp_sid: r.try_get(4)?,
-                created_at: r.try_get(5)?,
-                last_seen_at: r.try_get(6)?,
-                expires_at: r.try_get(7)?,
-                revoked_at: r.try_get(8)?,
-                login_hint: r.try_get(9)?,
-            })
-        })
-        .transpose()
-        .map_err(StoreError::Query)
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id_hash = $1");
+        let row = sqlx::query_as(&sql)
+            .bind(id_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row)
     }
 
     /// Moves `last_seen_at` forward (never back, whichever replica writes last).
@@ -304,22 +345,6 @@ impl Store {
     }
 }
 
-fn directory_row(r: &sqlx::any::AnyRow) -> Result<DirectoryRow, sqlx::Error> {
-    Ok(DirectoryRow {
-        tenant_id: r.try_get(0)?,
-        object_id: r.try_get(1)?,
-        upn: r.try_get(2)?,
-        display_name: r.try_get(3)?,
-        extension: r.try_get(4)?,
-        pbx_user_id: r.try_get(5)?,
-        source: r.try_get(6)?,
-        managed_password: r.try_get(7)?,
-        updated_at: r.try_get(8)?,
-        created_by_pbxgate: r.try_get::<i64, _>(9)? != 0,
-        removed_at: r.try_get(10)?,
-    })
-}
-
 /// Makes sure the SQLite file can be created: its directory exists and `mode=rwc` is set.
 fn prepare_sqlite(url: &str) -> Result<String, StoreError> {
     let rest = url
@@ -351,17 +376,17 @@ fn prepare_sqlite(url: &str) -> Result<String, StoreError> {
 
 impl Store {
     pub async fn insert_login_attempt(&self, a: &LoginAttempt) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO login_attempts (state, nonce, pkce_verifier, return_to, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&a.state)
-        .bind(&a.nonce)
-        .bind(&a.pkce_verifier)
-        .bind(&a.return_to)
-        .bind(a.created_at)
-        .execute(&self.pool)
-        .await?;
+        let sql = format!(
+            "INSERT INTO login_attempts ({LOGIN_ATTEMPT_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"
+        );
+        sqlx::query(&sql)
+            .bind(&a.state)
+            .bind(&a.nonce)
+            .bind(&a.pkce_verifier)
+            .bind(&a.return_to)
+            .bind(a.created_at)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -370,24 +395,14 @@ impl Store {
         &self,
         state: &str,
     ) -> Result<Option<LoginAttempt>, StoreError> {
-        let row = sqlx::query(
-            "DELETE FROM login_attempts WHERE state = $1 \
-             RETURNING state, nonce, pkce_verifier, return_to, created_at",
-        )
-        .bind(state)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(LoginAttempt {
-                state: r.try_get(0)?,
-                nonce: r.try_get(1)?,
-                pkce_verifier: r.try_get(2)?,
-                return_to: r.try_get(3)?,
-                created_at: r.try_get(4)?,
-            })
-        })
-        .transpose()
-        .map_err(StoreError::Query)
+        let sql = format!(
+            "DELETE FROM login_attempts WHERE state = $1 RETURNING {LOGIN_ATTEMPT_COLUMNS}"
+        );
+        let row = sqlx::query_as(&sql)
+            .bind(state)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row)
     }
 
     /// Deletes attempts started before `cutoff` (abandoned sign-ins).
@@ -404,60 +419,52 @@ impl Store {
         tenant_id: &str,
         object_id: &str,
     ) -> Result<Option<DirectoryRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT tenant_id, object_id, upn, display_name, extension, pbx_user_id, source, \
-             managed_password, updated_at, created_by_pbxgate, removed_at FROM directory_users \
-             WHERE tenant_id = $1 AND object_id = $2",
-        )
-        .bind(tenant_id)
-        .bind(object_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| directory_row(&r))
-            .transpose()
-            .map_err(StoreError::Query)
+        let sql = format!(
+            "SELECT {DIRECTORY_COLUMNS} FROM directory_users \
+             WHERE tenant_id = $1 AND object_id = $2"
+        );
+        let row = sqlx::query_as(&sql)
+            .bind(tenant_id)
+            .bind(object_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row)
     }
 
     /// Every directory row of a tenant.
     pub async fn directory_users(&self, tenant_id: &str) -> Result<Vec<DirectoryRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT tenant_id, object_id, upn, display_name, extension, pbx_user_id, source, \
-             managed_password, updated_at, created_by_pbxgate, removed_at FROM directory_users \
-             WHERE tenant_id = $1",
-        )
-        .bind(tenant_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(directory_row)
-            .collect::<Result<_, _>>()
-            .map_err(StoreError::Query)
+        let sql = format!("SELECT {DIRECTORY_COLUMNS} FROM directory_users WHERE tenant_id = $1");
+        let rows = sqlx::query_as(&sql)
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
     }
 
     /// Inserts or replaces a directory row (the managed password is kept unless given).
     pub async fn upsert_directory_user(&self, d: &DirectoryRow) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO directory_users (tenant_id, object_id, upn, display_name, extension, \
-             pbx_user_id, source, managed_password, updated_at, created_by_pbxgate, removed_at) \
+        let sql = format!(
+            "INSERT INTO directory_users ({DIRECTORY_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (tenant_id, object_id) DO UPDATE SET upn = $3, display_name = $4, \
              extension = $5, pbx_user_id = $6, source = $7, \
              managed_password = COALESCE($8, directory_users.managed_password), updated_at = $9, \
-             created_by_pbxgate = $10, removed_at = $11",
-        )
-        .bind(&d.tenant_id)
-        .bind(&d.object_id)
-        .bind(&d.upn)
-        .bind(&d.display_name)
-        .bind(&d.extension)
-        .bind(d.pbx_user_id)
-        .bind(&d.source)
-        .bind(&d.managed_password)
-        .bind(d.updated_at)
-        .bind(d.created_by_pbxgate as i64)
-        .bind(d.removed_at)
-        .execute(&self.pool)
-        .await?;
+             created_by_pbxgate = $10, removed_at = $11"
+        );
+        sqlx::query(&sql)
+            .bind(&d.tenant_id)
+            .bind(&d.object_id)
+            .bind(&d.upn)
+            .bind(&d.display_name)
+            .bind(&d.extension)
+            .bind(d.pbx_user_id)
+            .bind(&d.source)
+            .bind(&d.managed_password)
+            .bind(d.updated_at)
+            .bind(d.created_by_pbxgate as i64)
+            .bind(d.removed_at)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }
@@ -476,6 +483,28 @@ pub struct RunRow {
     pub applied: String,
     pub errors: String,
     pub message: Option<String>,
+}
+
+/// The columns of `sync_runs`, in the order [`RunRow::from_row`] reads them.
+const RUN_COLUMNS: &str = "id, worker, mode, dry_run, status, started_at, ended_at, \
+     planned, applied, errors, message";
+
+impl FromRow<'_, AnyRow> for RunRow {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: r.try_get(0)?,
+            worker: r.try_get(1)?,
+            mode: r.try_get(2)?,
+            dry_run: r.try_get::<i64, _>(3)? != 0,
+            status: r.try_get(4)?,
+            started_at: r.try_get(5)?,
+            ended_at: r.try_get(6)?,
+            planned: r.try_get(7)?,
+            applied: r.try_get(8)?,
+            errors: r.try_get(9)?,
+            message: r.try_get(10)?,
+        })
+    }
 }
 
 impl Store {
@@ -512,24 +541,24 @@ impl Store {
     }
 
     pub async fn insert_run(&self, r: &RunRow) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO sync_runs (id, worker, mode, dry_run, status, started_at, ended_at, \
-             planned, applied, errors, message) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(&r.id)
-        .bind(&r.worker)
-        .bind(&r.mode)
-        .bind(r.dry_run as i64)
-        .bind(&r.status)
-        .bind(r.started_at)
-        .bind(r.ended_at)
-        .bind(&r.planned)
-        .bind(&r.applied)
-        .bind(&r.errors)
-        .bind(&r.message)
-        .execute(&self.pool)
-        .await?;
+        let sql = format!(
+            "INSERT INTO sync_runs ({RUN_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        );
+        sqlx::query(&sql)
+            .bind(&r.id)
+            .bind(&r.worker)
+            .bind(&r.mode)
+            .bind(r.dry_run as i64)
+            .bind(&r.status)
+            .bind(r.started_at)
+            .bind(r.ended_at)
+            .bind(&r.planned)
+            .bind(&r.applied)
+            .bind(&r.errors)
+            .bind(&r.message)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -552,43 +581,24 @@ impl Store {
 
     /// The most recent runs of `worker`, newest first.
     pub async fn runs(&self, worker: &str, limit: i64) -> Result<Vec<RunRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, worker, mode, dry_run, status, started_at, ended_at, planned, applied, \
-             errors, message FROM sync_runs WHERE worker = $1 \
-             ORDER BY started_at DESC, id DESC LIMIT $2",
-        )
-        .bind(worker)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(RunRow {
-                    id: r.try_get(0)?,
-                    worker: r.try_get(1)?,
-                    mode: r.try_get(2)?,
-                    dry_run: r.try_get::<i64, _>(3)? != 0,
-                    status: r.try_get(4)?,
-                    started_at: r.try_get(5)?,
-                    ended_at: r.try_get(6)?,
-                    planned: r.try_get(7)?,
-                    applied: r.try_get(8)?,
-                    errors: r.try_get(9)?,
-                    message: r.try_get(10)?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::Query)
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM sync_runs WHERE worker = $1 \
+             ORDER BY started_at DESC, id DESC LIMIT $2"
+        );
+        let rows = sqlx::query_as(&sql)
+            .bind(worker)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
     }
 
     pub async fn state(&self, name: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT value FROM sync_state WHERE name = $1")
+        let value = sqlx::query_scalar("SELECT value FROM sync_state WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| r.try_get(0))
-            .transpose()
-            .map_err(StoreError::Query)
+        Ok(value)
     }
 
     pub async fn set_state(
@@ -621,14 +631,12 @@ impl Store {
 
     /// Every item a worker remembers (`sync_items`), by item key.
     pub async fn items(&self, worker: &str) -> Result<HashMap<String, String>, StoreError> {
-        let rows = sqlx::query("SELECT item, value FROM sync_items WHERE worker = $1")
-            .bind(worker)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::Query)
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT item, value FROM sync_items WHERE worker = $1")
+                .bind(worker)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Remembers (`Some`) or forgets (`None`) one item of a worker.
