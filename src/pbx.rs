@@ -21,6 +21,8 @@ use url::Url;
 
 use crate::clock::{Clock, UnixTime};
 use crate::config::PbxConfig;
+use crate::ids::RandomError;
+use crate::store::StoreError;
 use crate::tls::{self, TlsError};
 
 mod contacts;
@@ -49,14 +51,16 @@ pub enum PbxError {
         code: String,
         message: String,
     },
-    #[error("3CX answered something unexpected: {0}")]
-    Unexpected(String),
     #[error("3CX answered something unexpected ({what}): {source}")]
     Decode {
         what: &'static str,
         #[source]
         source: reqwest::Error,
     },
+    #[error("cannot encode the new 3CX user: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("cannot set up the HTTP client for 3CX: {0}")]
+    Client(#[source] reqwest::Error),
     #[error("3CX refused the sign-in for extension {extension} ({status})")]
     SignInRefused { extension: String, status: u16 },
     #[error("extension number {0} is already taken in 3CX")]
@@ -65,6 +69,16 @@ pub enum PbxError {
     DuplicateEmail(String),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// Managed-password mode without `[pbx] password_key` to seal the passwords with.
+    #[error("pbx.password_key is not set")]
+    NoPasswordKey,
+    #[error("cannot make a managed password: {0}")]
+    Random(#[from] RandomError),
+    /// The sealing error as `auth`'s password box words it.
+    #[error("cannot seal the managed password: {0}")]
+    Seal(String),
+    #[error("cannot keep the managed password: {0}")]
+    Store(#[from] StoreError),
 }
 
 impl PbxError {
@@ -223,7 +237,7 @@ impl PbxClient {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("pbxgate/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| PbxError::Unexpected(e.to_string()))?;
+            .map_err(PbxError::Client)?;
         Ok(Self {
             http,
             base: config.url.clone(),
@@ -278,10 +292,7 @@ impl PbxClient {
     }
 
     async fn read_token(&self, res: reqwest::Response) -> Result<AccessToken, PbxError> {
-        let body: TokenResponse = res
-            .json()
-            .await
-            .map_err(|e| PbxError::Unexpected(format!("token response: {e}")))?;
+        let body: TokenResponse = decode(res, "token response").await?;
         Ok(AccessToken {
             token: SecretString::from(body.access_token),
             expires_at: self.clock.now() + lifetime_secs(body.expires_in),
@@ -462,16 +473,13 @@ impl PbxClient {
         number: &str,
         fields: &UserFields,
     ) -> Result<PbxUser, PbxError> {
-        let mut body =
-            serde_json::to_value(fields).map_err(|e| PbxError::Unexpected(e.to_string()))?;
+        let mut body = serde_json::to_value(fields).map_err(PbxError::Encode)?;
         body["Number"] = serde_json::json!(number);
         let res = self
             .xapi(reqwest::Method::POST, "/xapi/v1/Users", |r| r.json(&body))
             .await
             .map_err(|e| duplicate(e, number, fields))?;
-        res.json()
-            .await
-            .map_err(|e| PbxError::Unexpected(format!("created user: {e}")))
+        decode(res, "created user").await
     }
 
     /// `PATCH /Users({id})` with only the given fields.

@@ -549,11 +549,7 @@ async fn open_pbx_session(app: &App, person: &DirectoryRow) -> Result<Vec<Header
 
 /// The extension's managed web password; made, set in 3CX and stored on first use.
 async fn managed_password(app: &App, person: &DirectoryRow) -> Result<SecretString, PbxError> {
-    let boxed = app
-        .auth
-        .passwords
-        .as_ref()
-        .ok_or_else(|| PbxError::Unexpected("pbx.password_key is not set".into()))?;
+    let boxed = app.auth.passwords.as_ref().ok_or(PbxError::NoPasswordKey)?;
     if let Some(sealed) = &person.managed_password {
         match boxed.open(sealed) {
             Ok(p) => return Ok(p),
@@ -562,21 +558,21 @@ async fn managed_password(app: &App, person: &DirectoryRow) -> Result<SecretStri
             }
         }
     }
-    let raw = ids::random::<24>().map_err(|e| PbxError::Unexpected(e.to_string()))?;
+    let raw = ids::random::<24>().map_err(PbxError::Random)?;
     let password = SecretString::from(URL_SAFE_NO_PAD.encode(raw));
     app.pbx
         .set_access_password(person.pbx_user_id, &password)
         .await?;
     let sealed = boxed
         .seal(password.expose_secret())
-        .map_err(PbxError::Unexpected)?;
+        .map_err(PbxError::Seal)?;
     let mut row = person.clone();
     row.managed_password = Some(sealed);
     row.updated_at = app.clock.now();
     app.store
         .upsert_directory_user(&row)
         .await
-        .map_err(|e| PbxError::Unexpected(e.to_string()))?;
+        .map_err(PbxError::Store)?;
     Ok(password)
 }
 
