@@ -88,14 +88,7 @@ impl Store {
 
     /// Revokes one session; returns whether a live one was found.
     pub async fn revoke_session(&self, id_hash: &str, now: UnixTime) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "UPDATE sessions SET revoked_at = $1 WHERE id_hash = $2 AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(id_hash)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() > 0)
+        Ok(self.revoke_where("id_hash", id_hash, now).await? > 0)
     }
 
     /// Revokes every live session of a user; returns how many.
@@ -104,25 +97,30 @@ impl Store {
         user_key: &str,
         now: UnixTime,
     ) -> Result<u64, StoreError> {
-        let r = sqlx::query(
-            "UPDATE sessions SET revoked_at = $1 WHERE user_key = $2 AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(user_key)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
+        self.revoke_where("user_key", user_key, now).await
     }
 
     /// Revokes every live session started in Entra session `sid` (front-channel logout).
     pub async fn revoke_idp_sessions(&self, sid: &str, now: UnixTime) -> Result<u64, StoreError> {
-        let r = sqlx::query(
-            "UPDATE sessions SET revoked_at = $1 WHERE idp_sid = $2 AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(sid)
-        .execute(&self.pool)
-        .await?;
+        self.revoke_where("idp_sid", sid, now).await
+    }
+
+    /// Revokes the live sessions whose `column` is `value`; returns how many. A revoked
+    /// session keeps its first `revoked_at`.
+    async fn revoke_where(
+        &self,
+        column: &'static str,
+        value: &str,
+        now: UnixTime,
+    ) -> Result<u64, StoreError> {
+        let sql = format!(
+            "UPDATE sessions SET revoked_at = $1 WHERE {column} = $2 AND revoked_at IS NULL"
+        );
+        let r = sqlx::query(&sql)
+            .bind(now)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
         Ok(r.rows_affected())
     }
 
