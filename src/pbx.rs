@@ -293,10 +293,15 @@ impl PbxClient {
 
     async fn read_token(&self, res: reqwest::Response) -> Result<AccessToken, PbxError> {
         let body: TokenResponse = decode(res, "token response").await?;
-        Ok(AccessToken {
-            token: SecretString::from(body.access_token),
-            expires_at: self.clock.now() + lifetime_secs(body.expires_in),
-        })
+        Ok(self.access_token(body))
+    }
+
+    /// The token of a token answer, with its expiry from now.
+    fn access_token(&self, t: TokenResponse) -> AccessToken {
+        AccessToken {
+            token: SecretString::from(t.access_token),
+            expires_at: self.clock.now() + lifetime_secs(t.expires_in),
+        }
     }
 
     /// Forgets the API token (3CX restarted, or the key was rotated): the next call gets one.
@@ -601,10 +606,7 @@ impl PbxClient {
                 status: s,
                 token: Some(t),
             }) if status.is_success() && s == "AuthSuccess" => Ok(WebclientLogin {
-                access: AccessToken {
-                    token: SecretString::from(t.access_token),
-                    expires_at: self.clock.now() + lifetime_secs(t.expires_in),
-                },
+                access: self.access_token(t),
                 set_cookies,
             }),
             _ => Err(PbxError::SignInRefused {
