@@ -14,6 +14,7 @@ use std::time::Duration;
 use http::HeaderValue;
 use http::header::{COOKIE, SET_COOKIE};
 use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use url::Url;
@@ -48,8 +49,16 @@ pub enum PbxError {
         code: String,
         message: String,
     },
-    #[error("3CX answered something unexpected: {0}")]
-    Unexpected(String),
+    #[error("3CX answered something unexpected ({what}): {source}")]
+    Decode {
+        what: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("cannot encode the new 3CX user: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("cannot set up the HTTP client for 3CX: {0}")]
+    Client(#[source] reqwest::Error),
     #[error("3CX refused the sign-in for extension {extension} ({status})")]
     SignInRefused { extension: String, status: u16 },
     #[error("extension number {0} is already taken in 3CX")]
@@ -176,6 +185,15 @@ struct Collection<T> {
     value: Vec<T>,
 }
 
+/// Whose token an XAPI call carries.
+#[derive(Debug, Clone, Copy)]
+enum Caller<'a> {
+    /// The API client, with its admin rights.
+    ApiClient,
+    /// The extension with this number, through an impersonated token.
+    Extension(&'a str),
+}
+
 pub struct PbxClient {
     http: reqwest::Client,
     base: Url,
@@ -207,7 +225,7 @@ impl PbxClient {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("pbxgate/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| PbxError::Unexpected(e.to_string()))?;
+            .map_err(PbxError::Client)?;
         Ok(Self {
             http,
             base: config.url.clone(),
@@ -262,14 +280,16 @@ impl PbxClient {
     }
 
     async fn read_token(&self, res: reqwest::Response) -> Result<AccessToken, PbxError> {
-        let body: TokenResponse = res
-            .json()
-            .await
-            .map_err(|e| PbxError::Unexpected(format!("token response: {e}")))?;
-        Ok(AccessToken {
-            token: SecretString::from(body.access_token),
-            expires_at: self.clock.now() + lifetime_secs(body.expires_in),
-        })
+        let body: TokenResponse = decode(res, "token response").await?;
+        Ok(self.access_token(body))
+    }
+
+    /// The token of a token answer, with its expiry from now.
+    fn access_token(&self, t: TokenResponse) -> AccessToken {
+        AccessToken {
+            token: SecretString::from(t.access_token),
+            expires_at: self.clock.now() + lifetime_secs(t.expires_in),
+        }
     }
 
     /// Forgets the API token (3CX restarted, or the key was rotated): the next call gets one.
@@ -279,21 +299,8 @@ impl PbxClient {
 
     /// `GET /xapi/v1/Users` with an OData `$filter`, every page.
     pub async fn users(&self, filter: Option<&str>) -> Result<Vec<PbxUser>, PbxError> {
-        let mut all = Vec::new();
-        loop {
-            let skip = all.len().to_string();
-            let top = PAGE.to_string();
-            let mut query = vec![("$select", USER_FIELDS), ("$top", &top), ("$skip", &skip)];
-            if let Some(f) = filter {
-                query.push(("$filter", f));
-            }
-            let page: Collection<PbxUser> = self.xapi_get("/xapi/v1/Users", &query).await?;
-            let n = page.value.len();
-            all.extend(page.value);
-            if n < PAGE {
-                return Ok(all);
-            }
-        }
+        self.pages(Caller::ApiClient, "/xapi/v1/Users", USER_FIELDS, filter)
+            .await
     }
 
     /// The users whose e-mail address is one of `emails` (compared in lower case).
@@ -316,40 +323,93 @@ impl PbxClient {
         Ok(self.users(Some(&filter)).await?.into_iter().next())
     }
 
-    async fn xapi_get<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        query: &[(&str, &str)],
-    ) -> Result<T, PbxError> {
-        let res = self
-            .xapi(reqwest::Method::GET, path, |r| r.query(query))
-            .await?;
-        res.json()
-            .await
-            .map_err(|e| PbxError::Unexpected(format!("{path}: {e}")))
+    /// The bearer token of `caller`.
+    async fn token_of(&self, caller: Caller<'_>) -> Result<SecretString, PbxError> {
+        match caller {
+            Caller::ApiClient => self.api_token().await,
+            Caller::Extension(ext) => Ok(self.impersonate(ext).await?.token),
+        }
     }
 
-    /// One XAPI call with the API token; on 401 the token is renewed once and the call repeated.
+    /// Forgets the cached token of `caller`, so that the next call gets a new one.
+    async fn forget_token_of(&self, caller: Caller<'_>) {
+        match caller {
+            Caller::ApiClient => self.drop_api_token().await,
+            Caller::Extension(ext) => self.forget_impersonation(ext),
+        }
+    }
+
+    /// One XAPI call as `caller`. A cached token can die early (3CX restarted, the key was
+    /// rotated): on 401 the token is dropped, and the call repeated once with a new one.
+    async fn send_xapi(
+        &self,
+        caller: Caller<'_>,
+        method: reqwest::Method,
+        path: &str,
+        build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, PbxError> {
+        let send = async || {
+            let token = self.token_of(caller).await?;
+            let req = self
+                .http
+                .request(method.clone(), self.url(path))
+                .bearer_auth(token.expose_secret());
+            build(req).send().await.map_err(unreachable)
+        };
+        let mut res = send().await?;
+        if res.status() == reqwest::StatusCode::UNAUTHORIZED {
+            self.forget_token_of(caller).await;
+            res = send().await?;
+        }
+        check(res).await
+    }
+
+    /// One XAPI call as the API client (see [`PbxClient::send_xapi`]).
     async fn xapi(
         &self,
         method: reqwest::Method,
         path: &str,
         build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, PbxError> {
-        for attempt in 0..2 {
-            let token = self.api_token().await?;
-            let req = self
-                .http
-                .request(method.clone(), self.url(path))
-                .bearer_auth(token.expose_secret());
-            let res = build(req).send().await.map_err(unreachable)?;
-            if res.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
-                self.drop_api_token().await;
-                continue;
+        self.send_xapi(Caller::ApiClient, method, path, build).await
+    }
+
+    /// `GET path` as `caller`, decoded from JSON.
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        caller: Caller<'_>,
+        path: &'static str,
+        query: &[(&str, &str)],
+    ) -> Result<T, PbxError> {
+        let res = self
+            .send_xapi(caller, reqwest::Method::GET, path, |r| r.query(query))
+            .await?;
+        decode(res, path).await
+    }
+
+    /// Every entry of an XAPI collection with the fields `select`, `PAGE` at a time until a
+    /// short page.
+    async fn pages<T: DeserializeOwned>(
+        &self,
+        caller: Caller<'_>,
+        path: &'static str,
+        select: &str,
+        filter: Option<&str>,
+    ) -> Result<Vec<T>, PbxError> {
+        let mut all = Vec::new();
+        loop {
+            let (top, skip) = (PAGE.to_string(), all.len().to_string());
+            let mut query = vec![("$select", select), ("$top", &top), ("$skip", &skip)];
+            if let Some(f) = filter {
+                query.push(("$filter", f));
             }
-            return check(res).await;
+            let page: Collection<T> = self.get_json(caller, path, &query).await?;
+            let n = page.value.len();
+            all.extend(page.value);
+            if n < PAGE {
+                return Ok(all);
+            }
         }
-        Err(PbxError::Unexpected("unreachable retry state".into()))
     }
 
     /// The current status profile by user id, read in bulk: of `ids` by `$filter` (20 ids a
@@ -374,29 +434,18 @@ impl PbxClient {
         };
         let mut out = HashMap::new();
         for filter in filters {
-            let mut seen = 0;
-            loop {
-                let (top, skip) = (PAGE.to_string(), seen.to_string());
-                let mut query = vec![
-                    ("$select", "Id,CurrentProfileName"),
-                    ("$top", top.as_str()),
-                    ("$skip", skip.as_str()),
-                ];
-                if let Some(f) = &filter {
-                    query.push(("$filter", f));
-                }
-                let page: Collection<Row> = self.xapi_get("/xapi/v1/Users", &query).await?;
-                seen += page.value.len();
-                let n = page.value.len();
-                out.extend(
-                    page.value
-                        .into_iter()
-                        .map(|r| (r.id, r.current_profile_name.unwrap_or_default())),
-                );
-                if n < PAGE {
-                    break;
-                }
-            }
+            let rows: Vec<Row> = self
+                .pages(
+                    Caller::ApiClient,
+                    "/xapi/v1/Users",
+                    "Id,CurrentProfileName",
+                    filter.as_deref(),
+                )
+                .await?;
+            out.extend(
+                rows.into_iter()
+                    .map(|r| (r.id, r.current_profile_name.unwrap_or_default())),
+            );
         }
         Ok(out)
     }
@@ -417,16 +466,13 @@ impl PbxClient {
         number: &str,
         fields: &UserFields,
     ) -> Result<PbxUser, PbxError> {
-        let mut body =
-            serde_json::to_value(fields).map_err(|e| PbxError::Unexpected(e.to_string()))?;
+        let mut body = serde_json::to_value(fields).map_err(PbxError::Encode)?;
         body["Number"] = serde_json::json!(number);
         let res = self
             .xapi(reqwest::Method::POST, "/xapi/v1/Users", |r| r.json(&body))
             .await
             .map_err(|e| duplicate(e, number, fields))?;
-        res.json()
-            .await
-            .map_err(|e| PbxError::Unexpected(format!("created user: {e}")))
+        decode(res, "created user").await
     }
 
     /// `PATCH /Users({id})` with only the given fields.
@@ -453,9 +499,8 @@ impl PbxClient {
         struct First {
             number: String,
         }
-        let f: First = self
-            .xapi_get("/xapi/v1/Users/Pbx.GetFirstAvailableExtensionNumber()", &[])
-            .await?;
+        let path = "/xapi/v1/Users/Pbx.GetFirstAvailableExtensionNumber()";
+        let f: First = self.get_json(Caller::ApiClient, path, &[]).await?;
         Ok(f.number)
     }
 
@@ -549,10 +594,7 @@ impl PbxClient {
                 status: s,
                 token: Some(t),
             }) if status.is_success() && s == "AuthSuccess" => Ok(WebclientLogin {
-                access: AccessToken {
-                    token: SecretString::from(t.access_token),
-                    expires_at: self.clock.now() + lifetime_secs(t.expires_in),
-                },
+                access: self.access_token(t),
                 set_cookies,
             }),
             _ => Err(PbxError::SignInRefused {
@@ -577,6 +619,16 @@ impl PbxClient {
             .map_err(unreachable)?;
         check(res).await.map(|_| ())
     }
+}
+
+/// Reads a JSON answer; `what` names it in the error.
+async fn decode<T: DeserializeOwned>(
+    res: reqwest::Response,
+    what: &'static str,
+) -> Result<T, PbxError> {
+    res.json()
+        .await
+        .map_err(|source| PbxError::Decode { what, source })
 }
 
 fn unreachable(e: reqwest::Error) -> PbxError {

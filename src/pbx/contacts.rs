@@ -1,10 +1,9 @@
 //! 3CX phonebooks: the company phonebook (`/xapi/v1/Contacts`, documented) and a user's
 //! personal phonebook (not documented; see [`PbxClient::book_token`]).
 
-use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::{Collection, PAGE, PbxClient, PbxError, check, odata_string, unreachable};
+use super::{Caller, PbxClient, PbxError, decode, odata_string};
 
 /// Every entry pbxgate creates carries a `Tag` starting with this, so that it never touches
 /// an entry it did not make.
@@ -76,52 +75,23 @@ pub struct PbxContact {
     pub fields: ContactFields,
 }
 
-impl PbxClient {
-    /// The bearer token for calls to `book`.
+impl Book {
+    /// Who calls 3CX for `self`.
     ///
     /// UNDOCUMENTED for `Book::Personal`: the XAPI description has no call that creates or
     /// lists one user's personal contacts. pbxgate calls the same `/xapi/v1/Contacts` with a
     /// token impersonating the extension (see [`PbxClient::impersonate`]), assuming 3CX scopes
     /// the collection to the caller's personal phonebook as it scopes `MyUser`. Not verified
     /// against a live PBX; `[sync.contacts] personal` is off by default for that reason.
-    async fn book_token(&self, book: &Book) -> Result<SecretString, PbxError> {
-        match book {
-            Book::Company => self.api_token().await,
-            Book::Personal(ext) => Ok(self.impersonate(ext).await?.token),
+    fn caller(&self) -> Caller<'_> {
+        match self {
+            Self::Company => Caller::ApiClient,
+            Self::Personal(ext) => Caller::Extension(ext),
         }
     }
+}
 
-    async fn forget_book_token(&self, book: &Book) {
-        match book {
-            Book::Company => self.drop_api_token().await,
-            Book::Personal(ext) => self.forget_impersonation(ext),
-        }
-    }
-
-    /// One call to a phonebook; on 401 the token is renewed once and the call repeated.
-    async fn book_call(
-        &self,
-        book: &Book,
-        method: reqwest::Method,
-        path: &str,
-        build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, PbxError> {
-        for attempt in 0..2 {
-            let token = self.book_token(book).await?;
-            let req = self
-                .http
-                .request(method.clone(), self.url(path))
-                .bearer_auth(token.expose_secret());
-            let res = build(req).send().await.map_err(unreachable)?;
-            if res.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
-                self.forget_book_token(book).await;
-                continue;
-            }
-            return check(res).await;
-        }
-        Err(PbxError::Unexpected("unreachable retry state".into()))
-    }
-
+impl PbxClient {
     /// The entries of `book` whose `Tag` starts with `tag_prefix` (pbxgate's own), every page.
     pub async fn contacts(
         &self,
@@ -129,31 +99,9 @@ impl PbxClient {
         tag_prefix: &str,
     ) -> Result<Vec<PbxContact>, PbxError> {
         let filter = format!("startswith(Tag,{})", odata_string(tag_prefix));
-        let mut all = Vec::new();
-        loop {
-            let skip = all.len().to_string();
-            let top = PAGE.to_string();
-            let query = [
-                ("$select", CONTACT_FIELDS),
-                ("$filter", filter.as_str()),
-                ("$top", top.as_str()),
-                ("$skip", skip.as_str()),
-            ];
-            let res = self
-                .book_call(book, reqwest::Method::GET, "/xapi/v1/Contacts", |r| {
-                    r.query(&query)
-                })
-                .await?;
-            let page: Collection<PbxContact> = res
-                .json()
-                .await
-                .map_err(|e| PbxError::Unexpected(format!("/Contacts: {e}")))?;
-            let n = page.value.len();
-            all.extend(page.value);
-            if n < PAGE {
-                return Ok(all);
-            }
-        }
+        let path = "/xapi/v1/Contacts";
+        self.pages(book.caller(), path, CONTACT_FIELDS, Some(&filter))
+            .await
     }
 
     /// `POST /Contacts`: a new entry in `book`.
@@ -163,13 +111,14 @@ impl PbxClient {
         fields: &ContactFields,
     ) -> Result<PbxContact, PbxError> {
         let res = self
-            .book_call(book, reqwest::Method::POST, "/xapi/v1/Contacts", |r| {
-                r.json(fields)
-            })
+            .send_xapi(
+                book.caller(),
+                reqwest::Method::POST,
+                "/xapi/v1/Contacts",
+                |r| r.json(fields),
+            )
             .await?;
-        res.json()
-            .await
-            .map_err(|e| PbxError::Unexpected(format!("created contact: {e}")))
+        decode(res, "created contact").await
     }
 
     /// `PATCH /Contacts({id})` with every owned field.
@@ -180,15 +129,17 @@ impl PbxClient {
         fields: &ContactFields,
     ) -> Result<(), PbxError> {
         let path = format!("/xapi/v1/Contacts({id})");
-        self.book_call(book, reqwest::Method::PATCH, &path, |r| r.json(fields))
-            .await
-            .map(|_| ())
+        self.send_xapi(book.caller(), reqwest::Method::PATCH, &path, |r| {
+            r.json(fields)
+        })
+        .await
+        .map(|_| ())
     }
 
     /// `DELETE /Contacts({id})`.
     pub async fn delete_contact(&self, book: &Book, id: i64) -> Result<(), PbxError> {
         let path = format!("/xapi/v1/Contacts({id})");
-        self.book_call(book, reqwest::Method::DELETE, &path, |r| r)
+        self.send_xapi(book.caller(), reqwest::Method::DELETE, &path, |r| r)
             .await
             .map(|_| ())
     }

@@ -1,7 +1,8 @@
 //! The contacts worker's records: `contact_links`, what pbxgate put into which phonebook from
 //! which Outlook contact.
 
-use sqlx::Row;
+use sqlx::any::AnyRow;
+use sqlx::{FromRow, Row};
 
 use super::{Store, StoreError};
 use crate::clock::UnixTime;
@@ -20,60 +21,60 @@ pub struct ContactLink {
     pub updated_at: UnixTime,
 }
 
+/// The columns of `contact_links`, in the order [`ContactLink::from_row`] reads them.
 const LINK_COLUMNS: &str = "book, mailbox, contact_id, folder_id, tag, pbx_id, updated_at";
 
-fn link(r: &sqlx::any::AnyRow) -> Result<ContactLink, sqlx::Error> {
-    Ok(ContactLink {
-        book: r.try_get(0)?,
-        mailbox: r.try_get(1)?,
-        contact_id: r.try_get(2)?,
-        folder_id: r.try_get(3)?,
-        tag: r.try_get(4)?,
-        pbx_id: r.try_get(5)?,
-        updated_at: r.try_get(6)?,
-    })
+impl FromRow<'_, AnyRow> for ContactLink {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            book: r.try_get(0)?,
+            mailbox: r.try_get(1)?,
+            contact_id: r.try_get(2)?,
+            folder_id: r.try_get(3)?,
+            tag: r.try_get(4)?,
+            pbx_id: r.try_get(5)?,
+            updated_at: r.try_get(6)?,
+        })
+    }
 }
 
 impl Store {
     /// Every link of one phonebook.
     pub async fn contact_links(&self, book: &str) -> Result<Vec<ContactLink>, StoreError> {
         let sql = format!("SELECT {LINK_COLUMNS} FROM contact_links WHERE book = $1");
-        let rows = sqlx::query(&sql).bind(book).fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(link)
-            .collect::<Result<_, _>>()
-            .map_err(StoreError::Query)
+        let rows = sqlx::query_as(&sql)
+            .bind(book)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
     }
 
     /// Every link whose contact came from `mailbox`, whatever the phonebook.
     pub async fn contact_links_of(&self, mailbox: &str) -> Result<Vec<ContactLink>, StoreError> {
         let sql = format!("SELECT {LINK_COLUMNS} FROM contact_links WHERE mailbox = $1");
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query_as(&sql)
             .bind(mailbox)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(link)
-            .collect::<Result<_, _>>()
-            .map_err(StoreError::Query)
+        Ok(rows)
     }
 
     pub async fn upsert_contact_link(&self, l: &ContactLink) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO contact_links (book, mailbox, contact_id, folder_id, tag, pbx_id, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+        let sql = format!(
+            "INSERT INTO contact_links ({LINK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (book, mailbox, contact_id) DO UPDATE SET \
-             folder_id = $4, tag = $5, pbx_id = $6, updated_at = $7",
-        )
-        .bind(&l.book)
-        .bind(&l.mailbox)
-        .bind(&l.contact_id)
-        .bind(&l.folder_id)
-        .bind(&l.tag)
-        .bind(l.pbx_id)
-        .bind(l.updated_at)
-        .execute(&self.pool)
-        .await?;
+             folder_id = $4, tag = $5, pbx_id = $6, updated_at = $7"
+        );
+        sqlx::query(&sql)
+            .bind(&l.book)
+            .bind(&l.mailbox)
+            .bind(&l.contact_id)
+            .bind(&l.folder_id)
+            .bind(&l.tag)
+            .bind(l.pbx_id)
+            .bind(l.updated_at)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -96,6 +96,24 @@ async fn the_api_token_is_cached_and_renewed_before_it_expires() {
 }
 
 #[tokio::test]
+async fn a_token_refused_with_401_is_renewed_once() {
+    let clock = ManualClock::new(START);
+    let (sim, server) = sim_with(1, &clock).await;
+    let pbx = client_for(&server.url(), &clock);
+    pbx.api_token().await.unwrap();
+    // Another client with the same credentials: 3CX keeps one live token per API client, so
+    // the cached one is now refused.
+    client_for(&server.url(), &clock).api_token().await.unwrap();
+    let before = sim.requests();
+    assert_eq!(pbx.users(None).await.unwrap().len(), 1);
+    assert_eq!(
+        sim.requests() - before,
+        2,
+        "the refused call and its repeat"
+    );
+}
+
+#[tokio::test]
 async fn errors_keep_3cx_s_message() {
     let clock = ManualClock::new(START);
     let (_sim, server) = sim_with(1, &clock).await;

@@ -1,0 +1,143 @@
+//! Gateway sessions (`sessions`): one row per signed-in browser, shared by every replica.
+
+use sqlx::any::AnyRow;
+use sqlx::{FromRow, Row};
+
+use super::{Store, StoreError};
+use crate::clock::UnixTime;
+
+/// One row of `sessions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    pub id_hash: String,
+    pub user_key: String,
+    pub upn: String,
+    pub extension: String,
+    pub idp_sid: Option<String>,
+    pub created_at: UnixTime,
+    pub last_seen_at: UnixTime,
+    pub expires_at: UnixTime,
+    pub revoked_at: Option<UnixTime>,
+    /// Entra's `login_hint` claim, sent back as `logout_hint` on sign-out.
+    pub login_hint: Option<String>,
+}
+
+/// The columns of `sessions`, in the order [`SessionRow::from_row`] reads them.
+const SESSION_COLUMNS: &str = "id_hash, user_key, upn, extension, idp_sid, created_at, \
+     last_seen_at, expires_at, revoked_at, login_hint";
+
+impl FromRow<'_, AnyRow> for SessionRow {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id_hash: r.try_get(0)?,
+            user_key: r.try_get(1)?,
+            upn: r.try_get(2)?,
+            extension: r.try_get(3)?,
+            idp_sid: r.try_get(4)?,
+            created_at: r.try_get(5)?,
+            last_seen_at: r.try_get(6)?,
+            expires_at: r.try_get(7)?,
+            revoked_at: r.try_get(8)?,
+            login_hint: r.try_get(9)?,
+        })
+    }
+}
+
+impl Store {
+    pub async fn insert_session(&self, s: &SessionRow) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO sessions ({SESSION_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        );
+        sqlx::query(&sql)
+            .bind(&s.id_hash)
+            .bind(&s.user_key)
+            .bind(&s.upn)
+            .bind(&s.extension)
+            .bind(&s.idp_sid)
+            .bind(s.created_at)
+            .bind(s.last_seen_at)
+            .bind(s.expires_at)
+            .bind(s.revoked_at)
+            .bind(&s.login_hint)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn session(&self, id_hash: &str) -> Result<Option<SessionRow>, StoreError> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id_hash = $1");
+        let row = sqlx::query_as(&sql)
+            .bind(id_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row)
+    }
+
+    /// Moves `last_seen_at` forward (never back, whichever replica writes last).
+    pub async fn touch_session(&self, id_hash: &str, now: UnixTime) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2 AND last_seen_at < $1",
+        )
+        .bind(now)
+        .bind(id_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Revokes one session; returns whether a live one was found.
+    pub async fn revoke_session(&self, id_hash: &str, now: UnixTime) -> Result<bool, StoreError> {
+        Ok(self.revoke_where("id_hash", id_hash, now).await? > 0)
+    }
+
+    /// Revokes every live session of a user; returns how many.
+    pub async fn revoke_user_sessions(
+        &self,
+        user_key: &str,
+        now: UnixTime,
+    ) -> Result<u64, StoreError> {
+        self.revoke_where("user_key", user_key, now).await
+    }
+
+    /// Revokes every live session started in Entra session `sid` (front-channel logout).
+    pub async fn revoke_idp_sessions(&self, sid: &str, now: UnixTime) -> Result<u64, StoreError> {
+        self.revoke_where("idp_sid", sid, now).await
+    }
+
+    /// Revokes the live sessions whose `column` is `value`; returns how many. A revoked
+    /// session keeps its first `revoked_at`.
+    async fn revoke_where(
+        &self,
+        column: &'static str,
+        value: &str,
+        now: UnixTime,
+    ) -> Result<u64, StoreError> {
+        let sql = format!(
+            "UPDATE sessions SET revoked_at = $1 WHERE {column} = $2 AND revoked_at IS NULL"
+        );
+        let r = sqlx::query(&sql)
+            .bind(now)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Deletes sessions that ended (expired, idle or revoked) before `cutoff`.
+    pub async fn purge_sessions(
+        &self,
+        cutoff: UnixTime,
+        idle_secs: i64,
+    ) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "DELETE FROM sessions WHERE expires_at < $1 OR revoked_at < $1 \
+             OR last_seen_at < $2",
+        )
+        .bind(cutoff)
+        .bind(cutoff - idle_secs)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+}
