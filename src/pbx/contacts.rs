@@ -1,5 +1,5 @@
 //! 3CX phonebooks: the company phonebook (`/xapi/v1/Contacts`, documented) and a user's
-//! personal phonebook (not documented; see [`PbxClient::book_token`]).
+//! personal phonebook (not documented; see [`Book::caller`]).
 
 use serde::{Deserialize, Serialize};
 
