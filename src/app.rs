@@ -89,14 +89,14 @@ impl App {
         ));
         let sign_in = Arc::new(SignIn::new(
             &config,
-            auth::Parts {
+            auth::Deps {
                 provider,
                 store: store.clone(),
                 sessions: sessions.clone(),
                 directory,
                 pbx: pbx.clone(),
                 graph,
-                users: workers.users.clone(),
+                users: Some(workers.users.clone()),
                 passwords,
                 clock: clock.clone(),
             },

@@ -40,20 +40,27 @@ use rate_limit::RateLimiter;
 /// A sign-in must come back within this long.
 const ATTEMPT_TTL: i64 = 600;
 
-/// What the sign-in handlers use; built once by `app`.
+/// What the sign-in handlers use; built once by `app`. The handlers reach the [`Deps`]
+/// through it (`s.store`, `s.pbx`, …).
 pub struct SignIn {
+    deps: Deps,
+    settings: Settings,
+    limiter: RateLimiter,
+}
+
+/// The parts of the app the sign-in uses.
+pub struct Deps {
     pub provider: Arc<Provider>,
     pub store: Store,
     pub sessions: Arc<Sessions>,
     pub directory: Directory,
     pub pbx: Arc<PbxClient>,
     pub graph: Arc<GraphClient>,
-    /// Provisioning at sign-in, when the user sync is on (`provision_on_login`).
+    /// Provisioning at sign-in (`[sync.users] provision_on_login`); kept only when the user
+    /// sync is enabled and provisions at sign-in.
     pub users: Option<Arc<UsersWorker>>,
     pub passwords: Arc<ManagedPasswords>,
     pub clock: Arc<dyn Clock>,
-    settings: Settings,
-    limiter: RateLimiter,
 }
 
 /// The configuration the handlers read, taken once from the config.
@@ -66,42 +73,31 @@ struct Settings {
     trusted_proxies: Vec<IpNet>,
 }
 
-/// The parts of the app that [`SignIn::new`] takes.
-pub struct Parts {
-    pub provider: Arc<Provider>,
-    pub store: Store,
-    pub sessions: Arc<Sessions>,
-    pub directory: Directory,
-    pub pbx: Arc<PbxClient>,
-    pub graph: Arc<GraphClient>,
-    pub users: Arc<UsersWorker>,
-    pub passwords: Arc<ManagedPasswords>,
-    pub clock: Arc<dyn Clock>,
+impl std::ops::Deref for SignIn {
+    type Target = Deps;
+    fn deref(&self) -> &Deps {
+        &self.deps
+    }
 }
 
 impl SignIn {
-    pub fn new(config: &Config, p: Parts) -> Self {
+    pub fn new(config: &Config, mut deps: Deps) -> Self {
         let base = config.server.public_url.as_str().trim_end_matches('/');
         let users = &config.sync.users;
+        if !(users.enabled && users.provision_on_login) {
+            deps.users = None;
+        }
         Self {
             settings: Settings {
                 redirect_uri: format!("{base}/auth/callback"),
                 signed_out_uri: format!("{base}/auth/signed-out"),
-                login_cookie: format!("{}-login", p.sessions.cookie_name()),
+                login_cookie: format!("{}-login", deps.sessions.cookie_name()),
                 allowed_groups: config.entra.allowed_groups.clone(),
                 session_mode: config.pbx.session_mode,
                 trusted_proxies: config.server.trusted_proxies.clone(),
             },
-            limiter: RateLimiter::new(config.server.login_rate_limit, p.clock.clone()),
-            users: (users.enabled && users.provision_on_login).then_some(p.users),
-            provider: p.provider,
-            store: p.store,
-            sessions: p.sessions,
-            directory: p.directory,
-            pbx: p.pbx,
-            graph: p.graph,
-            passwords: p.passwords,
-            clock: p.clock,
+            limiter: RateLimiter::new(config.server.login_rate_limit, deps.clock.clone()),
+            deps,
         }
     }
 
