@@ -34,4 +34,4 @@ command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs np
 cargo build --locked --bin pbxgate
 (cd tests/e2e && node --test browser.test.mjs)
 
-cargo test --locked --lib --bins --tests "$@"
+cargo test --locked --workspace --lib --bins --tests "$@"
