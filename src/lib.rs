@@ -1,7 +1,7 @@
 //! pbxgate: Microsoft 365 sign-in and Microsoft 365 data in front of a 3CX phone system.
 //!
 //! Layers, each using only those below it (README "Architecture"):
-//! 1. foundations: `clock`, `ids` (from `pbxgate-wire`), `config`, `errors`, `metrics`,
+//! 1. foundations: `clock`, `ids` (from `pbxgate-wire`), `config`, `errors`, `metrics`, `seal`,
 //!    `tls`, `web`;
 //! 2. state and outside parties: `store`, `session`, `oidc` (Entra ID), `graph`, `pbx`
 //!    (3CX), `proxy` (the forwarding to 3CX);
@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod pbx;
 pub mod proxy;
+pub mod seal;
 pub mod session;
 pub mod store;
 pub mod sync;
