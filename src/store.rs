@@ -21,6 +21,7 @@ mod directory;
 mod leases;
 mod login_attempts;
 mod runs;
+mod service_session;
 mod sessions;
 mod sync_state;
 
@@ -28,6 +29,7 @@ pub use contacts::ContactLink;
 pub use directory::DirectoryRow;
 pub use login_attempts::LoginAttempt;
 pub use runs::RunRow;
+pub use service_session::ServiceSessionRow;
 pub use sessions::SessionRow;
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +90,11 @@ fn migrator() -> Migrator {
                 5,
                 "sync items",
                 include_str!("../migrations/0005_sync_items.sql"),
+            ),
+            m(
+                6,
+                "pbx service session",
+                include_str!("../migrations/0006_pbx_service_session.sql"),
             ),
         ]),
         ..Migrator::DEFAULT
