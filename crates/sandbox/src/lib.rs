@@ -98,6 +98,10 @@ pub fn demo_users() -> Vec<SimUser> {
     ]
 }
 
+/// The System Owner extension made for pbxgate, which impersonates the users. It has no
+/// web password until the demo or a test gives it one.
+pub const DEMO_SERVICE_EXTENSION: &str = "999";
+
 pub fn demo_extensions() -> Vec<SimExtension> {
     let ext = |id, number: &str, first: &str, last: &str, email: &str| SimExtension {
         id,
@@ -116,6 +120,10 @@ pub fn demo_extensions() -> Vec<SimExtension> {
         ext(2, "101", "Alice", "Adams", "alice.adams@contoso.com"),
         ext(3, "102", "Bob", "Baker", "bob.baker@contoso.com"),
         ext(4, "103", "Dan", "Day", ""),
+        SimExtension {
+            admin: true,
+            ..ext(5, DEMO_SERVICE_EXTENSION, "pbxgate", "service", "")
+        },
     ]
 }
 

@@ -2,8 +2,9 @@
 //! in `shared/reference/`: the webclient page (which, like the real SPA, gets its access token
 //! from `/connect/token` and shows who it is from `/xapi/v1/MyUser`), provisioning files,
 //! the webclient WebSocket (an echo), `/connect/token` (API client credentials with one live
-//! token per client; the webclient's refresh with `RefreshTokenCookie`; impersonation),
-//! `/webclient/api/Login/GetAccessToken`, `/webclient/api/Logout`, and `/xapi/v1/Users`,
+//! token per client; the webclient's refresh with `RefreshTokenCookie`; impersonation by an
+//! admin extension's refresh token), `/webclient/api/Login/GetAccessToken` (with 2FA),
+//! `/webclient/api/Logout` (all in [`tokens`]), and `/xapi/v1/Users`,
 //! `Users({Id})`, `MyUser` with OData `$filter`/`$select`/`$top`/`$skip` and 3CX's error shape.
 
 // Handler helpers return the error response itself; boxing it would only add noise here.
@@ -14,19 +15,19 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use http::header::{AUTHORIZATION, CONTENT_TYPE, SET_COOKIE};
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use pbxgate_wire::clock::{Clock, UnixTime};
 use pbxgate_wire::ids;
-use pbxgate_wire::pbx::REFRESH_COOKIE;
 
 mod contacts;
+mod tokens;
 
 /// An extension of the simulated PBX.
 #[derive(Debug, Clone, Default)]
@@ -44,6 +45,10 @@ pub struct SimExtension {
     pub profile: String,
     /// `ContactImage`, as written.
     pub contact_image: String,
+    /// An admin (System Owner) role: may impersonate other extensions.
+    pub admin: bool,
+    /// The authenticator-app secret (base32) when the extension has 2FA on.
+    pub totp_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,8 +64,16 @@ struct PbxState {
     extensions: Vec<SimExtension>,
     /// access token → (who, expiry)
     tokens: HashMap<String, (Subject, UnixTime)>,
-    /// refresh token (the cookie value) → extension
-    refresh: HashMap<String, String>,
+    /// refresh token (the cookie value) → whose, until when
+    refresh: HashMap<String, tokens::Refresh>,
+    /// Refresh tokens stay valid after use (rotation off).
+    keep_refresh_tokens: bool,
+    /// The API client's bearer token may impersonate (the unverified variant).
+    api_client_impersonation: bool,
+    /// Every impersonation served: (by whom, as whom).
+    impersonations: Vec<(String, String)>,
+    /// Successful password sign-ins per extension.
+    sign_ins: HashMap<String, usize>,
     /// XAPI writes (POST, PATCH, DELETE on Users) served.
     writes: usize,
     /// XAPI requests to fail with 503 from now on (a PBX going down).
@@ -181,7 +194,59 @@ impl PbxSim {
 
     /// How many refresh tokens (webclient sessions) are live for `number`.
     pub fn live_webclient_sessions(&self, number: &str) -> usize {
-        self.with(|s| s.refresh.values().filter(|e| *e == number).count())
+        self.live_refresh_tokens(number).len()
+    }
+
+    /// The live refresh tokens (cookie values) of `number`.
+    pub fn live_refresh_tokens(&self, number: &str) -> Vec<String> {
+        let now = self.clock.now();
+        self.with(|s| {
+            s.refresh
+                .iter()
+                .filter(|(_, r)| r.extension == number && r.expires_at > now)
+                .map(|(t, _)| t.clone())
+                .collect()
+        })
+    }
+
+    /// Ends every refresh token of `number` (an admin logging its sessions out).
+    pub fn revoke_refresh_tokens(&self, number: &str) {
+        self.with(|s| s.refresh.retain(|_, r| r.extension != number));
+    }
+
+    /// Lets every refresh token of `number` expire now (as after 60 days unused).
+    pub fn expire_refresh_tokens(&self, number: &str) {
+        let now = self.clock.now();
+        self.with(|s| {
+            for r in s.refresh.values_mut().filter(|r| r.extension == number) {
+                r.expires_at = now;
+            }
+        });
+    }
+
+    /// Rotation of refresh tokens on use: on (the default) or off.
+    pub fn set_refresh_rotation(&self, on: bool) {
+        self.with(|s| s.keep_refresh_tokens = !on);
+    }
+
+    /// Lets the API client's bearer token impersonate (off by default: unverified).
+    pub fn allow_api_client_impersonation(&self, allow: bool) {
+        self.with(|s| s.api_client_impersonation = allow);
+    }
+
+    fn api_client_impersonation_allowed(&self, headers: &HeaderMap) -> bool {
+        self.with(|s| s.api_client_impersonation)
+            && self.bearer(headers) == Some(Subject::ApiClient)
+    }
+
+    /// Successful password sign-ins of `number` so far.
+    pub fn sign_ins(&self, number: &str) -> usize {
+        self.with(|s| s.sign_ins.get(number).copied().unwrap_or(0))
+    }
+
+    /// Every impersonation served so far: (by whom — an extension or "api-client", as whom).
+    pub fn impersonations(&self) -> Vec<(String, String)> {
+        self.with(|s| s.impersonations.clone())
     }
 
     fn issue(&self, s: &mut PbxState, who: Subject) -> (String, i64) {
@@ -220,9 +285,9 @@ pub fn router(sim: Arc<PbxSim>) -> Router {
         .route("/webclient", get(webclient))
         .route("/provisioning/{secret}/{file}", get(provisioning))
         .route("/ws/webclient", get(websocket))
-        .route("/connect/token", post(connect_token))
-        .route("/webclient/api/Login/GetAccessToken", post(login))
-        .route("/webclient/api/Logout", post(logout))
+        .route("/connect/token", post(tokens::connect_token))
+        .route("/webclient/api/Login/GetAccessToken", post(tokens::login))
+        .route("/webclient/api/Logout", post(tokens::logout))
         .route("/xapi/v1/Users", get(list_users).post(create_user))
         .route("/xapi/v1/MyUser", get(my_user))
         .route(
@@ -330,159 +395,6 @@ pub async fn echo(mut socket: WebSocket) {
             break;
         }
     }
-}
-
-#[derive(Deserialize)]
-struct TokenForm {
-    grant_type: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    impersonate: Option<String>,
-    refresh_token: Option<String>,
-}
-
-fn refresh_cookie(headers: &HeaderMap) -> Option<String> {
-    pbxgate_wire::cookie::cookie_pairs(headers)
-        .find(|(k, _)| *k == REFRESH_COOKIE)
-        .map(|(_, v)| v.to_string())
-}
-
-fn token_json(token: &str, expires_in: i64) -> Value {
-    json!({"token_type": "Bearer", "expires_in": expires_in, "access_token": token, "refresh_token": null})
-}
-
-fn set_refresh_cookie(res: &mut Response, value: &str, max_age: i64) {
-    let c = format!(
-        "{REFRESH_COOKIE}={value}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Strict"
-    );
-    if let Ok(v) = http::HeaderValue::from_str(&c) {
-        res.headers_mut().append(SET_COOKIE, v);
-    }
-}
-
-async fn connect_token(
-    State(sim): State<Arc<PbxSim>>,
-    headers: HeaderMap,
-    Form(f): Form<TokenForm>,
-) -> Response {
-    match (f.grant_type.as_deref(), f.client_id.as_deref()) {
-        (Some("client_credentials"), Some(id)) => {
-            let ok = id == sim.api_client_id
-                && f.client_secret
-                    .as_deref()
-                    .is_some_and(|s| ids::secrets_equal(s, &sim.api_client_secret));
-            if !ok {
-                return oauth_error(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "The request requires valid user authentication.",
-                );
-            }
-            let (token, exp) = sim.with(|s| sim.issue(s, Subject::ApiClient));
-            axum::Json(token_json(&token, exp)).into_response()
-        }
-        (Some("refresh_token"), Some("Webclient")) => match f.impersonate {
-            Some(ext) => impersonate(&sim, &headers, &ext),
-            None => refresh(&sim, &headers, f.refresh_token),
-        },
-        _ => oauth_error(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            "The grant type is not supported.",
-        ),
-    }
-}
-
-/// Impersonation by an admin credential (here: the API client's bearer token).
-fn impersonate(sim: &PbxSim, headers: &HeaderMap, ext: &str) -> Response {
-    if sim.bearer(headers) != Some(Subject::ApiClient) {
-        // As observed: a rejected impersonation is a bare 401.
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    if sim.extension(ext).is_none_or(|e| !e.enabled) {
-        return StatusCode::FORBIDDEN.into_response();
-    }
-    let (token, exp) = sim.with(|s| sim.issue(s, Subject::Extension(ext.to_string())));
-    axum::Json(token_json(&token, exp)).into_response()
-}
-
-/// The webclient's refresh: the cookie (or a body `refresh_token`) for a new access token;
-/// the refresh token rotates.
-fn refresh(sim: &PbxSim, headers: &HeaderMap, body_token: Option<String>) -> Response {
-    let Some(old) = refresh_cookie(headers).or(body_token) else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
-            "The refresh token is missing.",
-        );
-    };
-    let rotated = sim.with(|s| {
-        let ext = s.refresh.remove(&old)?;
-        let new = format!("rt-{}", ids::hex(&ids::random::<16>().unwrap_or([6; 16])));
-        s.refresh.insert(new.clone(), ext.clone());
-        let (token, exp) = sim.issue(s, Subject::Extension(ext));
-        Some((new, token, exp))
-    });
-    match rotated {
-        Some((new, token, exp)) => {
-            let mut res = axum::Json(token_json(&token, exp)).into_response();
-            set_refresh_cookie(&mut res, &new, 60 * 24 * 3600);
-            res
-        }
-        None => oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_grant",
-            "The refresh token is invalid or expired.",
-        ),
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct LoginBody {
-    username: String,
-    password: String,
-}
-
-async fn login(State(sim): State<Arc<PbxSim>>, axum::Json(b): axum::Json<LoginBody>) -> Response {
-    let ext = sim.with(|s| {
-        s.extensions
-            .iter()
-            .find(|e| {
-                (e.number == b.username || e.email.eq_ignore_ascii_case(&b.username))
-                    && e.enabled
-                    && e.access_password
-                        .as_deref()
-                        .is_some_and(|p| ids::secrets_equal(p, &b.password))
-            })
-            .map(|e| e.number.clone())
-    });
-    let Some(ext) = ext else {
-        return StatusCode::UNAUTHORIZED.into_response();
-    };
-    let (refresh, token, exp) = sim.with(|s| {
-        let refresh = format!("rt-{}", ids::hex(&ids::random::<16>().unwrap_or([4; 16])));
-        s.refresh.insert(refresh.clone(), ext.clone());
-        let (token, exp) = sim.issue(s, Subject::Extension(ext.clone()));
-        (refresh, token, exp)
-    });
-    let mut res = axum::Json(json!({
-        "Status": "AuthSuccess",
-        "Token": {"token_type": "Bearer", "expires_in": exp, "access_token": token, "refresh_token": refresh},
-        "TwoFactorAuth": null,
-    }))
-    .into_response();
-    set_refresh_cookie(&mut res, &refresh, 60 * 24 * 3600);
-    res
-}
-
-async fn logout(State(sim): State<Arc<PbxSim>>, headers: HeaderMap) -> Response {
-    if let Some(rt) = refresh_cookie(&headers) {
-        sim.with(|s| s.refresh.remove(&rt));
-    }
-    let mut res = StatusCode::NO_CONTENT.into_response();
-    set_refresh_cookie(&mut res, "", 0);
-    res
 }
 
 fn user_json(e: &SimExtension) -> Value {
@@ -757,7 +669,7 @@ async fn patch_user(
         }
         if password_changed {
             // A password change ends the extension's sessions, as on a real PBX.
-            s.refresh.retain(|_, ext| *ext != number);
+            s.refresh.retain(|_, r| r.extension != number);
         }
         StatusCode::NO_CONTENT.into_response()
     })
