@@ -64,7 +64,7 @@ impl App {
         let store = Store::open(&config.store.url).await?;
         let sessions = Arc::new(Sessions::new(store.clone(), clock.clone(), &config));
         let provider = Arc::new(Provider::new(&config.entra, clock.clone())?);
-        let pbx = Arc::new(PbxClient::new(&config.pbx, clock.clone())?);
+        let pbx = Arc::new(PbxClient::new(&config.pbx, store.clone(), clock.clone())?);
         let directory =
             Directory::new(&config.directory, store.clone(), pbx.clone(), clock.clone());
         let graph = Arc::new(GraphClient::new(

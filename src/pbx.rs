@@ -3,16 +3,15 @@
 //!
 //! Documented by 3CX: `/connect/token` with client credentials and `/xapi/v1/…`
 //! (`shared/reference/3cx-xapi-openapi.yaml`). **Not documented by 3CX** and taken from public
-//! third-party research (`shared/notes/3cx.md` §2), isolated in the functions marked so:
-//! impersonation through `/connect/token`, `/webclient/api/Login/GetAccessToken` and its
-//! `RefreshTokenCookie`, and `/webclient/api/Logout`.
+//! third-party research (`shared/notes/3cx.md` §2), isolated in submodules marked so:
+//! impersonation through `/connect/token` (`impersonation`, and the service extension's
+//! session that authorises it, `service`), `/webclient/api/Login/GetAccessToken` with its
+//! `RefreshTokenCookie`, and `/webclient/api/Logout` (`webclient`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
-use http::header::{COOKIE, SET_COOKIE};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -21,10 +20,17 @@ use url::Url;
 
 use crate::clock::{Clock, UnixTime};
 use crate::config::PbxConfig;
+use crate::seal::SealError;
+use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsError};
 
 mod contacts;
+mod impersonation;
+mod service;
+mod totp;
+mod webclient;
 pub use contacts::{Book, ContactFields, OWNED_TAG_PREFIX, PbxContact};
+pub use webclient::WebclientLogin;
 
 /// The name of the webclient's refresh-token cookie (undocumented; §2.1 of the research).
 pub use pbxgate_wire::pbx::REFRESH_COOKIE;
@@ -67,13 +73,56 @@ pub enum PbxError {
     DuplicateEmail(String),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(
+        "3CX refused the sign-in of the service extension {extension} ({status}): \
+         check pbx.service_extension and pbx.service_password"
+    )]
+    ServiceSignIn { extension: String, status: u16 },
+    #[error(
+        "3CX requires two-factor authentication for the service extension {0}: set \
+         pbx.service_totp_secret to the authenticator-app secret of that extension"
+    )]
+    ServiceNeeds2fa(String),
+    #[error(
+        "3CX did not accept the 2FA code of the service extension {extension} ({status}): \
+         check pbx.service_totp_secret and this machine's clock"
+    )]
+    Service2faRefused { extension: String, status: String },
+    #[error("3CX signed the service extension {0} in but set no RefreshTokenCookie")]
+    ServiceNoCookie(String),
+    #[error("3CX refuses the new session of the service extension {0} at once")]
+    ServiceCookieRefused(String),
+    #[error(
+        "the service extension cannot impersonate itself ({0}): pbx.service_extension must \
+         be an extension made for pbxgate that no person signs in to"
+    )]
+    SelfImpersonation(String),
+    #[error("extension {0} is disabled in 3CX: nobody can be signed in to it")]
+    TargetDisabled(String),
+    #[error("3CX refused to impersonate extension {extension} ({status}): {hint}")]
+    ImpersonationRefused {
+        extension: String,
+        status: u16,
+        hint: &'static str,
+    },
+    #[error("the 3CX service session: {0}")]
+    Seal(#[from] SealError),
+    #[error("the 3CX service session cannot be read or stored: {0}")]
+    Store(#[from] StoreError),
 }
 
 impl PbxError {
     /// Failures of 3CX itself or of the way there, as opposed to one bad item.
     pub fn is_outage(&self) -> bool {
-        matches!(self, Self::Unreachable(_) | Self::Credentials(_))
-            || matches!(self, Self::Api { status, .. } if *status >= 500)
+        matches!(
+            self,
+            Self::Unreachable(_)
+                | Self::Credentials(_)
+                | Self::ServiceSignIn { .. }
+                | Self::ServiceNeeds2fa(_)
+                | Self::Service2faRefused { .. }
+                | Self::Store(_)
+        ) || matches!(self, Self::Api { status, .. } if *status >= 500)
     }
 }
 
@@ -136,14 +185,6 @@ pub struct AccessToken {
     pub expires_at: UnixTime,
 }
 
-/// What a webclient sign-in with a password gives: the access token and the cookies 3CX set
-/// (its `RefreshTokenCookie`), to be handed to the browser unchanged.
-#[derive(Debug)]
-pub struct WebclientLogin {
-    pub access: AccessToken,
-    pub set_cookies: Vec<HeaderValue>,
-}
-
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
@@ -203,7 +244,10 @@ pub struct PbxClient {
     /// The API client's token. The lock is held while refreshing: 3CX keeps one live token per
     /// API client, so two refreshes at once would invalidate each other.
     token: Mutex<Option<AccessToken>>,
+    /// Impersonated tokens by extension.
     impersonated: moka::sync::Cache<String, AccessToken>,
+    /// The service extension's session, when it authorises impersonation.
+    service: Option<service::ServiceSession>,
 }
 
 /// Seconds from `expires_in`: minutes before 3CX 20.0.9 (`60`), seconds since (`3600`).
@@ -216,7 +260,8 @@ fn lifetime_secs(expires_in: Option<i64>) -> i64 {
 }
 
 impl PbxClient {
-    pub fn new(config: &PbxConfig, clock: Arc<dyn Clock>) -> Result<Self, PbxError> {
+    /// `store` keeps the service extension's session, shared by the replicas.
+    pub fn new(config: &PbxConfig, store: Store, clock: Arc<dyn Clock>) -> Result<Self, PbxError> {
         let tls = tls::client_config(config.ca_file.as_deref())?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
@@ -237,6 +282,9 @@ impl PbxClient {
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(3600))
                 .build(),
+            service: config
+                .service_account()
+                .map(|a| service::ServiceSession::new(a, store)),
         })
     }
 
@@ -515,109 +563,6 @@ impl PbxClient {
         self.xapi(reqwest::Method::PATCH, &path, |r| r.json(&body))
             .await
             .map(|_| ())
-    }
-
-    /// An access token acting as `extension`, for the webclient of a signed-in user.
-    ///
-    /// UNDOCUMENTED 3CX behaviour: `POST /connect/token` with `client_id=Webclient`,
-    /// `grant_type=refresh_token` and `impersonate=<extension>`, authorised by an admin
-    /// credential (here the API client's token). Seen working on 20.0.9 with an admin's
-    /// refresh cookie; not verified with an API client against a live PBX.
-    pub async fn impersonate(&self, extension: &str) -> Result<AccessToken, PbxError> {
-        if let Some(t) = self.impersonated.get(extension).filter(|t| self.fresh(t)) {
-            return Ok(t);
-        }
-        let token = self.api_token().await?;
-        let res = self
-            .http
-            .post(self.url("/connect/token"))
-            .bearer_auth(token.expose_secret())
-            .form(&[
-                ("client_id", "Webclient"),
-                ("grant_type", "refresh_token"),
-                ("impersonate", extension),
-            ])
-            .send()
-            .await
-            .map_err(unreachable)?;
-        if !res.status().is_success() {
-            return Err(PbxError::SignInRefused {
-                extension: extension.to_string(),
-                status: res.status().as_u16(),
-            });
-        }
-        let t = self.read_token(res).await?;
-        self.impersonated.insert(extension.to_string(), t.clone());
-        Ok(t)
-    }
-
-    /// Forgets the cached impersonated token of `extension` (its user signed out).
-    pub fn forget_impersonation(&self, extension: &str) {
-        self.impersonated.invalidate(extension);
-    }
-
-    /// Signs in to the webclient with the extension's password.
-    ///
-    /// UNDOCUMENTED 3CX behaviour: `POST /webclient/api/Login/GetAccessToken` with
-    /// `{Username, Password, SecurityCode, ReCaptchaResponse}`; success is `Status =
-    /// "AuthSuccess"` with a token, and 3CX sets the `RefreshTokenCookie` the webclient then
-    /// uses at `/connect/token`.
-    pub async fn webclient_login(
-        &self,
-        extension: &str,
-        password: &SecretString,
-    ) -> Result<WebclientLogin, PbxError> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct LoginResponse {
-            status: String,
-            token: Option<TokenResponse>,
-        }
-        let res = self
-            .http
-            .post(self.url("/webclient/api/Login/GetAccessToken"))
-            .json(&serde_json::json!({
-                "Username": extension,
-                "Password": password.expose_secret(),
-                "SecurityCode": "",
-                "ReCaptchaResponse": null,
-            }))
-            .send()
-            .await
-            .map_err(unreachable)?;
-        let status = res.status();
-        let set_cookies: Vec<HeaderValue> =
-            res.headers().get_all(SET_COOKIE).iter().cloned().collect();
-        let body: Option<LoginResponse> = res.json().await.ok();
-        match body {
-            Some(LoginResponse {
-                status: s,
-                token: Some(t),
-            }) if status.is_success() && s == "AuthSuccess" => Ok(WebclientLogin {
-                access: self.access_token(t),
-                set_cookies,
-            }),
-            _ => Err(PbxError::SignInRefused {
-                extension: extension.to_string(),
-                status: status.as_u16(),
-            }),
-        }
-    }
-
-    /// Ends a webclient session in 3CX.
-    ///
-    /// UNDOCUMENTED 3CX behaviour: `POST /webclient/api/Logout` with the browser's
-    /// `RefreshTokenCookie`.
-    pub async fn webclient_logout(&self, refresh_cookie: &str) -> Result<(), PbxError> {
-        let cookie = format!("{REFRESH_COOKIE}={refresh_cookie}");
-        let res = self
-            .http
-            .post(self.url("/webclient/api/Logout"))
-            .header(COOKIE, cookie)
-            .send()
-            .await
-            .map_err(unreachable)?;
-        check(res).await.map(|_| ())
     }
 }
 

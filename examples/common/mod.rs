@@ -38,6 +38,8 @@ graph_url = "{graph}"
 url = "{pbx}"
 client_id = "bench"
 client_secret = "xapi"
+service_extension = "999"
+service_password = "bench"
 [store]
 url = "sqlite://{db}"
 [log]

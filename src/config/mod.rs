@@ -32,7 +32,9 @@ pub use directory::{DirectoryConfig, DirectoryOverride};
 pub use duration::HumanDuration;
 pub use entra::EntraConfig;
 pub use error::ConfigError;
-pub use pbx::{DEFAULT_PASSTHROUGH, PbxConfig, SessionMode};
+pub use pbx::{
+    DEFAULT_PASSTHROUGH, ImpersonationCredential, PbxConfig, ServiceAccount, SessionMode,
+};
 pub use presence::{FREE_BUSY_STATUSES, PresenceSyncConfig};
 pub use runtime::{LogConfig, LogFormat, StoreConfig};
 pub use schedule::{Daily, Schedule, ScheduleError, TimeOfDay, Zone};
@@ -99,6 +101,7 @@ impl Config {
                 origins.error(&key, message)
             })?;
         config.entra.read_secret_file(&origins)?;
+        config.pbx.read_secret_files(&origins)?;
         config.validate(&origins)?;
         Ok(config)
     }
@@ -145,6 +148,8 @@ client_secret = "entra-s3cret"
 url = "https://pbx.internal:5001"
 client_id = "pbxgate"
 client_secret = "xapi-s3cret"
+service_extension = "999"
+service_password = "service-s3cret"
 "#;
 
     fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -258,7 +263,7 @@ client_secret = "xapi-s3cret"
         let mut text = MINIMAL.to_string();
         text.push_str("[store]\nurl = \"postgres://pbx:db-s3cret@db/pbxgate\"\n");
         let out = parse(&text, &[]).unwrap().to_masked_toml();
-        for s in ["entra-s3cret", "xapi-s3cret", "db-s3cret"] {
+        for s in ["entra-s3cret", "xapi-s3cret", "db-s3cret", "service-s3cret"] {
             assert!(!out.contains(s), "{s} leaked:\n{out}");
         }
         assert!(out.contains(MASK));
@@ -301,6 +306,9 @@ client_secret = "xapi-s3cret"
         all.entra.client_certificate = Some("c.pem".into());
         all.entra.client_private_key = Some("c.key".into());
         all.pbx.ca_file = Some("ca.pem".into());
+        all.pbx.service_password_file = Some("p".into());
+        all.pbx.service_totp_secret = Some("JBSWY3DPEHPK3PXP".to_string().into());
+        all.pbx.service_totp_secret_file = Some("t".into());
         let rendered: toml::Table = toml::from_str(&all.to_masked_toml()).unwrap();
         fn walk(example: &str, section: &str, table: &toml::Table) {
             for (key, value) in table {

@@ -19,6 +19,17 @@ pub enum SessionMode {
     ManagedPassword,
 }
 
+/// What authorises 3CX's impersonation request in `impersonation` mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImpersonationCredential {
+    /// The refresh cookie of an admin extension pbxgate signs in as: the request shape
+    /// public research saw working (3CX 20.0.9).
+    ServiceExtension,
+    /// The API client's bearer token. UNVERIFIED against a real 3CX.
+    ApiClient,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PbxConfig {
@@ -45,6 +56,33 @@ pub struct PbxConfig {
     /// pbxgate sets on the extensions it manages.
     #[serde(default, serialize_with = "mask_opt")]
     pub password_key: Option<SecretString>,
+
+    // --- impersonation: the service extension (see README, "The service extension") ---
+    /// `impersonation` only: what authorises the impersonation request.
+    #[serde(default = "default_impersonation_credential")]
+    pub impersonation_credential: ImpersonationCredential,
+    /// The extension (System Owner / admin role) pbxgate signs in as to impersonate users.
+    #[serde(default)]
+    pub service_extension: Option<String>,
+    /// Its web password; or `service_password_file`, or `PBXGATE__PBX__SERVICE_PASSWORD`.
+    #[serde(default, serialize_with = "mask_opt")]
+    pub service_password: Option<SecretString>,
+    #[serde(default)]
+    pub service_password_file: Option<PathBuf>,
+    /// Its authenticator-app secret (base32), when 3CX requires 2FA for it.
+    #[serde(default, serialize_with = "mask_opt")]
+    pub service_totp_secret: Option<SecretString>,
+    #[serde(default)]
+    pub service_totp_secret_file: Option<PathBuf>,
+}
+
+/// The service extension pbxgate signs in as, from a validated config.
+#[derive(Debug, Clone)]
+pub struct ServiceAccount {
+    pub extension: String,
+    pub password: SecretString,
+    /// The decoded TOTP secret (RFC 6238 key bytes).
+    pub totp_key: Option<Vec<u8>>,
 }
 
 impl PbxConfig {
@@ -59,7 +97,86 @@ impl PbxConfig {
         require(&self.client_id, "pbx.client_id", o)?;
         require(self.client_secret.expose_secret(), "pbx.client_secret", o)?;
         self.validate_passthrough(o)?;
-        self.validate_password_key(o)
+        self.validate_password_key(o)?;
+        self.validate_service_account(o)
+    }
+
+    /// `*_file` keys replace their secret with the file's content, trimmed.
+    pub(super) fn read_secret_files(&mut self, o: &Origins) -> Result<(), ConfigError> {
+        if let Some(path) = &self.service_password_file {
+            self.service_password = Some(read_secret(path, "pbx.service_password_file", o)?);
+        }
+        if let Some(path) = &self.service_totp_secret_file {
+            self.service_totp_secret = Some(read_secret(path, "pbx.service_totp_secret_file", o)?);
+        }
+        Ok(())
+    }
+
+    /// True when 3CX sessions are opened by impersonation through the service extension.
+    pub fn uses_service_extension(&self) -> bool {
+        self.session_mode == SessionMode::Impersonation
+            && self.impersonation_credential == ImpersonationCredential::ServiceExtension
+    }
+
+    /// The service extension that authorises impersonation: required (validated) when
+    /// sessions are opened by impersonation; in `managed-password` mode optional, for the
+    /// contact sync's personal phonebooks, which fall back to the API client without it.
+    pub fn service_account(&self) -> Option<ServiceAccount> {
+        if self.impersonation_credential != ImpersonationCredential::ServiceExtension {
+            return None;
+        }
+        let extension = self.service_extension.as_deref()?.trim();
+        let password = self.service_password.clone()?;
+        if extension.is_empty() || password.expose_secret().is_empty() {
+            return None;
+        }
+        Some(ServiceAccount {
+            extension: extension.to_string(),
+            password,
+            totp_key: self
+                .service_totp_secret
+                .as_ref()
+                .and_then(|s| decode_totp_secret(s.expose_secret()).ok()),
+        })
+    }
+
+    /// Impersonation through the service extension needs its number and password; a TOTP
+    /// secret, when given, must be base32.
+    fn validate_service_account(&self, o: &Origins) -> Result<(), ConfigError> {
+        if !self.uses_service_extension() {
+            return Ok(());
+        }
+        let why = "required for session_mode = \"impersonation\" with \
+                   impersonation_credential = \"service-extension\" (see README, \
+                   \"The service extension\")";
+        let extension = self.service_extension.as_deref().unwrap_or("").trim();
+        if extension.is_empty() {
+            return Err(o.error("pbx.service_extension", format!("missing: {why}")));
+        }
+        if !extension.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(o.error(
+                "pbx.service_extension",
+                format!("{extension:?} is not an extension number"),
+            ));
+        }
+        if self
+            .service_password
+            .as_ref()
+            .is_none_or(|p| p.expose_secret().is_empty())
+        {
+            return Err(o.error(
+                "pbx.service_password",
+                format!(
+                    "missing: set service_password, service_password_file or \
+                     PBXGATE__PBX__SERVICE_PASSWORD; {why}"
+                ),
+            ));
+        }
+        if let Some(secret) = &self.service_totp_secret {
+            decode_totp_secret(secret.expose_secret())
+                .map_err(|m| o.error("pbx.service_totp_secret", m))?;
+        }
+        Ok(())
     }
 
     fn validate_passthrough(&self, o: &Origins) -> Result<(), ConfigError> {
@@ -119,6 +236,40 @@ pub const DEFAULT_PASSTHROUGH: &[&str] = &[
     "/meet/",
 ];
 
+/// An authenticator-app secret as 3CX shows it: base32 (RFC 4648), spaces and case ignored,
+/// padding optional.
+fn decode_totp_secret(secret: &str) -> Result<Vec<u8>, String> {
+    let mut clean: String = secret
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '=')
+        .collect::<String>()
+        .to_ascii_uppercase();
+    if clean.is_empty() {
+        return Err("is empty".into());
+    }
+    while clean.len() % 8 != 0 {
+        clean.push('=');
+    }
+    match data_encoding::BASE32.decode(clean.as_bytes()) {
+        Ok(key) if key.len() >= 10 => Ok(key),
+        Ok(_) => Err("is too short for a TOTP secret (at least 16 base32 characters)".into()),
+        Err(_) => Err("is not base32 (the letters A-Z and digits 2-7)".into()),
+    }
+}
+
+fn read_secret(
+    path: &std::path::Path,
+    key: &str,
+    o: &Origins,
+) -> Result<SecretString, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(|s| SecretString::from(s.trim().to_string()))
+        .map_err(|e| o.error(key, format!("cannot read {}: {e}", path.display())))
+}
+
+fn default_impersonation_credential() -> ImpersonationCredential {
+    ImpersonationCredential::ServiceExtension
+}
 fn default_session_mode() -> SessionMode {
     SessionMode::Impersonation
 }
@@ -130,4 +281,101 @@ fn default_connect_timeout() -> HumanDuration {
 }
 fn default_response_timeout() -> HumanDuration {
     HumanDuration::secs(60)
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::ImpersonationCredential;
+    use crate::config::{Config, ConfigError};
+
+    const BASE: &str = r#"
+[server]
+public_url = "https://pbx.example.com"
+[entra]
+tenant_id = "t"
+client_id = "app"
+client_secret = "s"
+[pbx]
+url = "https://pbx.internal:5001"
+client_id = "pbxgate"
+client_secret = "x"
+"#;
+
+    fn parse(extra: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::parse(&format!("{BASE}{extra}"), "t.toml", env)
+    }
+
+    fn err(extra: &str) -> String {
+        parse(extra, &[]).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn the_service_extension_is_required_by_default_and_named() {
+        let e = err("");
+        assert!(e.contains("key `pbx.service_extension`: missing"), "{e}");
+        let e = err("service_extension = \"999\"\n");
+        assert!(e.contains("key `pbx.service_password`: missing"), "{e}");
+        assert!(e.contains("PBXGATE__PBX__SERVICE_PASSWORD"), "{e}");
+        let e = err("service_extension = \"nine\"\nservice_password = \"p\"\n");
+        assert!(e.contains("`pbx.service_extension`"), "{e}");
+        // Neither is needed by the other credential or the other mode.
+        assert!(parse("impersonation_credential = \"api-client\"\n", &[]).is_ok());
+        let managed = format!(
+            "session_mode = \"managed-password\"\npassword_key = \"{}\"\n",
+            "A".repeat(43) + "="
+        );
+        assert!(parse(&managed, &[]).is_ok());
+    }
+
+    #[test]
+    fn the_service_password_comes_from_the_file_the_env_or_the_key() {
+        let c = parse(
+            "service_extension = \"999\"\n",
+            &[("PBXGATE__PBX__SERVICE_PASSWORD", "from-env")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.pbx.impersonation_credential,
+            ImpersonationCredential::ServiceExtension
+        );
+        let account = c.pbx.service_account().unwrap();
+        assert_eq!(account.extension, "999");
+        assert_eq!(account.password.expose_secret(), "from-env");
+        assert!(account.totp_key.is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let (pw, totp) = (dir.path().join("pw"), dir.path().join("totp"));
+        std::fs::write(&pw, "from-file\n").unwrap();
+        std::fs::write(&totp, "jbsw y3dp ehpk 3pxp\n").unwrap();
+        let extra = format!(
+            "service_extension = \"999\"\nservice_password_file = {:?}\n\
+             service_totp_secret_file = {:?}\n",
+            pw.display().to_string(),
+            totp.display().to_string()
+        );
+        let account = parse(&extra, &[]).unwrap().pbx.service_account().unwrap();
+        assert_eq!(account.password.expose_secret(), "from-file");
+        assert_eq!(account.totp_key.unwrap(), b"Hello!\xde\xad\xbe\xef");
+
+        let e = err("service_extension = \"999\"\nservice_password_file = \"/nonexistent\"\n");
+        assert!(
+            e.contains("`pbx.service_password_file`: cannot read"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_totp_secret_must_be_base32() {
+        let extra = "service_extension = \"999\"\nservice_password = \"p\"\n";
+        let e = err(&format!("{extra}service_totp_secret = \"not-base32!\"\n"));
+        assert!(
+            e.contains("key `pbx.service_totp_secret`: is not base32"),
+            "{e}"
+        );
+        let e = err(&format!("{extra}service_totp_secret = \"MFRGG\"\n"));
+        assert!(e.contains("`pbx.service_totp_secret`: is too short"), "{e}");
+    }
 }

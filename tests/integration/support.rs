@@ -27,6 +27,8 @@ use tokio::net::TcpListener;
 
 pub const TENANT: &str = "11111111-2222-3333-4444-555555555555";
 pub const COOKIE: &str = "__Host-pbxgate";
+/// The web password of the sandbox's service extension, as `config_text` configures it.
+pub const SERVICE_PASSWORD: &str = "service-secret-value";
 
 pub fn init() {
     pbxgate::tls::provider();
@@ -192,6 +194,8 @@ graph_url = "http://127.0.0.1:9"
 url = "{upstream}"
 client_id = "pbxgate"
 client_secret = "xapi-secret-value"
+service_extension = "{service}"
+service_password = "{SERVICE_PASSWORD}"
 connect_timeout = "2s"
 response_timeout = "5s"
 
@@ -199,7 +203,8 @@ response_timeout = "5s"
 url = "sqlite://{db}"
 {extra}
 "#,
-        db = dir.join("pbxgate.db").display()
+        db = dir.join("pbxgate.db").display(),
+        service = sandbox::DEMO_SERVICE_EXTENSION,
     )
 }
 
@@ -230,7 +235,7 @@ pub async fn sandbox(
     registration: &pbxgate_sandbox::Registration,
     clock: &ManualClock,
 ) -> pbxgate_sandbox::Sandbox {
-    pbxgate_sandbox::Sandbox::start(
+    let sandbox = pbxgate_sandbox::Sandbox::start(
         registration,
         ("pbxgate", "xapi-secret-value"),
         "prov-secret",
@@ -238,7 +243,13 @@ pub async fn sandbox(
         Arc::new(clock.clone()),
     )
     .await
-    .unwrap()
+    .unwrap();
+    sandbox
+        .pbx
+        .edit_extension(sandbox::DEMO_SERVICE_EXTENSION, |e| {
+            e.access_password = Some(SERVICE_PASSWORD.into())
+        });
+    sandbox
 }
 
 // === an in-process gateway ===
