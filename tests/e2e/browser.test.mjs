@@ -6,6 +6,10 @@
 //   PBXGATE_BIN             the pbxgate binary (default: ../../target/debug/pbxgate)
 //   CHROMIUM_PATH           the browser (default: /usr/bin/chromium, Debian's `chromium` package)
 //   PBXGATE_SCREENSHOT_DIR  where pbxgate-webclient.png goes (default: the OS temp dir)
+//   PBXGATE__PBX__IMPERSONATION_CREDENTIAL
+//                           unset: 3CX sessions by impersonation through the demo's service
+//                           extension (999); `api-client`: the unverified API-client variant,
+//                           which the demo then tells its simulated 3CX to accept
 
 import test, { before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -30,6 +34,7 @@ const ALICE = 'Alice.Adams@Contoso.com';
 const BOB = 'bob.baker@contoso.com';
 const CAROL = 'carol.clark@contoso.com';
 const GINA = 'gina@fabrikam.com';
+const API_CLIENT_VARIANT = process.env.PBXGATE__PBX__IMPERSONATION_CREDENTIAL === 'api-client';
 
 let port;
 let base; // https://localhost:<port>
@@ -236,6 +241,12 @@ test('Alice signs in and lands on her extension', { timeout: TEST_TIMEOUT_MS }, 
     assert.match(me.text, /Alice Adams/);
     assert.match(me.text, /Extension 101/);
     assert.equal(page.url(), `${base}/`);
+    // Which credential opened the 3CX session (pbxgate logs the service extension's sign-in).
+    assert.equal(
+      /signed in to 3CX as the service extension/.test(demoLog),
+      !API_CLIENT_VARIANT,
+      `the 3CX session was opened through ${API_CLIENT_VARIANT ? 'the API client' : 'the service extension'}`,
+    );
 
     const shot = path.join(SCREENSHOT_DIR, 'pbxgate-webclient.png');
     await page.screenshot({ path: shot, fullPage: true });

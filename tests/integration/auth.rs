@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use pbxgate::clock::{Clock, ManualClock};
-use pbxgate::config::{Config, SessionMode};
+use pbxgate::config::{Config, ImpersonationCredential, SessionMode};
 use pbxgate_sandbox::entra::{ClaimEdit, Forge, signing_key};
-use pbxgate_sandbox::{DEMO_TENANT, Registration, Sandbox};
+use pbxgate_sandbox::{DEMO_SERVICE_EXTENSION, DEMO_TENANT, Registration, Sandbox};
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -196,6 +196,19 @@ async fn impersonation_sign_in_gives_the_webclient_the_users_extension() {
     let mut bob = Browser::default();
     bob.sign_in(&env.gw, "bob.baker@contoso.com").await;
     assert_eq!(bob.webclient_extension(&env.gw).await, Ok("102".into()));
+    // Through the service extension, signed in once; its cookie never left pbxgate.
+    let by: Vec<_> = env.sandbox.pbx.impersonations();
+    assert!(!by.is_empty() && by.iter().all(|(who, _)| who == DEMO_SERVICE_EXTENSION));
+    assert_eq!(env.sandbox.pbx.sign_ins(DEMO_SERVICE_EXTENSION), 1);
+    assert!(!alice.cookies.contains_key("RefreshTokenCookie"));
+    // The webclient's token refresh keeps working when 3CX has dropped the service
+    // extension's session: pbxgate signs in again.
+    env.sandbox
+        .pbx
+        .revoke_refresh_tokens(DEMO_SERVICE_EXTENSION);
+    env.gw.app.pbx.forget_impersonation("102");
+    assert_eq!(bob.webclient_extension(&env.gw).await, Ok("102".into()));
+    assert_eq!(env.sandbox.pbx.sign_ins(DEMO_SERVICE_EXTENSION), 2);
 
     // Logout: our session ends, the webclient gets no token any more, Entra is told.
     let res = alice.get(&env.gw, "/auth/logout").await;
@@ -221,6 +234,29 @@ async fn impersonation_sign_in_gives_the_webclient_the_users_extension() {
         Ok("102".into()),
         "Bob unaffected"
     );
+}
+
+#[tokio::test]
+async fn api_client_impersonation_signs_in_only_where_3cx_allows_it() {
+    let env = env_with(
+        |c| c.pbx.impersonation_credential = ImpersonationCredential::ApiClient,
+        None,
+    )
+    .await;
+    let mut alice = Browser::default();
+    // The simulated 3CX, like the public evidence, does not take the API client's token.
+    let res = alice.sign_in(&env.gw, "alice.adams@contoso.com").await;
+    assert_eq!(res.status(), 502);
+    assert!(!alice.has_session());
+    env.sandbox.pbx.allow_api_client_impersonation(true);
+    let res = alice.sign_in(&env.gw, "alice.adams@contoso.com").await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(alice.webclient_extension(&env.gw).await, Ok("101".into()));
+    assert_eq!(
+        env.sandbox.pbx.impersonations(),
+        [("api-client".to_string(), "101".to_string())]
+    );
+    assert_eq!(env.sandbox.pbx.sign_ins(DEMO_SERVICE_EXTENSION), 0);
 }
 
 fn password_key() -> secrecy::SecretString {

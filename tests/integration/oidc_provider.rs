@@ -7,6 +7,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use pbxgate::clock::{Clock, ManualClock, SystemClock};
+use pbxgate::config::ImpersonationCredential;
+use pbxgate_sandbox::DEMO_SERVICE_EXTENSION;
 
 use crate::support::*;
 
@@ -63,16 +65,31 @@ fn start_provider() -> OidcProvider {
 
 #[tokio::test]
 async fn code_flow_with_pkce_through_oidc_provider() {
+    code_flow(ImpersonationCredential::ServiceExtension).await;
+}
+
+/// The unverified variant, against a simulated 3CX told to accept it.
+#[tokio::test]
+async fn code_flow_through_oidc_provider_with_api_client_impersonation() {
+    code_flow(ImpersonationCredential::ApiClient).await;
+}
+
+/// One sign-in through the provider; 3CX sessions by impersonation with `credential`.
+async fn code_flow(credential: ImpersonationCredential) {
     init();
     let provider = start_provider();
     let clock = ManualClock::new(SystemClock.now());
     // The sandbox's Entra ID is not used here; only its 3CX is.
     let registration = registration();
     let sandbox = sandbox(&registration, &clock).await;
+    if credential == ImpersonationCredential::ApiClient {
+        sandbox.pbx.allow_api_client_impersonation(true);
+    }
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&sandbox.pbx_server.url(), dir.path(), |c| {
         c.entra.authority = provider.authority.parse().unwrap();
         c.entra.tenant_id = TENANT.into();
+        c.pbx.impersonation_credential = credential;
     });
     let gw = TestGateway::start_with_clock(cfg, clock).await;
 
@@ -181,4 +198,15 @@ async fn code_flow_with_pkce_through_oidc_provider() {
         .unwrap()
         .unwrap();
     assert_eq!(row.upn, "Alice.Adams@Contoso.com");
+    let by = match credential {
+        ImpersonationCredential::ServiceExtension => DEMO_SERVICE_EXTENSION,
+        ImpersonationCredential::ApiClient => "api-client",
+    };
+    let impersonations = sandbox.pbx.impersonations();
+    assert!(!impersonations.is_empty());
+    assert!(
+        impersonations
+            .iter()
+            .all(|(who, ext)| who == by && ext == "101")
+    );
 }
