@@ -32,7 +32,7 @@ pub use directory::{DirectoryConfig, DirectoryOverride};
 pub use duration::HumanDuration;
 pub use entra::EntraConfig;
 pub use error::ConfigError;
-pub use pbx::{DEFAULT_PASSTHROUGH, PbxConfig, SessionMode};
+pub use pbx::{DEFAULT_PASSTHROUGH, DOOR_PREFIXES, PbxConfig, SessionMode};
 pub use presence::{FREE_BUSY_STATUSES, PresenceSyncConfig};
 pub use runtime::{LogConfig, LogFormat, StoreConfig};
 pub use schedule::{Daily, Schedule, ScheduleError, TimeOfDay, Zone};
