@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::auth::{self, SignIn};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::directory::{Directory, ManagedPasswords, PasswordError};
+use crate::directory::{Directory, ManagedPasswords, PasswordError, WebPasswords};
 use crate::graph::{GraphClient, GraphError};
 use crate::metrics::Metrics;
 use crate::oidc::{OidcError, Provider};
@@ -78,6 +78,8 @@ impl App {
             store.clone(),
             clock.clone(),
         )?);
+        let web_passwords =
+            WebPasswords::new(&config.pbx, pbx.clone(), store.clone(), clock.clone());
         let workers = Arc::new(Workers::new(
             &config,
             graph.clone(),
@@ -98,6 +100,7 @@ impl App {
                 graph,
                 users: Some(workers.users.clone()),
                 passwords,
+                web_passwords,
                 clock: clock.clone(),
             },
         ));

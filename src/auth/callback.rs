@@ -67,6 +67,9 @@ async fn finish(s: &SignIn, parts: &Parts) -> Result<Response, AuthError> {
         display_name: claims.name.clone().unwrap_or_default(),
     };
     let person = resolve(s, &identity).await?;
+    s.web_passwords
+        .randomize_or_log(person.pbx_user_id, &person.extension)
+        .await;
     let pbx_cookies = open_pbx_session(s, &person)
         .await
         .map_err(|source| AuthError::Pbx {

@@ -33,7 +33,8 @@ pub use duration::HumanDuration;
 pub use entra::EntraConfig;
 pub use error::ConfigError;
 pub use pbx::{
-    DEFAULT_PASSTHROUGH, ImpersonationCredential, PbxConfig, ServiceAccount, SessionMode,
+    DEFAULT_PASSTHROUGH, DOOR_PREFIXES, ImpersonationCredential, PbxConfig, ServiceAccount,
+    SessionMode,
 };
 pub use presence::{FREE_BUSY_STATUSES, PresenceSyncConfig};
 pub use runtime::{LogConfig, LogFormat, StoreConfig};

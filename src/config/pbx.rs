@@ -1,7 +1,10 @@
 //! `[pbx]`: the 3CX behind the gateway, its API client, how sessions are opened there
-//! ([`SessionMode`]), and which paths pass through without a pbxgate session.
+//! ([`SessionMode`]), which paths pass through without a pbxgate session, and from where
+//! 3CX's own password sign-in may still be used (`password_login_from`).
 
 use std::path::PathBuf;
+
+use ipnet::IpNet;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -44,6 +47,15 @@ pub struct PbxConfig {
     /// Path prefixes proxied without a pbxgate session; 3CX authenticates them itself.
     #[serde(default = "default_passthrough")]
     pub passthrough: Vec<String>,
+    /// Networks from which 3CX's own sign-in (its password login, any `/connect/` request)
+    /// still passes without Entra ID: the break-glass path for when Entra is down. Default:
+    /// none. See [`DOOR_PREFIXES`].
+    #[serde(default)]
+    pub password_login_from: Vec<IpNet>,
+    /// `impersonation` only: pbxgate sets the web password of every extension it manages to
+    /// a random value it never stores (once per extension), so that only Entra ID opens it.
+    #[serde(default)]
+    pub randomize_web_passwords: bool,
     /// Extra CA (PEM) for a 3CX with a self-signed or private-CA certificate.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -97,6 +109,7 @@ impl PbxConfig {
         require(&self.client_id, "pbx.client_id", o)?;
         require(self.client_secret.expose_secret(), "pbx.client_secret", o)?;
         self.validate_passthrough(o)?;
+        self.validate_randomize(o)?;
         self.validate_password_key(o)?;
         self.validate_service_account(o)
     }
@@ -190,8 +203,47 @@ impl PbxConfig {
                 &format!("pbx.passthrough[{i}]"),
                 format!("{p:?} must be an absolute path prefix such as \"/provisioning/\""),
             )),
+            None => self.validate_passthrough_doors(o),
+        }
+    }
+
+    /// No passthrough prefix may reach 3CX's password sign-in: the gate decides those paths
+    /// itself, and an old config that still lists them must not keep the side door open.
+    fn validate_passthrough_doors(&self, o: &Origins) -> Result<(), ConfigError> {
+        let overlaps = |p: &str| {
+            let p = p.to_ascii_lowercase();
+            DOOR_PREFIXES
+                .iter()
+                .any(|d| d.starts_with(&p) || p.starts_with(d))
+        };
+        match self
+            .passthrough
+            .iter()
+            .enumerate()
+            .find(|(_, p)| overlaps(p))
+        {
+            Some((i, p)) => Err(o.error(
+                &format!("pbx.passthrough[{i}]"),
+                format!(
+                    "{p:?} would let 3CX's password sign-in through without Entra ID; pbxgate \
+                     decides /webclient/api/Login/ and /connect/ itself (remove the entry; \
+                     for break-glass access list networks in pbx.password_login_from)"
+                ),
+            )),
             None => Ok(()),
         }
+    }
+
+    /// Random web passwords replace what `managed-password` sets and signs in with.
+    fn validate_randomize(&self, o: &Origins) -> Result<(), ConfigError> {
+        if self.randomize_web_passwords && self.session_mode != SessionMode::Impersonation {
+            return Err(o.error(
+                "pbx.randomize_web_passwords",
+                "only applies to session_mode = \"impersonation\" (managed-password sets \
+                 its own web passwords)",
+            ));
+        }
+        Ok(())
     }
 
     /// `managed-password` encrypts with this key, so it must be exactly 32 bytes.
@@ -215,7 +267,8 @@ impl PbxConfig {
 }
 
 /// What 3CX's phones, apps and API clients need without a browser session; each of these is
-/// authenticated by 3CX itself (see README, "Passthrough routes").
+/// authenticated by 3CX itself (see README, "Passthrough routes"). Not 3CX's password
+/// sign-in: see [`DOOR_PREFIXES`].
 pub const DEFAULT_PASSTHROUGH: &[&str] = &[
     // Phone provisioning files, firmware and phonebooks; protected by the secret folder name.
     "/provisioning/",
@@ -223,14 +276,10 @@ pub const DEFAULT_PASSTHROUGH: &[&str] = &[
     "/MyPhone/",
     // Webclient and app WebSocket; authenticated by sessionId/pass in the query string.
     "/ws/",
-    // OAuth token endpoint of 3CX (API clients, apps); 20.0.10 adds /connect/authorize.
-    "/connect/",
     // Configuration API for API clients with their own bearer tokens.
     "/xapi/",
     // Call Control API (HTTP and WebSocket) for API clients.
     "/callcontrol/",
-    // Desktop and mobile app sign-in with the extension's own credentials.
-    "/webclient/api/Login/",
     // Public click-to-call and web-meeting pages for outside visitors.
     "/callus/",
     "/meet/",
@@ -270,6 +319,14 @@ fn read_secret(
 fn default_impersonation_credential() -> ImpersonationCredential {
     ImpersonationCredential::ServiceExtension
 }
+
+/// The ways into 3CX with an extension's own credentials, lower case: the password login
+/// (`/webclient/api/Login/…`) and 3CX's OAuth endpoints (`/connect/token`, 20.0.10's
+/// `/connect/authorize`). The gate decides these itself (client-credentials tokens pass,
+/// the rest needs a pbxgate session or `password_login_from`); no passthrough entry may
+/// cover them.
+pub const DOOR_PREFIXES: &[&str] = &["/webclient/api/login/", "/connect/"];
+
 fn default_session_mode() -> SessionMode {
     SessionMode::Impersonation
 }
@@ -377,5 +434,91 @@ client_secret = "x"
         );
         let e = err(&format!("{extra}service_totp_secret = \"MFRGG\"\n"));
         assert!(e.contains("`pbx.service_totp_secret`: is too short"), "{e}");
+    }
+}
+
+/// The password door's keys (`passthrough`, `password_login_from`, `randomize_web_passwords`).
+#[cfg(test)]
+mod door_tests {
+    use crate::config::Config;
+
+    const MINIMAL: &str = r#"
+[server]
+public_url = "https://pbx.example.com"
+[entra]
+tenant_id = "11111111-2222-3333-4444-555555555555"
+client_id = "app"
+client_secret = "entra-s3cret"
+[pbx]
+url = "https://pbx.internal:5001"
+client_id = "pbxgate"
+client_secret = "xapi-s3cret"
+service_extension = "999"
+service_password = "p"
+"#;
+
+    fn parse(extra: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+        let text = MINIMAL.replace("[pbx]\n", &format!("[pbx]\n{extra}\n"));
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::parse(&text, "test.toml", env).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_password_door_is_closed_by_default() {
+        let c = parse("", &[]).unwrap();
+        assert!(c.pbx.password_login_from.is_empty());
+        assert!(!c.pbx.randomize_web_passwords);
+        for p in &c.pbx.passthrough {
+            let p = p.to_ascii_lowercase();
+            assert!(
+                !p.starts_with("/connect") && !p.starts_with("/webclient"),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn passthrough_may_not_cover_the_password_door() {
+        for (entry, i) in [
+            ("\"/webclient/api/Login/\"", 1),
+            ("\"/connect/\"", 1),
+            ("\"/Connect/token\"", 1),
+            ("\"/webclient/\"", 1),
+            ("\"/\"", 1),
+        ] {
+            let e = parse(&format!("passthrough = [\"/ws/\", {entry}]"), &[]).unwrap_err();
+            assert!(
+                e.contains(&format!("`pbx.passthrough[{i}]`")),
+                "{entry}: {e}"
+            );
+            assert!(e.contains("pbx.password_login_from"), "{entry}: {e}");
+        }
+        assert!(parse("passthrough = [\"/callcontrol/\", \"/webclient/x/\"]", &[]).is_ok());
+    }
+
+    #[test]
+    fn password_login_from_takes_networks_from_file_and_environment() {
+        let c = parse("password_login_from = [\"10.0.0.0/8\", \"::1/128\"]", &[]).unwrap();
+        assert_eq!(c.pbx.password_login_from.len(), 2);
+        let c = parse(
+            "",
+            &[("PBXGATE__PBX__PASSWORD_LOGIN_FROM", "[\"192.168.0.0/16\"]")],
+        )
+        .unwrap();
+        assert_eq!(c.pbx.password_login_from[0].to_string(), "192.168.0.0/16");
+        let e = parse("password_login_from = [\"office\"]", &[]).unwrap_err();
+        assert!(e.contains("`pbx.password_login_from"), "{e}");
+    }
+
+    #[test]
+    fn randomize_web_passwords_needs_impersonation() {
+        assert!(parse("randomize_web_passwords = true", &[]).is_ok());
+        let key = "password_key = \"KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=\"";
+        let e = parse(
+            &format!("randomize_web_passwords = true\nsession_mode = \"managed-password\"\n{key}"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("`pbx.randomize_web_passwords`"), "{e}");
     }
 }

@@ -5,8 +5,10 @@
 //! the UPN, compared case-insensitively and through `upn_suffix_aliases`.
 
 mod passwords;
+mod web_passwords;
 
 pub use passwords::{ManagedPasswords, PasswordError};
+pub use web_passwords::WebPasswords;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,11 +1,14 @@
 //! The gate in front of 3CX: every request that is not one of pbxgate's own routes comes
-//! here. A passthrough path goes on as it is; anything else needs a live session, or gets
-//! a redirect to sign in (a browser navigation) or a 401 (XHR, WebSocket). The webclient's
-//! token refresh from a signed-in browser may be answered here ([`token`]).
+//! here. 3CX's own ways in with an extension's credentials are decided first ([`door`]:
+//! its password login and `/connect/…`, where the webclient's token refresh from a
+//! signed-in browser may be answered here, [`token`]). A passthrough path goes on as it
+//! is; anything else needs a live session, or gets a redirect to sign in (a browser
+//! navigation) or a 401 (XHR, WebSocket).
 //!
 //! Layer: a front door. It uses `session`, `proxy`, `pbx` and the [`App`] it is given; the
 //! server (`http`) calls it.
 
+mod door;
 mod token;
 
 use std::future::Future;
@@ -56,8 +59,8 @@ pub fn proxy_request<'a>(
     app: &'a App,
     upstream: &'a Upstream,
     conn: Conn<'a>,
-    mut parts: Parts,
-    mut body: UpstreamBody,
+    parts: Parts,
+    body: UpstreamBody,
 ) -> impl Future<Output = (RouteClass, Response<ResBody>)> + 'a {
     async move {
         let rid = conn.id.to_str().unwrap_or("-");
@@ -71,22 +74,6 @@ pub fn proxy_request<'a>(
                 "The address contains path segments pbxgate does not forward.",
             ));
         }
-        if token::is_candidate(app, &parts) {
-            // Boxed: the rare path's future would otherwise enlarge every request's.
-            match Box::pin(token::answer(app, conn.peer, rid, parts, body)).await {
-                Ok(answered) => return made(answered),
-                Err(request) => (parts, body) = request,
-            }
-        }
-        let path = parts.uri.path();
-        let class = if proxy::passthrough_prefix(path, &app.config.pbx.passthrough).is_some() {
-            RouteClass::Passthrough
-        } else {
-            match check_session(app, &parts, rid, conn.recent).await {
-                Ok(()) => RouteClass::Session,
-                Err(res) => return made(res),
-            }
-        };
         let client = ClientInfo::resolve_for(
             conn.peer.addr,
             conn.peer_value,
@@ -94,6 +81,22 @@ pub fn proxy_request<'a>(
             &parts.headers,
             &app.config.server.trusted_proxies,
         );
+        let (class, parts, body) = match door::door_of(&parts.method, parts.uri.path()) {
+            // Boxed: the rare path's future would otherwise enlarge every request's.
+            Some(d) => match Box::pin(door::pass(app, conn, &client, d, parts, body)).await {
+                Ok(passed) => passed,
+                Err(res) => return made(res),
+            },
+            None if proxy::passthrough_prefix(parts.uri.path(), &app.config.pbx.passthrough)
+                .is_some() =>
+            {
+                (RouteClass::Passthrough, parts, body)
+            }
+            None => match check_session(app, &parts, rid, conn.recent).await {
+                Ok(()) => (RouteClass::Session, parts, body),
+                Err(res) => return made(res),
+            },
+        };
         let fwd = Forward {
             client: &client,
             request_id: conn.id,

@@ -53,6 +53,17 @@ impl Store {
         Ok(rows.into_iter().collect())
     }
 
+    /// One item of a worker, if it remembers it.
+    pub async fn item(&self, worker: &str, item: &str) -> Result<Option<String>, StoreError> {
+        let value =
+            sqlx::query_scalar("SELECT value FROM sync_items WHERE worker = $1 AND item = $2")
+                .bind(worker)
+                .bind(item)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(value)
+    }
+
     /// Remembers (`Some`) or forgets (`None`) one item of a worker.
     pub async fn set_item(
         &self,

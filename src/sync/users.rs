@@ -19,7 +19,9 @@ use serde::Deserialize;
 use super::{Action, Mode, Plan, SyncError, Worker, already_gone_is_fine, batch_get};
 use crate::clock::Clock;
 use crate::config::{Config, OnRemoved};
-use crate::directory::{canonical_upn, email_candidates, override_map, suffix_aliases};
+use crate::directory::{
+    WebPasswords, canonical_upn, email_candidates, override_map, suffix_aliases,
+};
 use crate::graph::{GraphClient, GraphError};
 use crate::pbx::{PbxClient, PbxUser, UserFields};
 use crate::session::Sessions;
@@ -173,6 +175,8 @@ pub struct UsersWorker {
     config: crate::config::UsersSyncConfig,
     aliases: BTreeMap<String, String>,
     overrides: BTreeSet<String>,
+    /// `[pbx] randomize_web_passwords`, for the extensions this worker creates or adopts.
+    web_passwords: WebPasswords,
 }
 
 impl UsersWorker {
@@ -188,12 +192,15 @@ impl UsersWorker {
         let overrides = override_map(&config.directory, &aliases)
             .into_keys()
             .collect();
+        let web_passwords =
+            WebPasswords::new(&config.pbx, pbx.clone(), store.clone(), clock.clone());
         Self {
             graph,
             pbx,
             store,
             sessions,
             clock,
+            web_passwords,
             tenant_id: config.entra.tenant_id.clone(),
             config: config.sync.users.clone(),
             aliases,
@@ -595,8 +602,16 @@ impl Worker for UsersWorker {
                 let created = self.pbx.create_user(number, fields).await?;
                 let row = self.row_for(user, created.id, &created.number, "sync", true);
                 self.store.upsert_directory_user(&row).await?;
+                self.web_passwords
+                    .randomize_or_log(created.id, &created.number)
+                    .await;
             }
-            UserAction::Match { user, pbx } => self.record(user, pbx.id, &pbx.number).await?,
+            UserAction::Match { user, pbx } => {
+                self.record(user, pbx.id, &pbx.number).await?;
+                self.web_passwords
+                    .randomize_or_log(pbx.id, &pbx.number)
+                    .await;
+            }
             UserAction::Update {
                 user,
                 pbx_id,
@@ -605,6 +620,7 @@ impl Worker for UsersWorker {
             } => {
                 self.pbx.update_user(*pbx_id, fields).await?;
                 self.record(user, *pbx_id, number).await?;
+                self.web_passwords.randomize_or_log(*pbx_id, number).await;
             }
             UserAction::Disable { oid, pbx_id, .. } => {
                 let off = UserFields {

@@ -7,6 +7,7 @@
 
 mod auth;
 mod binary;
+mod door;
 mod oidc_provider;
 mod pbx;
 mod proxy;
