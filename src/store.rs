@@ -28,7 +28,7 @@ pub use contacts::ContactLink;
 pub use directory::DirectoryRow;
 pub use login_attempts::LoginAttempt;
 pub use runs::RunRow;
-pub use sessions::SessionRow;
+pub use sessions::{LiveSession, SessionRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
