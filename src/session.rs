@@ -284,9 +284,8 @@ impl Sessions {
         Ok(n)
     }
 
-    /// Ends the sessions of a user that started at or before `before`: Entra's "revoke
-    /// sessions" (`signInSessionsValidFromDateTime`). A session started in the same second
-    /// ends too: the side of caution, as the store keeps whole seconds.
+    /// Ends the sessions of a user that started before `before`: Entra's "revoke sessions"
+    /// (`signInSessionsValidFromDateTime`: what was issued before it is invalid).
     pub async fn revoke_user_before(
         &self,
         user_key: &str,
@@ -299,7 +298,7 @@ impl Sessions {
         let user_key = user_key.to_string();
         let _ = self.cache.invalidate_entries_if(move |_, v| {
             v.as_ref()
-                .is_some_and(|r| r.user_key == user_key && r.created_at <= before)
+                .is_some_and(|r| r.user_key == user_key && r.created_at < before)
         });
         self.revoked();
         Ok(n)

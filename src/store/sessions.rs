@@ -108,7 +108,7 @@ impl Store {
         self.revoke_where("user_key", user_key, now).await
     }
 
-    /// Revokes the live sessions of a user that started at or before `before` (Entra's
+    /// Revokes the live sessions of a user that started before `before` (Entra's
     /// `signInSessionsValidFromDateTime`); returns how many.
     pub async fn revoke_user_sessions_before(
         &self,
@@ -118,7 +118,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let r = sqlx::query(
             "UPDATE sessions SET revoked_at = $1 \
-             WHERE user_key = $2 AND created_at <= $3 AND revoked_at IS NULL",
+             WHERE user_key = $2 AND created_at < $3 AND revoked_at IS NULL",
         )
         .bind(now)
         .bind(user_key)
@@ -168,10 +168,7 @@ impl Store {
     }
 
     /// Who has live sessions started in Entra session `sid`: (user key, extension) pairs.
-    pub async fn idp_session_users(
-        &self,
-        sid: &str,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn idp_session_users(&self, sid: &str) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query(
             "SELECT DISTINCT user_key, extension FROM sessions \
              WHERE idp_sid = $1 AND revoked_at IS NULL",
