@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::auth::{self, SignIn};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::directory::{Directory, ManagedPasswords, PasswordError};
+use crate::directory::{Directory, ManagedPasswords, PasswordError, Revoker};
 use crate::graph::{GraphClient, GraphError};
 use crate::metrics::Metrics;
 use crate::oidc::{OidcError, Provider};
@@ -33,6 +33,8 @@ pub struct App {
     pub upstream: Upstream,
     pub sign_in: Arc<SignIn>,
     pub workers: Arc<Workers>,
+    /// Ends a user's sessions and 3CX access (sign-out, recheck, sync, admin).
+    pub revoker: Arc<Revoker>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,12 +80,21 @@ impl App {
             store.clone(),
             clock.clone(),
         )?);
+        let revoker = Arc::new(Revoker::new(
+            sessions.clone(),
+            pbx.clone(),
+            passwords.clone(),
+            store.clone(),
+            metrics.clone(),
+            config.pbx.session_mode,
+            &config.entra.tenant_id,
+        ));
         let workers = Arc::new(Workers::new(
             &config,
             graph.clone(),
             pbx.clone(),
             store.clone(),
-            sessions.clone(),
+            revoker.clone(),
             clock.clone(),
             metrics.clone(),
         ));
@@ -98,6 +109,7 @@ impl App {
                 graph,
                 users: Some(workers.users.clone()),
                 passwords,
+                revoker: revoker.clone(),
                 clock: clock.clone(),
             },
         ));
@@ -111,6 +123,7 @@ impl App {
             upstream,
             sign_in,
             workers,
+            revoker,
         }))
     }
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::{ATTEMPT_TTL, AuthError, PbxSessionError, SignIn};
 use crate::config::SessionMode;
-use crate::directory::{Identity, Resolution};
+use crate::directory::{Identity, Resolution, user_key};
 use crate::graph::GraphError;
 use crate::ids;
 use crate::metrics::RouteClass;
@@ -76,7 +76,7 @@ async fn finish(s: &SignIn, parts: &Parts) -> Result<Response, AuthError> {
     let id = s
         .sessions
         .create(NewSession {
-            user_key: format!("{}:{}", identity.tenant_id, identity.object_id),
+            user_key: user_key(&identity.tenant_id, &identity.object_id),
             upn: identity.upn.clone(),
             extension: person.extension.clone(),
             idp_sid: claims.sid.clone(),

@@ -23,7 +23,7 @@ use ipnet::IpNet;
 
 use crate::clock::Clock;
 use crate::config::{Config, SessionMode};
-use crate::directory::{Directory, ManagedPasswords};
+use crate::directory::{Directory, ManagedPasswords, Revoker};
 use crate::graph::GraphClient;
 use crate::metrics::RouteClass;
 use crate::oidc::Provider;
@@ -60,6 +60,8 @@ pub struct Deps {
     /// sync is enabled and provisions at sign-in.
     pub users: Option<Arc<UsersWorker>>,
     pub passwords: Arc<ManagedPasswords>,
+    /// Sign-out ends the session and the 3CX access behind it, as every revocation does.
+    pub revoker: Arc<Revoker>,
     pub clock: Arc<dyn Clock>,
 }
 

@@ -5,8 +5,10 @@
 //! the UPN, compared case-insensitively and through `upn_suffix_aliases`.
 
 mod passwords;
+mod revoke;
 
 pub use passwords::{ManagedPasswords, PasswordError};
+pub use revoke::{Reason, RevokeError, Revoker, object_id_of, user_key};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
