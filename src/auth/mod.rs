@@ -73,6 +73,8 @@ struct Settings {
     allowed_groups: Vec<String>,
     session_mode: SessionMode,
     trusted_proxies: Vec<IpNet>,
+    /// `[sync.users] include_guests`: sign-in refuses guests as the sync leaves them out.
+    include_guests: bool,
 }
 
 impl std::ops::Deref for SignIn {
@@ -97,6 +99,7 @@ impl SignIn {
                 allowed_groups: config.entra.allowed_groups.clone(),
                 session_mode: config.pbx.session_mode,
                 trusted_proxies: config.server.trusted_proxies.clone(),
+                include_guests: users.include_guests,
             },
             limiter: RateLimiter::new(config.server.login_rate_limit, deps.clock.clone()),
             deps,
