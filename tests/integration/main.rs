@@ -10,6 +10,7 @@ mod binary;
 mod oidc_provider;
 mod pbx;
 mod proxy;
+mod revocation;
 mod store;
 mod support;
 mod sync_contacts;

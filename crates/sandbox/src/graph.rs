@@ -1503,7 +1503,10 @@ mod tests {
         f.sim.update_user(&id, |u| u.account_enabled = false);
         let (_, _, body) = f.get(&url).await;
         assert_eq!(
-            (&body["signInSessionsValidFromDateTime"], &body["accountEnabled"]),
+            (
+                &body["signInSessionsValidFromDateTime"],
+                &body["accountEnabled"]
+            ),
             (&json!("2026-01-01T00:01:30Z"), &json!(false))
         );
         assert!(!f.sim.revoke_sign_in_sessions("no-such-user"));
