@@ -402,6 +402,44 @@ async fn frontchannel_logout_in_managed_password_mode_ends_the_3cx_session() {
     );
 }
 
+#[tokio::test]
+async fn the_user_syncs_on_removed_ends_the_3cx_session_in_managed_password_mode() {
+    let env = env_with(|c| {
+        managed(c);
+        c.sync.users.enabled = true;
+    })
+    .await;
+    let run = || async {
+        let (_tx, stop) = tokio::sync::watch::channel(false);
+        let w = &env.gw.app.workers;
+        w.runner
+            .run(w.users.as_ref(), pbxgate::sync::Mode::Full, false, &stop)
+            .await
+            .unwrap()
+    };
+    run().await;
+    let mut bob = Browser::default();
+    assert_eq!(
+        bob.sign_in(&env.gw, "bob.baker@contoso.com").await.status(),
+        303
+    );
+    let cookie = bob.cookies["RefreshTokenCookie"].clone();
+    assert_eq!(env.sandbox.pbx.live_webclient_sessions("102"), 1);
+
+    env.sandbox
+        .graph
+        .update_user(BOB_OID, |u| u.account_enabled = false);
+    let report = run().await;
+    assert_eq!(report.applied.get("disable"), Some(&1), "{report:?}");
+    assert!(!bob.has_live_session(&env.gw).await);
+    assert_eq!(env.sandbox.pbx.live_webclient_sessions("102"), 0);
+    assert_eq!(refresh_at_3cx(&env.sandbox, &cookie).await, 400);
+    assert_eq!(
+        metric(&env, "pbxgate_sessions_revoked_total{reason=\"removed\"}"),
+        1
+    );
+}
+
 // === sign-in refuses what the sync would refuse ===
 
 /// The refusal page: status, title, and that no session was opened.
