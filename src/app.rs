@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::auth::{self, SignIn};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::directory::{Directory, ManagedPasswords, PasswordError, WebPasswords};
+use crate::directory::{Directory, ManagedPasswords, PasswordError, Revoker, WebPasswords};
 use crate::graph::{GraphClient, GraphError};
 use crate::metrics::Metrics;
 use crate::oidc::{OidcError, Provider};
@@ -33,6 +33,8 @@ pub struct App {
     pub upstream: Upstream,
     pub sign_in: Arc<SignIn>,
     pub workers: Arc<Workers>,
+    /// Ends a user's sessions and 3CX access (sign-out, recheck, sync, admin).
+    pub revoker: Arc<Revoker>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,12 +82,21 @@ impl App {
         )?);
         let web_passwords =
             WebPasswords::new(&config.pbx, pbx.clone(), store.clone(), clock.clone());
+        let revoker = Arc::new(Revoker::new(
+            sessions.clone(),
+            pbx.clone(),
+            passwords.clone(),
+            store.clone(),
+            metrics.clone(),
+            config.pbx.session_mode,
+            &config.entra.tenant_id,
+        ));
         let workers = Arc::new(Workers::new(
             &config,
             graph.clone(),
             pbx.clone(),
             store.clone(),
-            sessions.clone(),
+            revoker.clone(),
             clock.clone(),
             metrics.clone(),
         ));
@@ -101,6 +112,7 @@ impl App {
                 users: Some(workers.users.clone()),
                 passwords,
                 web_passwords,
+                revoker: revoker.clone(),
                 clock: clock.clone(),
             },
         ));
@@ -114,6 +126,7 @@ impl App {
             upstream,
             sign_in,
             workers,
+            revoker,
         }))
     }
 }

@@ -368,6 +368,18 @@ impl GraphClient {
         serde_json::from_slice(&body).map_err(|e| GraphError::Decode(format!("{path}: {e}")))
     }
 
+    /// [`Self::get`] for a user waiting on the answer (sign-in): one retry, short waits.
+    pub async fn get_interactive<T: DeserializeOwned>(&self, path: &str) -> Result<T, GraphError> {
+        let url = self.url(path);
+        let (status, _, body) = self
+            .send_with(&INTERACTIVE, reqwest::Method::GET, &url, None, None)
+            .await?;
+        if status >= 400 {
+            return Err(classify(status, &body, path));
+        }
+        serde_json::from_slice(&body).map_err(|e| GraphError::Decode(format!("{path}: {e}")))
+    }
+
     /// Which of `group_ids` the user is a (transitive) member of (`checkMemberGroups`, 20 ids
     /// a call); for `allowed_groups` when the ID token only signals group overage.
     pub async fn member_groups(

@@ -170,6 +170,7 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
         "# {}: valid. Effective configuration (secrets masked):\n",
         path.display()
     );
+    println!("# Note: {}.\n", pbxgate::config::RECHECK_PERMISSION);
     print!("{}", config.to_masked_toml());
     Ok(())
 }

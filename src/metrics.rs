@@ -95,6 +95,16 @@ struct ActionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
     kind: UpstreamErrorKind,
 }
@@ -124,6 +134,9 @@ pub struct Metrics {
     websockets_open: Gauge,
     sync_runs: Family<RunLabels, Counter>,
     sync_actions: Family<ActionLabels, Counter>,
+    sessions_revoked: Family<ReasonLabels, Counter>,
+    session_rechecks: Family<OutcomeLabels, Counter>,
+    session_recheck_users: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -170,8 +183,29 @@ impl Default for Metrics {
             "Changes applied by the sync workers, by worker and action",
             sync_actions.clone(),
         );
+        let sessions_revoked = Family::<ReasonLabels, Counter>::default();
+        let session_rechecks = Family::<OutcomeLabels, Counter>::default();
+        let session_recheck_users = Counter::default();
+        registry.register(
+            "sessions_revoked",
+            "Sessions ended together with their 3CX access, by reason",
+            sessions_revoked.clone(),
+        );
+        registry.register(
+            "session_rechecks",
+            "Rechecks of live sessions against Entra, by outcome (ok, failed)",
+            session_rechecks.clone(),
+        );
+        registry.register(
+            "session_recheck_users",
+            "Users read from Entra by the session recheck",
+            session_recheck_users.clone(),
+        );
         Self {
             registry,
+            sessions_revoked,
+            session_rechecks,
+            session_recheck_users,
             requests,
             latency,
             handles: Default::default(),
@@ -226,6 +260,26 @@ impl Metrics {
                 })
                 .inc_by(*n);
         }
+    }
+
+    /// Counts `n` sessions ended for `reason` (logout, disabled, sessions_revoked, …).
+    pub fn sessions_revoked(&self, reason: &str, n: u64) {
+        self.sessions_revoked
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc_by(n);
+    }
+
+    /// Records one session recheck: whether Entra answered, and how many users it read.
+    pub fn session_recheck(&self, ok: bool, users: u64) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.session_rechecks
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+        self.session_recheck_users.inc_by(users);
     }
 
     /// Counts a relayed WebSocket until the returned guard drops.

@@ -16,7 +16,7 @@ use ring::digest::{SHA256, digest};
 
 use crate::clock::{Clock, UnixTime};
 use crate::config::Config;
-use crate::store::{SessionRow, Store, StoreError};
+use crate::store::{LiveSession, SessionRow, Store, StoreError};
 pub use pbxgate_wire::cookie::{cookie_pairs, pairs_of};
 
 /// How long a looked-up session (or a miss) is trusted without asking the store again.
@@ -282,6 +282,32 @@ impl Sessions {
             .invalidate_entries_if(move |_, v| v.as_ref().is_some_and(|r| r.user_key == user_key));
         self.revoked();
         Ok(n)
+    }
+
+    /// Ends the sessions of a user that started before `before`: Entra's "revoke sessions"
+    /// (`signInSessionsValidFromDateTime`: what was issued before it is invalid).
+    pub async fn revoke_user_before(
+        &self,
+        user_key: &str,
+        before: UnixTime,
+    ) -> Result<u64, SessionError> {
+        let n = self
+            .store
+            .revoke_user_sessions_before(user_key, before, self.clock.now())
+            .await?;
+        let user_key = user_key.to_string();
+        let _ = self.cache.invalidate_entries_if(move |_, v| {
+            v.as_ref()
+                .is_some_and(|r| r.user_key == user_key && r.created_at < before)
+        });
+        self.revoked();
+        Ok(n)
+    }
+
+    /// The sessions that are live now, for the recheck against Entra.
+    pub async fn live_sessions(&self) -> Result<Vec<LiveSession>, SessionError> {
+        let now = self.clock.now();
+        Ok(self.store.live_sessions(now, now - self.idle).await?)
     }
 
     /// Ends every session started in Entra session `sid` (front-channel sign-out).

@@ -30,7 +30,7 @@ pub use directory::DirectoryRow;
 pub use login_attempts::LoginAttempt;
 pub use runs::RunRow;
 pub use service_session::ServiceSessionRow;
-pub use sessions::SessionRow;
+pub use sessions::{LiveSession, SessionRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::{ATTEMPT_TTL, AuthError, PbxSessionError, SignIn};
 use crate::config::SessionMode;
-use crate::directory::{Identity, Resolution};
+use crate::directory::{Identity, Resolution, is_guest, user_key};
 use crate::graph::GraphError;
 use crate::ids;
 use crate::metrics::RouteClass;
@@ -66,6 +66,7 @@ async fn finish(s: &SignIn, parts: &Parts) -> Result<Response, AuthError> {
         upn: claims.username().unwrap_or_default().to_string(),
         display_name: claims.name.clone().unwrap_or_default(),
     };
+    check_guest(s, &identity).await?;
     let person = resolve(s, &identity).await?;
     s.web_passwords
         .randomize_or_log(person.pbx_user_id, &person.extension)
@@ -79,7 +80,7 @@ async fn finish(s: &SignIn, parts: &Parts) -> Result<Response, AuthError> {
     let id = s
         .sessions
         .create(NewSession {
-            user_key: format!("{}:{}", identity.tenant_id, identity.object_id),
+            user_key: user_key(&identity.tenant_id, &identity.object_id),
             upn: identity.upn.clone(),
             extension: person.extension.clone(),
             idp_sid: claims.sid.clone(),
@@ -120,19 +121,66 @@ async fn take_attempt(s: &SignIn, parts: &Parts, state: &str) -> Result<LoginAtt
     }
 }
 
-/// The user's extension: from the directory, else provisioned on the spot.
+/// The user's extension: from the directory, else provisioned on the spot; refused when
+/// the directory says this user may not have it.
 async fn resolve(s: &SignIn, who: &Identity) -> Result<DirectoryRow, AuthError> {
     let upn = match s.directory.resolve(who).await? {
         Resolution::Found(p) => return Ok(p),
+        Resolution::Refused(r) => return Err(AuthError::refused(&who.upn, r)),
         Resolution::NotAssigned { upn } => upn,
     };
     if let Some(row) = provision(s, who, &upn).await {
-        return Ok(row);
+        // What the sync just linked passes the same checks as what it linked before.
+        return match s.directory.admit(row).await? {
+            Resolution::Found(p) => Ok(p),
+            Resolution::Refused(r) => Err(AuthError::refused(&who.upn, r)),
+            Resolution::NotAssigned { .. } => Err(AuthError::NotAssigned {
+                upn,
+                oid: who.object_id.clone(),
+            }),
+        };
     }
     Err(AuthError::NotAssigned {
         upn,
         oid: who.object_id.clone(),
     })
+}
+
+/// With `[sync.users] include_guests = false` (the default) a guest is refused, as the user
+/// sync leaves guests out: otherwise a guest whose address matches an extension's e-mail
+/// would get that extension. The ID token carries no `userType`, so Graph is asked, as the
+/// sync does; if Graph cannot answer, the sign-in fails rather than let a guest through.
+async fn check_guest(s: &SignIn, who: &Identity) -> Result<(), AuthError> {
+    if s.settings.include_guests {
+        return Ok(());
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct UserType {
+        user_type: Option<String>,
+    }
+    let user_type = if is_guest(None, &who.upn) {
+        None
+    } else {
+        let path = format!("/users/{}?$select=id,userType", who.object_id);
+        let found: UserType =
+            s.graph
+                .get_interactive(&path)
+                .await
+                .map_err(|source| AuthError::GuestCheck {
+                    upn: who.upn.clone(),
+                    oid: who.object_id.clone(),
+                    source,
+                })?;
+        found.user_type
+    };
+    match is_guest(user_type.as_deref(), &who.upn) {
+        true => Err(AuthError::Guest {
+            upn: who.upn.clone(),
+            oid: who.object_id.clone(),
+        }),
+        false => Ok(()),
+    }
 }
 
 /// A user the directory does not know yet gets an extension at once, through the user

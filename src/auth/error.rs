@@ -5,7 +5,8 @@
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 
-use crate::directory::DirectoryError;
+use crate::directory::{DirectoryError, Refusal};
+use crate::graph::GraphError;
 use crate::ids::RandomError;
 use crate::metrics::RouteClass;
 use crate::oidc::OidcError;
@@ -50,6 +51,27 @@ pub enum AuthError {
     Groups(#[from] GroupDenial),
     #[error("no extension for user {upn} (oid {oid})")]
     NotAssigned { upn: String, oid: String },
+    #[error("guest {upn} (oid {oid}) refused: [sync.users] include_guests is false")]
+    Guest { upn: String, oid: String },
+    #[error("cannot tell whether {upn} (oid {oid}) is a guest: Graph: {source}")]
+    GuestCheck {
+        upn: String,
+        oid: String,
+        #[source]
+        source: GraphError,
+    },
+    #[error("user {upn} refused: the user sync marked them removed (extension {extension})")]
+    Removed { upn: String, extension: String },
+    #[error(
+        "user {upn} refused: extension {extension} is linked to another Entra object id ({other_object_id})"
+    )]
+    LinkedToAnother {
+        upn: String,
+        extension: String,
+        other_object_id: String,
+    },
+    #[error("user {upn} refused: extension {extension} is disabled in 3CX")]
+    ExtensionDisabled { upn: String, extension: String },
     #[error("directory lookup failed: {0}")]
     Directory(#[from] DirectoryError),
     #[error("3CX session refused for extension {extension}: {source}")]
@@ -59,6 +81,25 @@ pub enum AuthError {
     },
     #[error("session create failed: {0}")]
     Session(#[from] SessionError),
+}
+
+impl AuthError {
+    /// The sign-in error for a directory refusal of `upn`.
+    pub fn refused(upn: &str, refusal: Refusal) -> Self {
+        let upn = upn.to_string();
+        match refusal {
+            Refusal::Removed { extension } => Self::Removed { upn, extension },
+            Refusal::LinkedToAnother {
+                extension,
+                other_object_id,
+            } => Self::LinkedToAnother {
+                upn,
+                extension,
+                other_object_id,
+            },
+            Refusal::ExtensionDisabled { extension } => Self::ExtensionDisabled { upn, extension },
+        }
+    }
 }
 
 /// Why a sign-in could not start.
@@ -151,6 +192,47 @@ impl AuthError {
                     ),
                 );
             }
+            Guest { upn, .. } => {
+                return (
+                    StatusCode::FORBIDDEN,
+                    "Guest accounts cannot use the web client",
+                    format!(
+                        "{upn} is a guest account in this organisation's Microsoft Entra ID. The phone system's web client is for members. Ask your IT department if you need access."
+                    ),
+                );
+            }
+            GuestCheck { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Your account cannot be checked right now",
+                "pbxgate could not check your account with Microsoft Entra ID. Please try again in a minute.",
+            ),
+            Removed { upn, .. } => {
+                return (
+                    StatusCode::FORBIDDEN,
+                    "Your access has been removed",
+                    format!(
+                        "{upn} was disabled or removed in Microsoft Entra ID, so its access to the phone system has ended. If your account was restored just now, try again after the next directory sync, or ask your IT department."
+                    ),
+                );
+            }
+            LinkedToAnother { upn, extension, .. } => {
+                return (
+                    StatusCode::FORBIDDEN,
+                    "This extension belongs to another account",
+                    format!(
+                        "Extension {extension}, which matches {upn}, is still assigned to another (perhaps former) account. Ask your IT department to reassign it."
+                    ),
+                );
+            }
+            ExtensionDisabled { extension, .. } => {
+                return (
+                    StatusCode::FORBIDDEN,
+                    "Your extension is disabled",
+                    format!(
+                        "Extension {extension} is disabled on the phone system. Ask your IT department."
+                    ),
+                );
+            }
             Directory(_) => (
                 StatusCode::BAD_GATEWAY,
                 "The phone system is not reachable",
@@ -172,7 +254,12 @@ impl AuthError {
         let error = crate::errors::error_chain(self);
         match self {
             NotAssigned { .. } => tracing::info!(%error, "sign-in refused"),
-            Start(_) | AttemptLookup(_) | Directory(_) | Pbx { .. } | Session(_) => {
+            Start(_)
+            | AttemptLookup(_)
+            | Directory(_)
+            | Pbx { .. }
+            | Session(_)
+            | GuestCheck { .. } => {
                 tracing::error!(%error, "sign-in failed")
             }
             Groups(GroupDenial::Unknown(_)) => tracing::error!(%error, "sign-in failed"),

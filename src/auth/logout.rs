@@ -16,25 +16,23 @@ use crate::pbx;
 use crate::session::cookie_pairs;
 use crate::web::{self, Page};
 
-/// Ends the pbxgate session and the 3CX session, then sends the browser to Entra's
-/// end-session endpoint.
+/// Ends the pbxgate session and the 3CX access behind it (the browser's 3CX session in
+/// managed-password mode, pbxgate's cached impersonated token otherwise), then sends the
+/// browser to Entra's end-session endpoint.
 pub async fn logout(State(s): State<Arc<SignIn>>, parts: Parts) -> Response {
-    let mut login_hint = None;
-    if let Some(id) = s.sessions.id_from_headers(&parts.headers) {
-        if let Ok(Ok(session)) = s.sessions.validate(id).await {
-            login_hint = session.login_hint.clone();
-            s.pbx.forget_impersonation(&session.extension);
-        }
-        if let Err(e) = s.sessions.revoke(id).await {
-            tracing::error!(error = %e, "session revoke failed");
-        }
-    }
     let refresh = cookie_pairs(&parts.headers)
         .find(|(k, _)| *k == pbx::REFRESH_COOKIE)
         .map(|(_, v)| v.to_string());
-    if let Some(refresh) = refresh
+    let mut login_hint = None;
+    if let Some(id) = s.sessions.id_from_headers(&parts.headers) {
+        match s.revoker.sign_out(id, refresh.as_deref()).await {
+            Ok(ended) => login_hint = ended.and_then(|e| e.login_hint),
+            Err(e) => tracing::error!(error = %e, "sign-out could not end everything"),
+        }
+    } else if let Some(refresh) = refresh
         && let Err(e) = s.pbx.webclient_logout(&refresh).await
     {
+        // No pbxgate session, but a 3CX one: end it all the same.
         tracing::warn!(error = %e, "3CX logout failed");
     }
     let target = s
@@ -79,7 +77,7 @@ pub async fn frontchannel_logout(
     Query(q): Query<FrontChannelQuery>,
 ) -> Response {
     if let Some(sid) = q.sid.filter(|s| !s.is_empty() && s.len() <= 256) {
-        match s.sessions.revoke_idp_session(&sid).await {
+        match s.revoker.front_channel(&sid).await {
             Ok(n) => tracing::info!(sessions = n, "front-channel sign-out"),
             Err(e) => tracing::error!(error = %e, "front-channel sign-out failed"),
         }

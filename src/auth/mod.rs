@@ -23,7 +23,7 @@ use ipnet::IpNet;
 
 use crate::clock::Clock;
 use crate::config::{Config, SessionMode};
-use crate::directory::{Directory, ManagedPasswords, WebPasswords};
+use crate::directory::{Directory, ManagedPasswords, Revoker, WebPasswords};
 use crate::graph::GraphClient;
 use crate::metrics::RouteClass;
 use crate::oidc::Provider;
@@ -62,6 +62,8 @@ pub struct Deps {
     pub passwords: Arc<ManagedPasswords>,
     /// `[pbx] randomize_web_passwords`: done once per extension at sign-in.
     pub web_passwords: WebPasswords,
+    /// Sign-out ends the session and the 3CX access behind it, as every revocation does.
+    pub revoker: Arc<Revoker>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -73,6 +75,8 @@ struct Settings {
     allowed_groups: Vec<String>,
     session_mode: SessionMode,
     trusted_proxies: Vec<IpNet>,
+    /// `[sync.users] include_guests`: sign-in refuses guests as the sync leaves them out.
+    include_guests: bool,
 }
 
 impl std::ops::Deref for SignIn {
@@ -97,6 +101,7 @@ impl SignIn {
                 allowed_groups: config.entra.allowed_groups.clone(),
                 session_mode: config.pbx.session_mode,
                 trusted_proxies: config.server.trusted_proxies.clone(),
+                include_guests: users.include_guests,
             },
             limiter: RateLimiter::new(config.server.login_rate_limit, deps.clock.clone()),
             deps,

@@ -40,7 +40,7 @@ pub use presence::{FREE_BUSY_STATUSES, PresenceSyncConfig};
 pub use runtime::{LogConfig, LogFormat, StoreConfig};
 pub use schedule::{Daily, Schedule, ScheduleError, TimeOfDay, Zone};
 pub use server::ServerConfig;
-pub use session::SessionConfig;
+pub use session::{RECHECK_PERMISSION, SessionConfig};
 pub use sync::{
     ContactFolders, ContactsSyncConfig, DedupeBy, OnRemoved, SyncConfig, UsersSyncConfig,
 };

@@ -3,7 +3,16 @@
 use serde::{Deserialize, Serialize};
 
 use super::HumanDuration;
+use super::check::at_least;
 use super::error::{ConfigError, Origins};
+
+/// The shortest `recheck` allowed: each round reads every signed-in user from Graph.
+pub const MIN_RECHECK: HumanDuration = HumanDuration::secs(10);
+
+/// What the session recheck needs in Entra, for `check-config` and the README.
+pub const RECHECK_PERMISSION: &str = "session.recheck and the sign-in guest check read users \
+     from Microsoft Graph: the app registration needs the application permission \
+     User.Read.All (admin consent), with or without the user sync";
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -13,6 +22,9 @@ pub struct SessionConfig {
     pub lifetime: HumanDuration,
     /// A session unused for this long ends.
     pub idle_timeout: HumanDuration,
+    /// How often the users with live sessions are read from Entra (Graph): a disabled or
+    /// deleted user, or a session older than the user's "revoke sessions", ends within this.
+    pub recheck: HumanDuration,
 }
 
 impl Default for SessionConfig {
@@ -21,6 +33,7 @@ impl Default for SessionConfig {
             cookie_name: "pbxgate".into(),
             lifetime: HumanDuration::secs(12 * 3600),
             idle_timeout: HumanDuration::secs(3600),
+            recheck: HumanDuration::secs(300),
         }
     }
 }
@@ -47,6 +60,24 @@ impl SessionConfig {
                 "must not be longer than session.lifetime",
             ));
         }
+        at_least(self.recheck, MIN_RECHECK, "session.recheck", o)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recheck_defaults_to_five_minutes_and_has_a_floor_named_by_key() {
+        let o = Origins::new("test.toml");
+        let mut c = SessionConfig::default();
+        assert_eq!(c.recheck, HumanDuration::secs(300));
+        c.recheck = HumanDuration::secs(10);
+        assert!(c.validate(&o).is_ok());
+        c.recheck = HumanDuration::secs(9);
+        let e = c.validate(&o).unwrap_err().to_string();
+        assert_eq!(e, "test.toml: key `session.recheck`: must be at least 10s");
     }
 }

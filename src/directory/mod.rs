@@ -3,11 +3,19 @@
 //! Resolution order: a config override (by UPN) wins; then what the store knows (filled by
 //! the user sync, or by an earlier match); then a 3CX extension whose e-mail address equals
 //! the UPN, compared case-insensitively and through `upn_suffix_aliases`.
+//!
+//! Sign-in refuses what the user sync would refuse: a user the sync marked removed, an
+//! extension that belongs to another Entra object id (a new hire with a leaver's recycled
+//! UPN must not inherit the leaver's extension, voicemail and recordings), and a disabled
+//! extension. A manual override is the administrator's own decision and is not second-guessed
+//! about links. Guests are refused by the caller, which asks Graph ([`is_guest`]).
 
 mod passwords;
+mod revoke;
 mod web_passwords;
 
 pub use passwords::{ManagedPasswords, PasswordError};
+pub use revoke::{Reason, RevokeError, Revoker, object_id_of, user_key};
 pub use web_passwords::WebPasswords;
 
 use std::collections::BTreeMap;
@@ -15,7 +23,7 @@ use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::config::DirectoryConfig;
-use crate::pbx::{PbxClient, PbxError};
+use crate::pbx::{PbxClient, PbxError, PbxUser};
 use crate::store::{DirectoryRow, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +53,29 @@ pub enum Resolution {
     NotAssigned {
         upn: String,
     },
+    /// There is an extension, but this user may not have it.
+    Refused(Refusal),
+}
+
+/// Why the directory will not hand a user the extension it found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The user sync found the user disabled or deleted in Entra (`removed_at`).
+    Removed { extension: String },
+    /// The extension is recorded for another Entra object id.
+    LinkedToAnother {
+        extension: String,
+        other_object_id: String,
+    },
+    /// The extension is disabled in 3CX.
+    ExtensionDisabled { extension: String },
+}
+
+/// A guest, as Entra tells: Graph's `userType` (what the user sync decides by), or a guest
+/// UPN (`…#EXT#@…`, `shared/notes/graph-entra.md` §1.4) when the token carries one.
+pub fn is_guest(user_type: Option<&str>, upn: &str) -> bool {
+    user_type.is_some_and(|t| t.eq_ignore_ascii_case("Guest"))
+        || upn.to_ascii_uppercase().contains("#EXT#")
 }
 
 pub struct Directory {
@@ -73,7 +104,7 @@ impl Directory {
         }
     }
 
-    /// The extension of `who`, or why there is none.
+    /// The extension of `who`, or why there is none (or why they may not have it).
     pub async fn resolve(&self, who: &Identity) -> Result<Resolution, DirectoryError> {
         let canonical = canonical_upn(&who.upn, &self.aliases);
         if let Some(extension) = self.overrides.get(&canonical) {
@@ -83,6 +114,9 @@ impl Directory {
                     extension: extension.clone(),
                 }
             })?;
+            if user.enabled == Some(false) {
+                return Ok(disabled(&user.number));
+            }
             return self.remember(who, &user.number, user.id, "override").await;
         }
         if let Some(row) = self
@@ -91,24 +125,80 @@ impl Directory {
             .await?
             .filter(|r| r.source != "override")
         {
-            return Ok(Resolution::Found(row));
+            return self.admit(row).await;
         }
         let candidates = email_candidates(&who.upn, &self.aliases);
         let matches = self.pbx.users_by_email(&candidates).await?;
         // Prefer the extension whose address is the canonical form; then the lowest number.
+        let rank = |u: &&PbxUser| {
+            let email = u.email_address.as_deref().unwrap_or("").to_lowercase();
+            (email != canonical, u.number.len(), u.number.clone())
+        };
         let best = matches
             .iter()
             .filter(|u| u.enabled != Some(false))
-            .min_by_key(|u| {
-                let email = u.email_address.as_deref().unwrap_or("").to_lowercase();
-                (email != canonical, u.number.len(), u.number.clone())
-            });
+            .min_by_key(rank);
         match best {
-            Some(user) => self.remember(who, &user.number, user.id, "match").await,
-            None => Ok(Resolution::NotAssigned {
-                upn: who.upn.clone(),
+            Some(user) => {
+                if let Some(refusal) = self.linked_elsewhere(who, user.id, &user.number).await? {
+                    return Ok(Resolution::Refused(refusal));
+                }
+                self.remember(who, &user.number, user.id, "match").await
+            }
+            None => Ok(match matches.iter().min_by_key(rank) {
+                Some(off) => disabled(&off.number),
+                None => Resolution::NotAssigned {
+                    upn: who.upn.clone(),
+                },
             }),
         }
+    }
+
+    /// A stored row passes if the sync has not removed the user, nobody else holds the
+    /// extension, and it is enabled in 3CX.
+    pub async fn admit(&self, row: DirectoryRow) -> Result<Resolution, DirectoryError> {
+        if row.removed_at.is_some() {
+            return Ok(Resolution::Refused(Refusal::Removed {
+                extension: row.extension,
+            }));
+        }
+        let who = Identity {
+            tenant_id: row.tenant_id.clone(),
+            object_id: row.object_id.clone(),
+            upn: row.upn.clone(),
+            display_name: String::new(),
+        };
+        if let Some(refusal) = self
+            .linked_elsewhere(&who, row.pbx_user_id, &row.extension)
+            .await?
+        {
+            return Ok(Resolution::Refused(refusal));
+        }
+        match self.pbx.user_by_number(&row.extension).await? {
+            Some(u) if u.enabled == Some(false) => Ok(disabled(&row.extension)),
+            _ => Ok(Resolution::Found(row)),
+        }
+    }
+
+    /// Whether 3CX user `pbx_user_id` is recorded for another Entra user of the tenant
+    /// (typically a leaver whose UPN was given to a new hire).
+    async fn linked_elsewhere(
+        &self,
+        who: &Identity,
+        pbx_user_id: i64,
+        extension: &str,
+    ) -> Result<Option<Refusal>, DirectoryError> {
+        let rows = self
+            .store
+            .directory_users_of_extension(&who.tenant_id, pbx_user_id)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .find(|r| r.object_id != who.object_id)
+            .map(|r| Refusal::LinkedToAnother {
+                extension: extension.to_string(),
+                other_object_id: r.object_id,
+            }))
     }
 
     async fn remember(
@@ -146,6 +236,12 @@ impl Directory {
             .await?;
         Ok(Resolution::Found(stored.unwrap_or(row)))
     }
+}
+
+fn disabled(extension: &str) -> Resolution {
+    Resolution::Refused(Refusal::ExtensionDisabled {
+        extension: extension.to_string(),
+    })
 }
 
 /// `upn_suffix_aliases` in lower case, as every comparison wants it.
@@ -209,6 +305,17 @@ mod tests {
 
     fn aliases() -> BTreeMap<String, String> {
         [("contoso.local".to_string(), "contoso.com".to_string())].into()
+    }
+
+    #[test]
+    fn guests_are_told_by_user_type_or_guest_upn() {
+        assert!(is_guest(Some("Guest"), "gina@fabrikam.com"));
+        assert!(is_guest(
+            None,
+            "gina_fabrikam.com#EXT#@contoso.onmicrosoft.com"
+        ));
+        assert!(!is_guest(Some("Member"), "alice@contoso.com"));
+        assert!(!is_guest(None, "alice@contoso.com"));
     }
 
     #[test]

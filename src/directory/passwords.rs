@@ -70,6 +70,27 @@ impl ManagedPasswords {
                 }
             }
         }
+        self.set_new(sealer, person).await
+    }
+
+    /// Replaces the extension's web password with a new random one, in 3CX and then in the
+    /// store. 3CX invalidates the extension's tokens when its password changes
+    /// (`shared/notes/3cx.md` §2.1), so every `RefreshTokenCookie` a browser holds for it
+    /// stops working: how a revocation reaches 3CX when pbxgate has no cookie to log out.
+    /// An extension that is gone from 3CX has nothing left to protect.
+    pub async fn rotate(&self, person: &DirectoryRow) -> Result<(), PasswordError> {
+        let sealer = self.sealer.as_ref().ok_or(PasswordError::NoKey)?;
+        match self.set_new(sealer, person).await {
+            Err(PasswordError::Pbx(PbxError::Api { status: 404, .. })) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    async fn set_new(
+        &self,
+        sealer: &SealedBox,
+        person: &DirectoryRow,
+    ) -> Result<SecretString, PasswordError> {
         let password = SecretString::from(URL_SAFE_NO_PAD.encode(ids::random::<24>()?));
         self.pbx
             .set_access_password(person.pbx_user_id, &password)

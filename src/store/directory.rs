@@ -75,6 +75,25 @@ impl Store {
         Ok(rows)
     }
 
+    /// Every directory row of a tenant that names 3CX user `pbx_user_id` (whoever holds or
+    /// held that extension).
+    pub async fn directory_users_of_extension(
+        &self,
+        tenant_id: &str,
+        pbx_user_id: i64,
+    ) -> Result<Vec<DirectoryRow>, StoreError> {
+        let sql = format!(
+            "SELECT {DIRECTORY_COLUMNS} FROM directory_users \
+             WHERE tenant_id = $1 AND pbx_user_id = $2"
+        );
+        let rows = sqlx::query_as(&sql)
+            .bind(tenant_id)
+            .bind(pbx_user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
+    }
+
     /// Inserts or replaces a directory row (the managed password is kept unless given).
     pub async fn upsert_directory_user(&self, d: &DirectoryRow) -> Result<(), StoreError> {
         let sql = format!(

@@ -22,6 +22,14 @@ pub struct SessionRow {
     pub login_hint: Option<String>,
 }
 
+/// A live session as the recheck sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSession {
+    pub user_key: String,
+    pub extension: String,
+    pub created_at: UnixTime,
+}
+
 /// The columns of `sessions`, in the order [`SessionRow::from_row`] reads them.
 const SESSION_COLUMNS: &str = "id_hash, user_key, upn, extension, idp_sid, created_at, \
      last_seen_at, expires_at, revoked_at, login_hint";
@@ -98,6 +106,80 @@ impl Store {
         now: UnixTime,
     ) -> Result<u64, StoreError> {
         self.revoke_where("user_key", user_key, now).await
+    }
+
+    /// Revokes the live sessions of a user that started before `before` (Entra's
+    /// `signInSessionsValidFromDateTime`); returns how many.
+    pub async fn revoke_user_sessions_before(
+        &self,
+        user_key: &str,
+        before: UnixTime,
+        now: UnixTime,
+    ) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 \
+             WHERE user_key = $2 AND created_at < $3 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(user_key)
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// The live sessions (not revoked, not expired, used since `seen_since`): who, which
+    /// extension, since when. For the session recheck.
+    pub async fn live_sessions(
+        &self,
+        now: UnixTime,
+        seen_since: UnixTime,
+    ) -> Result<Vec<LiveSession>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_key, extension, created_at FROM sessions \
+             WHERE revoked_at IS NULL AND expires_at > $1 AND last_seen_at > $2",
+        )
+        .bind(now)
+        .bind(seen_since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LiveSession {
+                    user_key: r.try_get(0)?,
+                    extension: r.try_get(1)?,
+                    created_at: r.try_get(2)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// The extensions of a user's sessions (live or not), to end the 3CX access behind them.
+    pub async fn session_extensions(&self, user_key: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT extension FROM sessions WHERE user_key = $1")
+            .bind(user_key)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Who has live sessions started in Entra session `sid`: (user key, extension) pairs.
+    pub async fn idp_session_users(&self, sid: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT user_key, extension FROM sessions \
+             WHERE idp_sid = $1 AND revoked_at IS NULL",
+        )
+        .bind(sid)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
     }
 
     /// Revokes every live session started in Entra session `sid` (front-channel logout).

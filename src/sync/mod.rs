@@ -8,6 +8,7 @@
 
 pub mod contacts;
 pub mod presence;
+pub mod recheck;
 pub mod schedule;
 pub mod users;
 
@@ -19,6 +20,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
+use crate::directory::RevokeError;
 use crate::graph::{BatchRequest, GraphError};
 use crate::pbx::PbxError;
 use crate::session::SessionError;
@@ -37,6 +39,9 @@ pub enum SyncError {
     /// Ending a removed user's sessions failed.
     #[error(transparent)]
     Session(#[from] SessionError),
+    /// Ending a removed user's sessions or 3CX access failed; the removal is retried.
+    #[error(transparent)]
+    Revoke(#[from] RevokeError),
     /// Neither `extension_start` nor 3CX's first free number is a number.
     #[error("extension number {start:?} is not numeric")]
     ExtensionNumber {
@@ -62,6 +67,7 @@ impl SyncError {
             // A session store failure stays one user's problem, as it always was.
             Self::Busy(_)
             | Self::Session(_)
+            | Self::Revoke(_)
             | Self::ExtensionNumber { .. }
             | Self::Unread { .. } => false,
         }

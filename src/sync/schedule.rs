@@ -1,5 +1,6 @@
 //! When the workers run inside `serve`: users and contacts on an interval with a nightly
-//! full run, presence on an interval plus a wake-up at each meeting boundary it knows of.
+//! full run, presence on an interval plus a wake-up at each meeting boundary it knows of,
+//! and the session recheck (always, by the clock).
 //! One replica runs a worker at a time (the runner's lease); the others find it busy.
 
 use std::sync::Arc;
@@ -10,14 +11,15 @@ use tokio::task::JoinHandle;
 
 use super::contacts::ContactsWorker;
 use super::presence::PresenceWorker;
+use super::recheck::Recheck;
 use super::users::UsersWorker;
 use super::{Mode, RunStatus, Runner, SyncError, Worker};
 use crate::clock::Clock;
 use crate::config::{Config, Schedule};
+use crate::directory::Revoker;
 use crate::graph::GraphClient;
 use crate::metrics::Metrics;
 use crate::pbx::PbxClient;
-use crate::session::Sessions;
 use crate::store::Store;
 
 /// The first run waits a little, so that a restart loop does not hammer Graph and 3CX.
@@ -30,6 +32,7 @@ pub struct Workers {
     pub users: Arc<UsersWorker>,
     pub contacts: Arc<ContactsWorker>,
     pub presence: Arc<PresenceWorker>,
+    pub recheck: Arc<Recheck>,
     pub runner: Arc<Runner>,
     store: Store,
     clock: Arc<dyn Clock>,
@@ -41,7 +44,7 @@ impl Workers {
         graph: Arc<GraphClient>,
         pbx: Arc<PbxClient>,
         store: Store,
-        sessions: Arc<Sessions>,
+        revoker: Arc<Revoker>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -52,8 +55,16 @@ impl Workers {
                 g.clone(),
                 p.clone(),
                 s.clone(),
-                sessions,
+                revoker.clone(),
                 c.clone(),
+            )),
+            recheck: Arc::new(Recheck::new(
+                config,
+                g.clone(),
+                revoker,
+                s.clone(),
+                c.clone(),
+                metrics.clone(),
             )),
             contacts: Arc::new(ContactsWorker::new(
                 config,
@@ -83,7 +94,8 @@ impl Workers {
         stop: watch::Receiver<bool>,
     ) -> Vec<JoinHandle<()>> {
         let sync = &config.sync;
-        let mut tasks = Vec::new();
+        // Not a sync: it runs whatever `[sync.*]` says.
+        let mut tasks = vec![tokio::spawn(self.recheck.clone().run(stop.clone()))];
         if sync.contacts.enabled {
             let (w, s) = (self.contacts.clone(), sync.contacts.schedule());
             tasks.push(tokio::spawn(self.clone().daily(w, s, stop.clone())));

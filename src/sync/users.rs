@@ -20,11 +20,10 @@ use super::{Action, Mode, Plan, SyncError, Worker, already_gone_is_fine, batch_g
 use crate::clock::Clock;
 use crate::config::{Config, OnRemoved};
 use crate::directory::{
-    WebPasswords, canonical_upn, email_candidates, override_map, suffix_aliases,
+    Reason, Revoker, WebPasswords, canonical_upn, email_candidates, override_map, suffix_aliases,
 };
 use crate::graph::{GraphClient, GraphError};
 use crate::pbx::{PbxClient, PbxUser, UserFields};
-use crate::session::Sessions;
 use crate::store::{DirectoryRow, Store};
 
 /// Graph fields read, and nothing more (least data, smaller pages).
@@ -169,7 +168,7 @@ pub struct UsersWorker {
     pub(crate) graph: Arc<GraphClient>,
     pub(crate) pbx: Arc<PbxClient>,
     pub(crate) store: Store,
-    pub(crate) sessions: Arc<Sessions>,
+    pub(crate) revoker: Arc<Revoker>,
     pub(crate) clock: Arc<dyn Clock>,
     tenant_id: String,
     config: crate::config::UsersSyncConfig,
@@ -185,7 +184,7 @@ impl UsersWorker {
         graph: Arc<GraphClient>,
         pbx: Arc<PbxClient>,
         store: Store,
-        sessions: Arc<Sessions>,
+        revoker: Arc<Revoker>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         let aliases = suffix_aliases(&config.directory);
@@ -198,7 +197,7 @@ impl UsersWorker {
             graph,
             pbx,
             store,
-            sessions,
+            revoker,
             clock,
             web_passwords,
             tenant_id: config.entra.tenant_id.clone(),
@@ -542,18 +541,18 @@ impl UsersWorker {
         Ok(self.store.set_item(PHOTOS, oid, etag, now).await?)
     }
 
+    /// The user is gone or disabled in Entra: their sessions and 3CX access end first (a
+    /// failure leaves the row unmarked, so the next run tries again), then the row records
+    /// the removal.
     async fn mark_removed(&self, oid: &str) -> Result<(), SyncError> {
+        let n = self.revoker.revoke_user(oid, Reason::Removed).await?;
+        if n > 0 {
+            tracing::info!(oid, sessions = n, "ended the sessions of a removed user");
+        }
         if let Some(mut row) = self.store.directory_user(&self.tenant_id, oid).await? {
             row.removed_at = Some(self.clock.now());
             row.updated_at = self.clock.now();
             self.store.upsert_directory_user(&row).await?;
-        }
-        let n = self
-            .sessions
-            .revoke_user(&format!("{}:{oid}", self.tenant_id))
-            .await?;
-        if n > 0 {
-            tracing::info!(oid, sessions = n, "ended the sessions of a removed user");
         }
         Ok(())
     }

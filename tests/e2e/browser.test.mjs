@@ -268,13 +268,13 @@ test('Alice signs in and lands on her extension', { timeout: TEST_TIMEOUT_MS }, 
   await alice.context.close();
 });
 
-test('a user without an extension sees a clear page', { timeout: TEST_TIMEOUT_MS }, async () => {
-  // Gina is a guest: the user sync gives guests no extension.
+test('a guest is refused with a clear page', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // Gina is a guest: the user sync leaves guests out, and sign-in refuses them alike.
   const gina = await newPage();
   const { page, events } = gina;
   await withDiagnostics({ gina }, async () => {
     await signInAs(page, GINA);
-    await page.getByRole('heading', { name: 'No extension is assigned to you' }).waitFor();
+    await page.getByRole('heading', { name: 'Guest accounts cannot use the web client' }).waitFor();
     const text = await page.locator('body').innerText();
     assert.ok(text.includes(GINA), `the page names ${GINA}`);
     const lastNav = events.filter((e) => e.startsWith('nav ')).at(-1);

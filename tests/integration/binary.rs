@@ -36,6 +36,10 @@ fn check_config_prints_the_effective_config_with_secrets_masked() {
     );
     assert!(stdout.contains("idle_timeout = \"20m\""), "{stdout}");
     assert!(
+        stdout.contains("recheck = \"5m\"") && stdout.contains("User.Read.All"),
+        "the session recheck and the permission it needs are shown: {stdout}"
+    );
+    assert!(
         stdout.contains("/provisioning/"),
         "defaults are shown: {stdout}"
     );

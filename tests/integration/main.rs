@@ -11,6 +11,7 @@ mod door;
 mod oidc_provider;
 mod pbx;
 mod proxy;
+mod revocation;
 mod store;
 mod support;
 mod sync_contacts;

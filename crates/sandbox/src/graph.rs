@@ -93,6 +93,10 @@ pub struct DirectoryUser {
     pub member_of: Vec<String>,
     /// Whether Outlook resources (photo, contacts, calendar) are reachable for the app.
     pub mailbox: Mailbox,
+    /// `signInSessionsValidFromDateTime` (Unix seconds): sessions and refresh tokens issued
+    /// before it are invalid. 0 means "when the user was added"; "Revoke sessions" in Entra
+    /// ([`GraphSim::revoke_sign_in_sessions`]) moves it to now.
+    pub sign_in_sessions_valid_from: UnixTime,
 }
 
 /// What Outlook says about a user's mailbox.
@@ -151,6 +155,7 @@ const PROPERTIES: &[(&str, bool)] = &[
     ("department", false),
     ("onPremisesSyncEnabled", false),
     ("userType", false),
+    ("signInSessionsValidFromDateTime", false),
 ];
 
 fn property(name: &str) -> Option<&'static str> {
@@ -175,11 +180,18 @@ fn properties(u: &DirectoryUser) -> Map<String, Value> {
         "surname": name(&u.surname), "userPrincipalName": u.user_principal_name,
         "accountEnabled": u.account_enabled, "department": u.department,
         "onPremisesSyncEnabled": u.on_premises_sync_enabled, "userType": u.user_type,
+        "signInSessionsValidFromDateTime": date_time_offset(u.sign_in_sessions_valid_from),
     });
     match v {
         Value::Object(m) => m,
         _ => Map::new(),
     }
+}
+
+/// A `DateTimeOffset` as Graph writes it, e.g. `2019-02-22T23:40:13Z`.
+fn date_time_offset(t: UnixTime) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// The selected properties of `u` (the default set without `$select`), always with `id`.
@@ -339,7 +351,10 @@ impl GraphSim {
     }
 
     /// Adds `user`, or replaces the user with its id; a delta change either way.
-    pub fn add_user(&self, user: DirectoryUser) {
+    pub fn add_user(&self, mut user: DirectoryUser) {
+        if user.sign_in_sessions_valid_from == 0 {
+            user.sign_in_sessions_valid_from = self.clock.now();
+        }
         self.with(|s| {
             s.seq += 1;
             let key = user.id.to_lowercase();
@@ -396,6 +411,13 @@ impl GraphSim {
                     .collect(),
             )
         })
+    }
+
+    /// "Revoke sessions" in Entra (`POST /users/{id}/revokeSignInSessions`): the user's
+    /// `signInSessionsValidFromDateTime` becomes now (user-revokesigninsessions.md).
+    pub fn revoke_sign_in_sessions(&self, id: &str) -> bool {
+        let now = self.clock.now();
+        self.update_user(id, |u| u.sign_in_sessions_valid_from = now)
     }
 
     /// Deletes a user: soft (delta says `"reason":"changed"`, restorable) or permanently
@@ -1460,6 +1482,34 @@ mod tests {
             (status, body["error"]["code"].as_str()),
             (404, Some("Request_ResourceNotFound"))
         );
+    }
+
+    #[tokio::test]
+    async fn revoking_sign_in_sessions_moves_the_valid_from_time_shown_only_on_select() {
+        let f = Fixture::start(1).await;
+        let id = f.id("user000@contoso.com");
+        let select = "$select=id,accountEnabled,signInSessionsValidFromDateTime";
+        let url = f.url(&format!("/users/{id}?{select}"));
+        let (_, _, body) = f.get(&url).await;
+        assert_eq!(
+            body["signInSessionsValidFromDateTime"],
+            json!("2026-01-01T00:00:00Z"),
+            "valid from the user's creation"
+        );
+        let (_, _, plain) = f.get(&f.url(&format!("/users/{id}"))).await;
+        assert!(plain.get("signInSessionsValidFromDateTime").is_none());
+        f.clock.advance(90);
+        assert!(f.sim.revoke_sign_in_sessions(&id));
+        f.sim.update_user(&id, |u| u.account_enabled = false);
+        let (_, _, body) = f.get(&url).await;
+        assert_eq!(
+            (
+                &body["signInSessionsValidFromDateTime"],
+                &body["accountEnabled"]
+            ),
+            (&json!("2026-01-01T00:01:30Z"), &json!(false))
+        );
+        assert!(!f.sim.revoke_sign_in_sessions("no-such-user"));
     }
 
     #[tokio::test]

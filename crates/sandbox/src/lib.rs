@@ -89,7 +89,7 @@ pub fn demo_users() -> Vec<SimUser> {
             "carol.clark@contoso.com",
             "Carol Clark",
         ),
-        // A guest: the user sync leaves guests out, so she always sees that page.
+        // A guest: the user sync leaves guests out, and sign-in refuses her with its own page.
         user(
             "1b4e28ba-2fa1-41d2-883f-0016d3cca427",
             "gina@fabrikam.com",

@@ -668,8 +668,11 @@ async fn patch_user(
             *n = n.saturating_sub(1);
         }
         if password_changed {
-            // A password change ends the extension's sessions, as on a real PBX.
+            // "The PBX invalidates all tokens … when the extension's password changes"
+            // (notes/3cx.md §2.1): its refresh tokens (webclient sessions) and access tokens.
             s.refresh.retain(|_, r| r.extension != number);
+            let who = Subject::Extension(number.clone());
+            s.tokens.retain(|_, (w, _)| *w != who);
         }
         StatusCode::NO_CONTENT.into_response()
     })
