@@ -82,8 +82,6 @@ public_url = "http://localhost:$1"
 tenant_id = "00000000-0000-0000-0000-000000000000"
 client_id = "bench"
 client_secret = "bench"
-service_extension = "999"
-service_password = "bench"
 [pbx]
 url = "http://127.0.0.1:$2"
 client_id = "bench"
