@@ -3,7 +3,6 @@
 //! a Graph outage), managed-password rotation ending the browser's 3CX cookie at 3CX, and
 //! the guest / removed / linked-to-another-user / disabled-extension refusals at sign-in.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use pbxgate::clock::{Clock, ManualClock};
@@ -11,7 +10,6 @@ use pbxgate::config::{Config, HumanDuration, SessionMode};
 use pbxgate::store::DirectoryRow;
 use pbxgate_sandbox::pbx::SimExtension;
 use pbxgate_sandbox::{DEMO_TENANT, Sandbox};
-use serde_json::Value;
 
 use crate::support::*;
 
@@ -60,100 +58,14 @@ fn managed(c: &mut Config) {
     );
 }
 
-/// A browser that keeps the gateway's cookies and follows nothing by itself.
-#[derive(Default)]
-struct Browser {
-    cookies: HashMap<String, String>,
-}
-
-impl Browser {
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    fn keep(&mut self, res: &reqwest::Response) {
-        for c in res.headers().get_all("set-cookie") {
-            let c = c.to_str().unwrap();
-            let (pair, attrs) = c.split_once(';').unwrap_or((c, ""));
-            let (k, v) = pair.split_once('=').unwrap();
-            if attrs.contains("Max-Age=0") {
-                self.cookies.remove(k.trim());
-            } else {
-                self.cookies.insert(k.trim().into(), v.trim().into());
-            }
-        }
-    }
-
-    async fn get(&mut self, gw: &TestGateway, target: &str) -> reqwest::Response {
-        let path = target.strip_prefix(PUBLIC).unwrap_or(target);
-        let res = client()
-            .get(gw.url(path))
-            .header("cookie", self.cookie_header())
-            .header("accept", "text/html")
-            .send()
-            .await
-            .unwrap();
-        self.keep(&res);
-        res
-    }
-
-    /// Signs in at Entra (the sandbox) as `hint`; the gateway's answer to the callback.
-    async fn sign_in(&mut self, gw: &TestGateway, hint: &str) -> reqwest::Response {
-        let hint: String = url::form_urlencoded::byte_serialize(hint.as_bytes()).collect();
-        let res = self
-            .get(
-                gw,
-                &format!("/auth/login?return_to=%2Fwebclient%2F&login_hint={hint}"),
-            )
-            .await;
-        assert_eq!(res.status(), 303);
-        let authorize = res.headers()["location"].to_str().unwrap().to_string();
-        let res = client().get(&authorize).send().await.unwrap();
-        assert_eq!(res.status(), 303, "Entra: {:?}", res.text().await);
-        let back = res.headers()["location"].to_str().unwrap().to_string();
-        self.get(gw, &back).await
-    }
-
-    /// What the webclient does: an access token from /connect/token, then MyUser.
-    async fn webclient_extension(&self, gw: &TestGateway) -> Result<String, u16> {
-        let res = client()
-            .post(gw.url("/connect/token"))
-            .header("cookie", self.cookie_header())
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body("client_id=Webclient&grant_type=refresh_token")
-            .send()
-            .await
-            .unwrap();
-        if !res.status().is_success() {
-            return Err(res.status().as_u16());
-        }
-        let token: Value = res.json().await.unwrap();
-        let me = client()
-            .get(gw.url("/xapi/v1/MyUser"))
-            .bearer_auth(token["access_token"].as_str().unwrap())
-            .send()
-            .await
-            .unwrap();
-        if !me.status().is_success() {
-            return Err(me.status().as_u16());
-        }
-        let me: Value = me.json().await.unwrap();
-        Ok(me["Number"].as_str().unwrap().to_string())
-    }
-
-    /// Whether pbxgate still lets this browser through to 3CX.
-    async fn has_live_session(&mut self, gw: &TestGateway) -> bool {
-        let res = self.get(gw, "/").await;
-        let to_login = res
-            .headers()
-            .get("location")
-            .is_some_and(|l| l.to_str().unwrap().starts_with("/auth/login"));
-        !to_login && res.status() == 200
-    }
+/// Whether pbxgate still lets this browser through to 3CX.
+async fn has_live_session(b: &mut Browser, gw: &TestGateway) -> bool {
+    let res = b.get(gw, "/").await;
+    let to_login = res
+        .headers()
+        .get("location")
+        .is_some_and(|l| l.to_str().unwrap().starts_with("/auth/login"));
+    !to_login && res.status() == 200
 }
 
 /// The value of a counter line in `/metrics` (0 when absent).
@@ -215,16 +127,22 @@ async fn recheck_ends_a_disabled_users_session_and_3cx_access_within_the_interva
     // Until the interval is up by the clock, nothing is rechecked.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(rechecks(&env, "ok"), 0);
-    assert!(alice.has_live_session(&env.gw).await);
+    assert!(has_live_session(&mut alice, &env.gw).await);
 
     next_recheck(&env, "ok").await;
-    assert!(!alice.has_live_session(&env.gw).await, "session ended");
+    assert!(
+        !has_live_session(&mut alice, &env.gw).await,
+        "session ended"
+    );
     assert!(
         alice.webclient_extension(&env.gw).await.is_err(),
         "no 3CX token any more"
     );
     assert_eq!(bob.webclient_extension(&env.gw).await, Ok("102".into()));
-    assert!(bob.has_live_session(&env.gw).await, "Bob is untouched");
+    assert!(
+        has_live_session(&mut bob, &env.gw).await,
+        "Bob is untouched"
+    );
     assert_eq!(
         metric(&env, "pbxgate_sessions_revoked_total{reason=\"disabled\"}"),
         1
@@ -242,14 +160,17 @@ async fn a_session_started_before_revoke_sessions_ends_one_started_after_survive
     assert!(env.sandbox.graph.revoke_sign_in_sessions(ALICE_OID));
     env.clock.advance(3);
     after.sign_in(&env.gw, "alice.adams@contoso.com").await;
-    assert!(before.has_live_session(&env.gw).await);
+    assert!(has_live_session(&mut before, &env.gw).await);
 
     next_recheck(&env, "ok").await;
     assert!(
-        !before.has_live_session(&env.gw).await,
+        !has_live_session(&mut before, &env.gw).await,
         "older session ended"
     );
-    assert!(after.has_live_session(&env.gw).await, "newer session kept");
+    assert!(
+        has_live_session(&mut after, &env.gw).await,
+        "newer session kept"
+    );
     assert_eq!(after.webclient_extension(&env.gw).await, Ok("101".into()));
     assert_eq!(
         metric(
@@ -260,7 +181,7 @@ async fn a_session_started_before_revoke_sessions_ends_one_started_after_survive
     );
     // And it stays so on the next round.
     next_recheck(&env, "ok").await;
-    assert!(after.has_live_session(&env.gw).await);
+    assert!(has_live_session(&mut after, &env.gw).await);
 }
 
 #[tokio::test]
@@ -276,7 +197,7 @@ async fn a_graph_outage_during_recheck_keeps_sessions_and_the_next_round_catches
         .update_user(ALICE_OID, |u| u.account_enabled = false);
     next_recheck(&env, "failed").await;
     assert!(
-        alice.has_live_session(&env.gw).await,
+        has_live_session(&mut alice, &env.gw).await,
         "Graph did not answer: nothing changes"
     );
     assert_eq!(alice.webclient_extension(&env.gw).await, Ok("101".into()));
@@ -286,7 +207,7 @@ async fn a_graph_outage_during_recheck_keeps_sessions_and_the_next_round_catches
         .fail_next(0, http::StatusCode::INTERNAL_SERVER_ERROR);
     next_recheck(&env, "ok").await;
     assert!(
-        !alice.has_live_session(&env.gw).await,
+        !has_live_session(&mut alice, &env.gw).await,
         "retried next interval"
     );
 }
@@ -299,8 +220,8 @@ async fn recheck_without_the_user_sync_ends_a_deleted_users_session() {
     bob.sign_in(&env.gw, "bob.baker@contoso.com").await;
     assert!(env.sandbox.graph.delete_user(BOB_OID, false));
     next_recheck(&env, "ok").await;
-    assert!(!bob.has_live_session(&env.gw).await, "404: deleted");
-    assert!(alice.has_live_session(&env.gw).await);
+    assert!(!has_live_session(&mut bob, &env.gw).await, "404: deleted");
+    assert!(has_live_session(&mut alice, &env.gw).await);
     assert_eq!(
         metric(&env, "pbxgate_sessions_revoked_total{reason=\"deleted\"}"),
         1
@@ -340,7 +261,7 @@ async fn managed_password_revocation_makes_the_old_cookie_fail_at_3cx() {
         .graph
         .update_user(BOB_OID, |u| u.account_enabled = false);
     next_recheck(&env, "ok").await;
-    assert!(!bob.has_live_session(&env.gw).await);
+    assert!(!has_live_session(&mut bob, &env.gw).await);
     assert_eq!(
         pbx.live_webclient_sessions("102"),
         0,
@@ -389,7 +310,7 @@ async fn frontchannel_logout_in_managed_password_mode_ends_the_3cx_session() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert!(!bob.has_live_session(&env.gw).await);
+    assert!(!has_live_session(&mut bob, &env.gw).await);
     assert_eq!(env.sandbox.pbx.live_webclient_sessions("102"), 0);
     let cookie = bob.cookies["RefreshTokenCookie"].clone();
     assert_eq!(refresh_at_3cx(&env.sandbox, &cookie).await, 400);
@@ -431,7 +352,7 @@ async fn the_user_syncs_on_removed_ends_the_3cx_session_in_managed_password_mode
         .update_user(BOB_OID, |u| u.account_enabled = false);
     let report = run().await;
     assert_eq!(report.applied.get("disable"), Some(&1), "{report:?}");
-    assert!(!bob.has_live_session(&env.gw).await);
+    assert!(!has_live_session(&mut bob, &env.gw).await);
     assert_eq!(env.sandbox.pbx.live_webclient_sessions("102"), 0);
     assert_eq!(refresh_at_3cx(&env.sandbox, &cookie).await, 400);
     assert_eq!(

@@ -600,3 +600,134 @@ fn wait_for<T>(log: &Path, find: impl Fn(&str) -> Option<T>) -> T {
         std::fs::read_to_string(log).unwrap_or_default()
     );
 }
+
+// === a browser ===
+
+/// A browser: follows nothing by itself, keeps the gateway's cookies.
+#[derive(Default, Clone)]
+pub struct Browser {
+    pub cookies: std::collections::HashMap<String, String>,
+}
+
+impl Browser {
+    pub fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    pub fn keep(&mut self, res: &reqwest::Response) {
+        for c in res.headers().get_all("set-cookie") {
+            let c = c.to_str().unwrap();
+            let (pair, attrs) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = pair.split_once('=').unwrap();
+            if attrs.contains("Max-Age=0") {
+                self.cookies.remove(k.trim());
+            } else {
+                self.cookies.insert(k.trim().into(), v.trim().into());
+            }
+        }
+    }
+
+    /// A GET to the gateway (path or full public URL) with the cookies.
+    pub async fn get(&mut self, gw: &TestGateway, target: &str) -> reqwest::Response {
+        let path = target.strip_prefix(PUBLIC).unwrap_or(target);
+        let res = client()
+            .get(gw.url(path))
+            .header("cookie", self.cookie_header())
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        self.keep(&res);
+        res
+    }
+
+    pub async fn post_form(
+        &mut self,
+        gw: &TestGateway,
+        path: &str,
+        form: &str,
+    ) -> reqwest::Response {
+        let res = client()
+            .post(gw.url(path))
+            .header("cookie", self.cookie_header())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.to_string())
+            .send()
+            .await
+            .unwrap();
+        self.keep(&res);
+        res
+    }
+
+    /// Starts a sign-in and walks to the callback URL Entra sends the browser back to.
+    pub async fn walk_to_callback(
+        &mut self,
+        gw: &TestGateway,
+        hint: &str,
+        return_to: &str,
+    ) -> String {
+        let login = format!(
+            "/auth/login?return_to={}&login_hint={}",
+            urlencode(return_to),
+            urlencode(hint)
+        );
+        let res = self.get(gw, &login).await;
+        assert_eq!(res.status(), 303, "{:?}", res.text().await);
+        let authorize = location(&res);
+        let res = client().get(&authorize).send().await.unwrap();
+        assert_eq!(res.status(), 303, "Entra: {:?}", res.text().await);
+        let back = location(&res);
+        assert!(
+            back.starts_with(&format!("{PUBLIC}/auth/callback?")),
+            "{back}"
+        );
+        back
+    }
+
+    pub async fn sign_in(&mut self, gw: &TestGateway, hint: &str) -> reqwest::Response {
+        let back = self.walk_to_callback(gw, hint, "/webclient/").await;
+        self.get(gw, &back).await
+    }
+
+    /// What the sandbox webclient page does: a token from /connect/token, then MyUser.
+    pub async fn webclient_extension(&mut self, gw: &TestGateway) -> Result<String, u16> {
+        let res = self
+            .post_form(
+                gw,
+                "/connect/token",
+                "client_id=Webclient&grant_type=refresh_token",
+            )
+            .await;
+        if !res.status().is_success() {
+            return Err(res.status().as_u16());
+        }
+        let token: serde_json::Value = res.json().await.unwrap();
+        let me = client()
+            .get(gw.url("/xapi/v1/MyUser"))
+            .bearer_auth(token["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        if !me.status().is_success() {
+            return Err(me.status().as_u16());
+        }
+        let me: serde_json::Value = me.json().await.unwrap();
+        Ok(me["Number"].as_str().unwrap().to_string())
+    }
+
+    pub fn has_session(&self) -> bool {
+        self.cookies.contains_key(COOKIE)
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+pub fn location(res: &reqwest::Response) -> String {
+    res.headers()["location"].to_str().unwrap().to_string()
+}
