@@ -82,6 +82,9 @@ struct PbxState {
     writes_left: Option<usize>,
     /// XAPI requests served.
     requests: usize,
+    /// The status webclient sign-ins and refresh/impersonation grants answer with, when
+    /// 3CX's session service is failing (`None`: working).
+    sessions_failing: Option<u16>,
     /// Every `CurrentProfileName` write: (extension, profile, when).
     profile_writes: Vec<(String, String, UnixTime)>,
 }
@@ -180,6 +183,19 @@ impl PbxSim {
             s.failing = 0;
             s.writes_left = None;
         });
+    }
+
+    /// Makes webclient sign-ins (`GetAccessToken`) and refresh or impersonation grants at
+    /// `/connect/token` answer `status` (a 3CX failing mid-sign-in while its XAPI still
+    /// answers); `None` heals.
+    pub fn fail_sessions(&self, status: Option<u16>) {
+        self.with(|s| s.sessions_failing = status);
+    }
+
+    /// The failure status of session requests, if they are failing.
+    fn sessions_failing(&self) -> Option<StatusCode> {
+        self.with(|s| s.sessions_failing)
+            .and_then(|c| StatusCode::from_u16(c).ok())
     }
 
     /// True (and counts down) when the simulated PBX should fail this request.

@@ -113,6 +113,9 @@ pub(super) async fn connect_token(
     match (f.grant_type.as_deref(), f.client_id.as_deref()) {
         (Some("client_credentials"), Some(id)) => client_credentials(&sim, id, f.client_secret),
         (Some("refresh_token"), Some("Webclient")) => {
+            if let Some(status) = sim.sessions_failing() {
+                return status.into_response();
+            }
             let presented = refresh_cookie(&headers).or(f.refresh_token);
             match (presented, f.impersonate) {
                 (Some(rt), Some(ext)) => impersonate(&sim, &rt, &ext),
@@ -242,6 +245,9 @@ pub(super) async fn login(
     State(sim): State<Arc<PbxSim>>,
     axum::Json(b): axum::Json<LoginBody>,
 ) -> Response {
+    if let Some(status) = sim.sessions_failing() {
+        return status.into_response();
+    }
     let ext = sim.with(|s| {
         s.extensions
             .iter()
