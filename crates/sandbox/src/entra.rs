@@ -2,7 +2,8 @@
 //! describes them: discovery, JWKS, authorize (a page listing the demo users, or automatic
 //! sign-in with `login_hint`), the token endpoint (authorization code with PKCE S256; client
 //! secret, HTTP Basic or certificate assertion; client credentials) with Entra's error shape,
-//! and end-session. Tests can rotate the signing key and tamper with ID tokens.
+//! and end-session. Tests can rotate the signing key, tamper with ID tokens, make the JWKS
+//! or token endpoint fail or the JWKS slow, and count JWKS requests.
 
 // Handler helpers return the error response itself; boxing it would only add noise here.
 #![allow(clippy::result_large_err)]
@@ -112,6 +113,13 @@ pub enum Forge {
     UnknownKid,
 }
 
+/// An endpoint tests can make fail, as Entra does in an outage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Jwks,
+    Token,
+}
+
 /// A change applied to the claims of every following ID token.
 pub type ClaimEdit = Arc<dyn Fn(&mut Value) + Send + Sync>;
 
@@ -135,6 +143,12 @@ pub struct EntraSim {
     clock: Arc<dyn Clock>,
     /// Token endpoint calls, for tests.
     pub token_calls: std::sync::atomic::AtomicUsize,
+    /// JWKS requests served (or failed), for tests.
+    pub jwks_calls: std::sync::atomic::AtomicUsize,
+    /// Endpoints answering an error status instead of their document.
+    failing: RwLock<HashMap<Endpoint, StatusCode>>,
+    /// How long the JWKS takes to answer (a slow Entra, so that requests overlap).
+    jwks_delay: RwLock<std::time::Duration>,
     /// `logout_hint`s received at end-session, for tests.
     pub logouts: Mutex<Vec<Option<String>>>,
 }
@@ -156,6 +170,9 @@ impl EntraSim {
             forge: RwLock::new((Forge::Proper, None)),
             clock,
             token_calls: Default::default(),
+            jwks_calls: Default::default(),
+            failing: RwLock::new(HashMap::new()),
+            jwks_delay: RwLock::new(std::time::Duration::ZERO),
             logouts: Mutex::new(Vec::new()),
         }
     }
@@ -186,6 +203,34 @@ impl EntraSim {
             keys.push(signing_key(index));
             let excess = keys.len().saturating_sub(2);
             keys.drain(..excess);
+        }
+    }
+
+    /// Makes `endpoint` answer `status` (with Entra's error body) from now on; `None` heals.
+    pub fn fail(&self, endpoint: Endpoint, status: Option<StatusCode>) {
+        if let Ok(mut f) = self.failing.write() {
+            match status {
+                Some(s) => f.insert(endpoint, s),
+                None => f.remove(&endpoint),
+            };
+        }
+    }
+
+    /// The error answer of `endpoint` while it is failing.
+    fn failure(&self, endpoint: Endpoint) -> Option<Response> {
+        let status = *self.failing.read().ok()?.get(&endpoint)?;
+        Some(entra_error(
+            status,
+            "temporarily_unavailable",
+            90033,
+            "A transient error has occurred. Please try again.",
+        ))
+    }
+
+    /// Makes the JWKS answer only after `delay`.
+    pub fn delay_jwks(&self, delay: std::time::Duration) {
+        if let Ok(mut d) = self.jwks_delay.write() {
+            *d = delay;
         }
     }
 
@@ -354,7 +399,16 @@ async fn discovery(State(sim): State<Arc<EntraSim>>, Path(tenant): Path<String>)
 }
 
 async fn jwks(State(sim): State<Arc<EntraSim>>, Path(tenant): Path<String>) -> Response {
+    sim.jwks_calls
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     if let Err(r) = check_tenant(&sim, &tenant) {
+        return r;
+    }
+    let delay = sim.jwks_delay.read().map(|d| *d).unwrap_or_default();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(r) = sim.failure(Endpoint::Jwks) {
         return r;
     }
     let keys: Vec<Value> = sim
@@ -521,6 +575,9 @@ async fn token(
     sim.token_calls
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     if let Err(r) = check_tenant(&sim, &tenant) {
+        return r;
+    }
+    if let Some(r) = sim.failure(Endpoint::Token) {
         return r;
     }
     let app = match authenticate_client(&sim, &headers, &f) {
