@@ -731,3 +731,35 @@ pub fn urlencode(s: &str) -> String {
 pub fn location(res: &reqwest::Response) -> String {
     res.headers()["location"].to_str().unwrap().to_string()
 }
+
+// === a gateway in front of the whole sandbox ===
+
+/// The sandbox (simulated Entra ID, Graph and 3CX) and a gateway in front of it, sharing one
+/// clock.
+pub struct SandboxEnv {
+    pub sandbox: sandbox::Sandbox,
+    pub gw: TestGateway,
+    _dir: tempfile::TempDir,
+}
+
+/// A [`SandboxEnv`] with the demo registration; `edit` adjusts the gateway's config.
+pub async fn sandbox_env(edit: impl FnOnce(&mut Config)) -> SandboxEnv {
+    init();
+    let clock = ManualClock::new(pbxgate::clock::Clock::now(&pbxgate::clock::SystemClock));
+    let sandbox = sandbox(&registration(), &clock).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&sandbox.pbx_server.url(), dir.path(), |c| {
+        c.entra.authority = sandbox.entra_server.url().parse().unwrap();
+        c.entra.tenant_id = sandbox::DEMO_TENANT.into();
+        c.entra.graph_url = sandbox.graph_server.url().parse().unwrap();
+        // Tests sign in many times a minute from one address.
+        c.server.login_rate_limit = 10_000;
+    });
+    edit(&mut config);
+    let gw = TestGateway::start_with_clock(config, clock).await;
+    SandboxEnv {
+        sandbox,
+        gw,
+        _dir: dir,
+    }
+}
