@@ -56,6 +56,10 @@ pub enum TokenError {
     Issuer(String),
     #[error("audience is not this client")]
     Audience,
+    #[error("audience names other parties besides this client")]
+    ExtraAudience,
+    #[error("authorized party (azp) {0:?} is not this client")]
+    AuthorizedParty(String),
     #[error("tenant {0:?} is not the configured tenant")]
     Tenant(String),
     #[error("expired")]
@@ -81,10 +85,31 @@ pub struct Metadata {
     pub end_session_endpoint: Option<String>,
 }
 
+/// The `aud` claim: one audience, or an array of them (OpenID Connect Core §2).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn as_slice(&self) -> &[String] {
+        match self {
+            Self::One(a) => std::slice::from_ref(a),
+            Self::Many(v) => v,
+        }
+    }
+}
+
 /// The claims of an accepted ID token.
 #[derive(Debug, Clone, Deserialize)]
 pub struct IdClaims {
     pub iss: String,
+    pub aud: Audience,
+    /// The authorized party; when present it must be this client.
+    #[serde(default)]
+    pub azp: Option<String>,
     pub tid: Option<String>,
     pub oid: Option<String>,
     pub exp: Option<i64>,
@@ -543,6 +568,7 @@ impl Provider {
     }
 
     fn check_claims(&self, c: &IdClaims, nonce: &str) -> Result<(), TokenError> {
+        self.check_audience(c)?;
         let now = self.clock.now();
         if c.tid.as_deref() != Some(self.tenant_id.as_str()) {
             return Err(TokenError::Tenant(c.tid.clone().unwrap_or_default()));
@@ -570,6 +596,23 @@ impl Provider {
             return Err(TokenError::NoObjectId);
         }
         Ok(())
+    }
+
+    /// OpenID Connect Core §3.1.3.7: this client must be the only audience (the library
+    /// checked it is one of them; Entra never issues a token for more), and `azp`, when
+    /// present, must name it too. A token minted for several parties is not ours to accept.
+    fn check_audience(&self, c: &IdClaims) -> Result<(), TokenError> {
+        let auds = c.aud.as_slice();
+        if !auds.iter().any(|a| *a == self.client_id) {
+            return Err(TokenError::Audience);
+        }
+        if auds.iter().any(|a| *a != self.client_id) {
+            return Err(TokenError::ExtraAudience);
+        }
+        match c.azp.as_deref() {
+            Some(azp) if azp != self.client_id => Err(TokenError::AuthorizedParty(azp.into())),
+            _ => Ok(()),
+        }
     }
 
     /// Entra's sign-out URL, or None when discovery names none.
