@@ -207,6 +207,7 @@ impl EntraSim {
     }
 
     /// Makes `endpoint` answer `status` (with Entra's error body) from now on; `None` heals.
+    /// A 2xx status makes it answer a broken success instead (the JWKS: no key at all).
     pub fn fail(&self, endpoint: Endpoint, status: Option<StatusCode>) {
         if let Ok(mut f) = self.failing.write() {
             match status {
@@ -216,9 +217,13 @@ impl EntraSim {
         }
     }
 
-    /// The error answer of `endpoint` while it is failing.
+    /// The error answer of `endpoint` while it is failing; a 2xx status is a broken
+    /// success instead (for the JWKS: a set with no key).
     fn failure(&self, endpoint: Endpoint) -> Option<Response> {
         let status = *self.failing.read().ok()?.get(&endpoint)?;
+        if status.is_success() {
+            return Some((status, axum::Json(json!({ "keys": [] }))).into_response());
+        }
         Some(entra_error(
             status,
             "temporarily_unavailable",
