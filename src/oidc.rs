@@ -20,8 +20,10 @@ use crate::config::EntraConfig;
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 pub const SKEW: i64 = 300;
-/// An unknown `kid` triggers a JWKS refetch at most this often.
-const JWKS_REFETCH_MIN: i64 = 300;
+/// An unknown `kid` refetches the JWKS unless a fetch was tried this recently: Entra
+/// publishes a key before it signs with it, so one fetch finds a rotated key at once, while a
+/// stream of tokens under invented kids costs Entra at most one request per 30 s.
+const JWKS_REFETCH_MIN: i64 = 30;
 /// Discovery and JWKS are refreshed at least this often.
 const METADATA_TTL: i64 = 24 * 3600;
 
@@ -37,6 +39,14 @@ pub enum OidcError {
     Credential(String),
     #[error("ID token rejected: {0}")]
     Token(#[from] TokenError),
+}
+
+impl OidcError {
+    /// Entra (or the way there) failing, as opposed to refusing this sign-in: the user is
+    /// told to try again later, not that the sign-in was wrong.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, Self::Unreachable(_) | Self::Metadata(_))
+    }
 }
 
 /// Why an ID token is refused; one variant per rule, so logs and tests can tell them apart.
@@ -196,10 +206,16 @@ fn thumbprint(alg: &'static ring::digest::Algorithm, der: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(ring::digest::digest(alg, der))
 }
 
+/// The last good key set, and how the last fetch went.
 #[derive(Default)]
 struct Jwks {
     keys: HashMap<String, DecodingKey>,
+    /// When `keys` was fetched.
     fetched_at: Option<UnixTime>,
+    /// When a fetch was last tried, successful or not (the 30 s rule counts both).
+    tried_at: Option<UnixTime>,
+    /// Why the last try failed; cleared by a good fetch.
+    failure: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -339,15 +355,22 @@ impl Provider {
             .send()
             .await
             .map_err(|e| OidcError::Unreachable(crate::errors::error_chain(&e)))?;
-        if !res.status().is_success() {
-            return Err(OidcError::Metadata(format!("{url}: {}", res.status())));
+        let status = res.status();
+        if status.is_server_error() {
+            return Err(OidcError::Unreachable(format!("{url}: {status}")));
+        }
+        if !status.is_success() {
+            return Err(OidcError::Metadata(format!("{url}: {status}")));
         }
         res.json()
             .await
             .map_err(|e| OidcError::Metadata(format!("{url}: {e}")))
     }
 
-    async fn fetch_jwks(&self, m: &Metadata) -> Result<(), OidcError> {
+    /// The usable signing keys of the JWKS, by kid. A set without one is an error, so that
+    /// a broken answer never replaces the last good set.
+    async fn fetch_jwks(&self) -> Result<HashMap<String, DecodingKey>, OidcError> {
+        let m = self.metadata().await?;
         let set: JwkSet = self.get_json(&m.jwks_uri).await?;
         let keys: HashMap<String, DecodingKey> = set
             .keys
@@ -359,39 +382,65 @@ impl Provider {
                 Some((k.kid?, key))
             })
             .collect();
-        let mut jwks = self.jwks.write().await;
-        jwks.keys = keys;
-        jwks.fetched_at = Some(self.clock.now());
-        Ok(())
+        if keys.is_empty() {
+            return Err(OidcError::Metadata(format!(
+                "{}: no usable RS256 key",
+                m.jwks_uri
+            )));
+        }
+        Ok(keys)
     }
 
-    /// The key for `kid`; refetches the JWKS when the set is old, or when `kid` is unknown and
-    /// the last fetch was more than five minutes ago. A failed fetch keeps the last good set.
+    /// The key for `kid` from a set fetched within the last day.
+    async fn fresh_key(&self, kid: &str, now: UnixTime) -> Option<DecodingKey> {
+        let jwks = self.jwks.read().await;
+        let fresh = jwks.fetched_at.is_some_and(|t| now - t < METADATA_TTL);
+        jwks.keys.get(kid).filter(|_| fresh).cloned()
+    }
+
+    /// The key for `kid`. The set is refetched when it is a day old or `kid` is unknown,
+    /// unless a fetch was tried in the last 30 s; one fetch at a time, and requests that
+    /// waited for it use its result (single flight). A failed fetch keeps the last good set;
+    /// a `kid` that is not in it then is Entra's outage, not a forged token.
     async fn key(&self, kid: &str) -> Result<DecodingKey, OidcError> {
+        if let Some(k) = self.fresh_key(kid, self.clock.now()).await {
+            return Ok(k);
+        }
+        let _flight = self.jwks_fetch.lock().await;
         let now = self.clock.now();
-        {
-            let jwks = self.jwks.read().await;
-            let fresh = jwks.fetched_at.is_some_and(|t| now - t < METADATA_TTL);
-            if let Some(k) = jwks.keys.get(kid).filter(|_| fresh) {
-                return Ok(k.clone());
-            }
+        if let Some(k) = self.fresh_key(kid, now).await {
+            return Ok(k);
         }
-        let _guard = self.jwks_fetch.lock().await;
-        let last = self.jwks.read().await.fetched_at;
-        let may_fetch = last.is_none_or(|t| now - t >= JWKS_REFETCH_MIN);
-        if may_fetch {
-            let m = self.metadata().await?;
-            if let Err(e) = self.fetch_jwks(&m).await {
+        let tried = self.jwks.read().await.tried_at;
+        if tried.is_none_or(|t| now - t >= JWKS_REFETCH_MIN) {
+            self.refresh_jwks(now).await;
+        }
+        let jwks = self.jwks.read().await;
+        if let Some(k) = jwks.keys.get(kid) {
+            return Ok(k.clone());
+        }
+        Err(match &jwks.failure {
+            Some(e) => OidcError::Unreachable(format!("signing keys: {e}")),
+            None => TokenError::UnknownKey(kid.to_string()).into(),
+        })
+    }
+
+    /// One JWKS fetch; on failure the last good set stays.
+    async fn refresh_jwks(&self, now: UnixTime) {
+        let fetched = self.fetch_jwks().await;
+        let mut jwks = self.jwks.write().await;
+        jwks.tried_at = Some(now);
+        match fetched {
+            Ok(keys) => {
+                jwks.keys = keys;
+                jwks.fetched_at = Some(now);
+                jwks.failure = None;
+            }
+            Err(e) => {
                 tracing::warn!(error = %e, "JWKS refresh failed; keeping the last key set");
+                jwks.failure = Some(e.to_string());
             }
         }
-        self.jwks
-            .read()
-            .await
-            .keys
-            .get(kid)
-            .cloned()
-            .ok_or_else(|| TokenError::UnknownKey(kid.to_string()).into())
     }
 
     /// The URL that sends the browser to Entra's sign-in.
@@ -493,6 +542,12 @@ impl Provider {
                 error: status.to_string(),
                 error_description: text.chars().take(200).collect(),
             });
+            if status.is_server_error() {
+                return Err(OidcError::Unreachable(format!(
+                    "the token endpoint answered {status}: {}: {}",
+                    body.error, body.error_description
+                )));
+            }
             return Err(OidcError::TokenEndpoint {
                 error: body.error,
                 description: body.error_description,
@@ -603,7 +658,7 @@ impl Provider {
     /// present, must name it too. A token minted for several parties is not ours to accept.
     fn check_audience(&self, c: &IdClaims) -> Result<(), TokenError> {
         let auds = c.aud.as_slice();
-        if !auds.iter().any(|a| *a == self.client_id) {
+        if !auds.contains(&self.client_id) {
             return Err(TokenError::Audience);
         }
         if auds.iter().any(|a| *a != self.client_id) {
