@@ -53,12 +53,12 @@ async fn finish(s: &SignIn, parts: &Parts) -> Result<Response, AuthError> {
         .provider
         .exchange_code(&code, &attempt.pkce_verifier, &s.settings.redirect_uri)
         .await
-        .map_err(AuthError::CodeExchange)?;
+        .map_err(|e| AuthError::from_oidc(e, AuthError::CodeExchange))?;
     let claims = s
         .provider
         .validate(&id_token, &attempt.nonce)
         .await
-        .map_err(AuthError::IdToken)?;
+        .map_err(|e| AuthError::from_oidc(e, AuthError::IdToken))?;
     check_groups(s, &claims).await?;
     let identity = Identity {
         tenant_id: claims.tid.clone().unwrap_or_default(),
@@ -73,10 +73,7 @@ async fn finish(s: &SignIn, parts: &Parts) -> Result<Response, AuthError> {
         .await;
     let pbx_cookies = open_pbx_session(s, &person)
         .await
-        .map_err(|source| AuthError::Pbx {
-            extension: person.extension.clone(),
-            source,
-        })?;
+        .map_err(|source| AuthError::from_pbx(&person.extension, source))?;
     let id = s
         .sessions
         .create(NewSession {

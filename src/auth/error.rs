@@ -45,6 +45,8 @@ pub enum AuthError {
     Attempt { known: bool, same_browser: bool },
     #[error("code exchange failed: {0}")]
     CodeExchange(#[source] OidcError),
+    #[error("Entra ID is unavailable during the sign-in: {0}")]
+    EntraUnavailable(#[source] OidcError),
     #[error("ID token refused: {0}")]
     IdToken(#[source] OidcError),
     #[error("group check: {0}")]
@@ -79,11 +81,36 @@ pub enum AuthError {
         extension: String,
         source: PbxSessionError,
     },
+    #[error("3CX is unavailable: no session for extension {extension}: {source}")]
+    PbxUnavailable {
+        extension: String,
+        source: PbxSessionError,
+    },
     #[error("session create failed: {0}")]
     Session(#[from] SessionError),
 }
 
 impl AuthError {
+    /// A failed code exchange or ID-token check: Entra's outage (a page that says to try
+    /// again) or, through `refusal`, a refusal of this sign-in.
+    pub fn from_oidc(e: OidcError, refusal: fn(OidcError) -> Self) -> Self {
+        if e.is_outage() {
+            Self::EntraUnavailable(e)
+        } else {
+            refusal(e)
+        }
+    }
+
+    /// 3CX did not open the session of `extension`: down, or refusing it.
+    pub fn from_pbx(extension: &str, source: PbxSessionError) -> Self {
+        let extension = extension.to_string();
+        if source.is_outage() {
+            Self::PbxUnavailable { extension, source }
+        } else {
+            Self::Pbx { extension, source }
+        }
+    }
+
     /// The sign-in error for a directory refusal of `upn`.
     pub fn refused(upn: &str, refusal: Refusal) -> Self {
         let upn = upn.to_string();
@@ -122,6 +149,18 @@ pub enum PbxSessionError {
     Password(#[from] PasswordError),
 }
 
+impl PbxSessionError {
+    /// 3CX (or the way there) failing, as opposed to refusing this extension. A 5xx to the
+    /// webclient sign-in is 3CX's failure, whatever status the call reports it under.
+    fn is_outage(&self) -> bool {
+        let pbx = match self {
+            Self::Pbx(e) | Self::Password(PasswordError::Pbx(e)) => e,
+            Self::Password(_) => return false,
+        };
+        pbx.is_outage() || matches!(pbx, PbxError::SignInRefused { status, .. } if *status >= 500)
+    }
+}
+
 impl AuthError {
     /// What the user is shown: status, title and one sentence.
     fn page(&self) -> (StatusCode, &'static str, String) {
@@ -142,7 +181,7 @@ impl AuthError {
                 "Bad sign-in link",
                 "The sign-in link points outside this site.",
             ),
-            Start(_) => (
+            Start(_) | EntraUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Microsoft sign-in is unavailable",
                 "pbxgate cannot reach Microsoft Entra ID right now. Please try again in a minute.",
@@ -233,6 +272,11 @@ impl AuthError {
                     ),
                 );
             }
+            PbxUnavailable { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "The phone system is not reachable",
+                "pbxgate could not open your session on the phone system. Nothing was signed in; please try again in a minute.",
+            ),
             Directory(_) => (
                 StatusCode::BAD_GATEWAY,
                 "The phone system is not reachable",
@@ -258,6 +302,8 @@ impl AuthError {
             | AttemptLookup(_)
             | Directory(_)
             | Pbx { .. }
+            | PbxUnavailable { .. }
+            | EntraUnavailable(_)
             | Session(_)
             | GuestCheck { .. } => {
                 tracing::error!(%error, "sign-in failed")
