@@ -25,6 +25,20 @@ pub(super) enum Answer {
     StaleCredential,
     Forbidden,
     Refused(u16),
+    /// A 5xx: 3CX failing, not refusing.
+    Failing(u16),
+}
+
+impl Answer {
+    /// The error for a failing 3CX: an outage (`PbxError::is_outage`), which the sign-in
+    /// tells the user as such.
+    pub(super) fn failing(status: u16) -> PbxError {
+        PbxError::Api {
+            status,
+            code: "/connect/token".into(),
+            message: "the impersonation request failed".into(),
+        }
+    }
 }
 
 /// The credential an impersonation request carries.
@@ -78,6 +92,7 @@ impl PbxClient {
                 extension: extension.to_string(),
                 status,
             }),
+            Answer::Failing(status) => Err(Answer::failing(status)),
         }
     }
 
@@ -113,6 +128,7 @@ impl PbxClient {
                 }
             }
             403 => Answer::Forbidden,
+            500.. => Answer::Failing(status),
             _ => Answer::Refused(status),
         };
         Ok((answer, rotated))

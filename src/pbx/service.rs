@@ -192,6 +192,7 @@ impl PbxClient {
                         status,
                     });
                 }
+                Answer::Failing(status) => return Err(Answer::failing(status)),
                 Answer::StaleCredential => {}
             }
             if newer_tries < NEWER_TRIES {
@@ -220,6 +221,7 @@ impl PbxClient {
         let account = &svc.account;
         let ext = account.extension.as_str();
         let mut answer = self.login_request(ext, &account.password, "").await?;
+        failing(&answer)?;
         if answer.needs_second_factor() {
             let key = account
                 .totp_key
@@ -227,6 +229,7 @@ impl PbxClient {
                 .ok_or_else(|| PbxError::ServiceNeeds2fa(ext.to_string()))?;
             let code = super::totp::code(key, self.clock.now());
             answer = self.login_request(ext, &account.password, &code).await?;
+            failing(&answer)?;
             if !answer.succeeded() {
                 return Err(PbxError::Service2faRefused {
                     extension: ext.to_string(),
@@ -246,5 +249,18 @@ impl PbxClient {
             .ok_or_else(|| PbxError::ServiceNoCookie(ext.to_string()))?;
         tracing::info!(extension = %ext, "signed in to 3CX as the service extension");
         svc.swap(expected, cookie, self.clock.now()).await
+    }
+}
+
+/// A 5xx to the service extension's sign-in is 3CX failing (an outage), not a wrong
+/// password or 2FA code: the log must not send the admin to check the credentials.
+fn failing(answer: &super::webclient::LoginAnswer) -> Result<(), PbxError> {
+    match answer.http_status {
+        status @ 500.. => Err(PbxError::Api {
+            status,
+            code: "/webclient/api/Login/GetAccessToken".into(),
+            message: "the service extension's sign-in failed".into(),
+        }),
+        _ => Ok(()),
     }
 }
