@@ -18,3 +18,4 @@ mod sync_contacts;
 mod sync_presence;
 mod sync_users;
 mod tls;
+mod tokens;
