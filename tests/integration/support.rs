@@ -53,6 +53,7 @@ impl Upstream {
         let router = Router::new()
             .route("/download/{bytes}", get(download))
             .route("/upload", post(upload))
+            .route("/slow/{ms}", get(slow))
             .route("/ws/echo", get(websocket))
             .route("/socket/echo", get(websocket))
             .fallback(echo)
@@ -122,6 +123,14 @@ async fn download(State(hits): State<Arc<AtomicUsize>>, UrlPath(bytes): UrlPath<
         Body::from_stream(stream),
     )
         .into_response()
+}
+
+/// Answers `ms` milliseconds after the request arrived (counted on arrival): a request that
+/// is in flight for a known time, e.g. across a shutdown.
+async fn slow(State(hits): State<Arc<AtomicUsize>>, UrlPath(ms): UrlPath<u64>) -> Response {
+    hits.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    format!("slept {ms} ms\n").into_response()
 }
 
 /// Counts and checks a streamed upload without keeping it.
