@@ -496,10 +496,25 @@ pub fn binary() -> &'static str {
 impl Process {
     /// Runs `pbxgate serve --config FILE` and waits for its "listening" log line.
     pub fn serve(config: &Path, log: &Path) -> Self {
+        let mut cmd = Command::new(binary());
+        cmd.args(["serve", "--config"]).arg(config);
+        Self::serve_command(cmd, log)
+    }
+
+    /// Like `serve`, run by `sh` after `setup` (e.g. `ulimit -Sn 512`); the shell execs
+    /// pbxgate, so the child is pbxgate itself.
+    pub fn serve_after(setup: &str, config: &Path, log: &Path) -> Self {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("{setup} && exec \"$0\" serve --config \"$1\""))
+            .arg(binary())
+            .arg(config);
+        Self::serve_command(cmd, log)
+    }
+
+    fn serve_command(mut cmd: Command, log: &Path) -> Self {
         let out = std::fs::File::create(log).unwrap();
-        let child = Command::new(binary())
-            .args(["serve", "--config"])
-            .arg(config)
+        let child = cmd
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(out)
