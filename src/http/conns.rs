@@ -24,6 +24,12 @@ const RESERVED_DESCRIPTORS: u64 = 128;
 const LOG_EVERY_SECS: i64 = 10;
 
 /// The open-connection counts and their caps, shared by every serving thread.
+///
+/// Clients are told apart by the TCP peer address: at accept no byte has been read, so
+/// `X-Forwarded-For` is not known (and would be the client's to choose). Behind a load
+/// balancer every connection comes from the balancer, which is why `trusted_proxies` peers
+/// are exempt from the per-client cap (only the overall cap bounds them); limiting each
+/// real client is then the balancer's job.
 pub struct Limits {
     max: usize,
     per_client: u32,

@@ -338,3 +338,223 @@ async fn readyz_cannot_be_used_to_flood_3cx() {
     assert_eq!(client().get(&url).send().await.unwrap().status(), 200);
     assert_eq!(up.hits(), probed + 1);
 }
+
+// === SIGTERM under load (the real binary) ===
+
+/// What became of one request sent on a connection of its own.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    /// A whole answer with this status.
+    Answered(u16),
+    /// Refused at connect, or closed without a byte of answer: the client may retry.
+    Refused,
+    /// Part of an answer, then the connection ended: never acceptable.
+    Broken(String),
+}
+
+async fn one_request(addr: SocketAddr, path: &str, cookie: &str) -> Outcome {
+    let mut s = match TcpStream::connect(addr).await {
+        Ok(s) => s,
+        Err(_) => return Outcome::Refused,
+    };
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+    );
+    let _ = s.write_all(req.as_bytes()).await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf))
+        .await
+        .expect("an answer or a close within 20 s");
+    if buf.is_empty() {
+        return Outcome::Refused;
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return Outcome::Broken(format!("no whole head: {text:?}"));
+    };
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok());
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_ascii_lowercase())
+        })
+    };
+    let whole = match (header("content-length"), header("transfer-encoding")) {
+        (Some(len), _) => len.parse() == Ok(body.len()),
+        (None, Some(te)) if te == "chunked" => body.ends_with("0\r\n\r\n"),
+        _ => read.is_ok(),
+    };
+    match (status, whole) {
+        (Some(status), true) => Outcome::Answered(status),
+        _ => Outcome::Broken(format!("{read:?}: {text:?}")),
+    }
+}
+
+fn soft_open_files(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_answers_every_accepted_request_and_refuses_new_ones() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pbxgate.toml");
+    std::fs::write(&path, config_text(&up.url(), dir.path(), "")).unwrap();
+    // Started with a low soft open-file limit, which pbxgate raises to the hard one.
+    let hard: u64 = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "ulimit -Hn"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap_or(4096);
+    let mut gw = Process::serve_after("ulimit -Sn 256", &path, &dir.path().join("serve.log"));
+    let pid = gw.child.id();
+    assert_eq!(soft_open_files(pid), hard, "the soft limit is raised");
+
+    let id = {
+        let config = pbxgate::config::Config::load(&path).unwrap();
+        let store = pbxgate::store::Store::open(&config.store.url)
+            .await
+            .unwrap();
+        let sessions = pbxgate::session::Sessions::new(
+            store.clone(),
+            std::sync::Arc::new(pbxgate::clock::SystemClock),
+            &config,
+        );
+        let id = sessions
+            .create(pbxgate::session::NewSession {
+                user_key: format!("{TENANT}:alice"),
+                upn: "alice@contoso.com".into(),
+                extension: "101".into(),
+                idp_sid: None,
+                login_hint: None,
+            })
+            .await
+            .unwrap();
+        store.close().await;
+        id
+    };
+    let cookie = Arc::new(cookie(&id));
+    let addr = gw.addr;
+
+    // Requests in flight across the signal: each answers 2 s after reaching 3CX.
+    let before = up.hits();
+    let slow: Vec<_> = (0..6)
+        .map(|_| {
+            let cookie = cookie.clone();
+            tokio::spawn(async move { one_request(addr, "/slow/2000", &cookie).await })
+        })
+        .collect();
+    // Load: four clients sending request after request, each noting whether it ended
+    // before the signal was sent.
+    let (termed, stop) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (cookie, termed, stop) = (cookie.clone(), termed.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let outcome = one_request(addr, "/webclient/x", &cookie).await;
+                    outcomes.push((outcome, termed.load(Ordering::SeqCst)));
+                }
+                outcomes
+            })
+        })
+        .collect();
+    for _ in 0..100 {
+        if up.hits() >= before + 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The load has been answered for a while (and all slow requests reached 3CX).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    termed.store(true, Ordering::SeqCst);
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Still draining the slow requests, and no longer accepting.
+    assert!(gw.child.try_wait().unwrap().is_none(), "exited too early");
+    let late = TcpStream::connect(addr)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.kind());
+    assert_eq!(
+        late,
+        Err(std::io::ErrorKind::ConnectionRefused),
+        "a connection after SIGTERM is refused"
+    );
+    stop.store(true, Ordering::SeqCst);
+
+    for s in slow {
+        assert_eq!(
+            s.await.unwrap(),
+            Outcome::Answered(200),
+            "in flight at SIGTERM"
+        );
+    }
+    let (mut sent, mut answered, mut refused) = (0, 0, 0);
+    for l in load {
+        for (outcome, after_term) in l.await.unwrap() {
+            sent += 1;
+            match outcome {
+                Outcome::Answered(200) => answered += 1,
+                Outcome::Refused if after_term => refused += 1,
+                other => panic!("{other:?} (ended after SIGTERM: {after_term})"),
+            }
+        }
+    }
+    assert_eq!(sent, answered + refused);
+    assert!(
+        answered > 10,
+        "under load: {sent} sent, {answered} answered, {refused} refused"
+    );
+    eprintln!("{sent} sent, {answered} answered, {refused} refused after SIGTERM");
+
+    let status = tokio::task::spawn_blocking(move || {
+        for _ in 0..300 {
+            if let Some(s) = gw.child.try_wait().unwrap() {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("pbxgate did not exit within 15 s after SIGTERM");
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "SIGTERM is a clean stop: {status}");
+
+    // The store is whole and the session still valid.
+    let config = pbxgate::config::Config::load(&path).unwrap();
+    let store = pbxgate::store::Store::open(&config.store.url)
+        .await
+        .unwrap();
+    let sessions = pbxgate::session::Sessions::new(
+        store.clone(),
+        std::sync::Arc::new(pbxgate::clock::SystemClock),
+        &config,
+    );
+    assert!(sessions.validate(&id).await.unwrap().is_ok());
+    store.close().await;
+}
