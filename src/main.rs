@@ -189,6 +189,7 @@ fn init_logging(config: &Config) {
 
 async fn serve(config: Config, banner: Option<String>) -> anyhow::Result<()> {
     init_logging(&config);
+    raise_open_files_limit();
     let gateway = Gateway::bind(config, Arc::new(SystemClock))
         .await
         .context("could not start")?;
@@ -208,6 +209,20 @@ async fn demo(listen: std::net::SocketAddr, dir: &Path) -> anyhow::Result<()> {
     let result = serve(demo.config.clone(), Some(banner)).await;
     drop(demo);
     result
+}
+
+/// Raises the soft open-file limit to the hard one (each client connection costs one or two
+/// descriptors; the usual soft default of 1,024 is soon reached) and logs the result.
+fn raise_open_files_limit() {
+    match pbxgate::http::raise_open_files_limit() {
+        Ok((before, after)) => tracing::info!(
+            soft = after.soft,
+            hard = after.hard,
+            was = before.soft,
+            "open-file limit"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what systemd and orchestrators send).

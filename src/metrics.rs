@@ -137,6 +137,9 @@ pub struct Metrics {
     sessions_revoked: Family<ReasonLabels, Counter>,
     session_rechecks: Family<OutcomeLabels, Counter>,
     session_recheck_users: Counter,
+    // --- client connections (issue 15: connection limits) ---
+    connections_open: Gauge,
+    connections_refused: Family<ReasonLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -201,7 +204,22 @@ impl Default for Metrics {
             "Users read from Entra by the session recheck",
             session_recheck_users.clone(),
         );
+        // --- client connections (issue 15: connection limits) ---
+        let connections_open = Gauge::default();
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_open",
+            "Client connections currently open",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Client connections closed at accept, by the limit they hit (max_connections, max_connections_per_client)",
+            connections_refused.clone(),
+        );
         Self {
+            connections_open,
+            connections_refused,
             registry,
             sessions_revoked,
             session_rechecks,
@@ -286,6 +304,21 @@ impl Metrics {
     pub fn websocket_opened(&self) -> WebSocketGuard {
         self.websockets_open.inc();
         WebSocketGuard(self.websockets_open.clone())
+    }
+
+    // --- client connections (issue 15: connection limits) ---
+    /// Sets the number of open client connections.
+    pub fn connections_open(&self, n: usize) {
+        self.connections_open.set(n as i64);
+    }
+
+    /// Counts a client connection closed at accept because of the limit `reason`.
+    pub fn connection_refused(&self, reason: &str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition.

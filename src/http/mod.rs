@@ -1,10 +1,11 @@
 //! The server: binds the listener, runs the workers' schedules and the session purge, and
 //! serves until shutdown ([`Gateway`]). Its parts: [`serve`] (runtimes per core, accept
-//! loop, connections), [`observe`] (request id, metrics, access log), [`routes`] (pbxgate's
+//! loop, connections), [`conns`] (connection limits, the open-file limit), [`observe`] (request id, metrics, access log), [`routes`] (pbxgate's
 //! own routes and which paths they cover) and [`ops`] (health, readiness, metrics).
 //!
 //! Layer: the top. It uses `app`, `gate` and `auth`; nothing uses it but `main`.
 
+mod conns;
 mod observe;
 mod ops;
 mod routes;
@@ -23,6 +24,8 @@ use crate::app::{App, StartError};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::tls;
+
+pub use conns::{FilesLimit, raise_open_files_limit};
 
 /// A bound, ready-to-run gateway.
 pub struct Gateway {
@@ -59,14 +62,26 @@ impl Gateway {
         let purge = tokio::spawn(app.sessions.clone().purge_hourly());
         let (stop_tx, stop_rx) = watch::channel(false);
         let schedules = app.workers.spawn(&app.config, stop_rx);
+        let addr = self.local_addr();
+        let server = &app.config.server;
+        let settings = serve::ConnSettings {
+            tls: self.tls,
+            idle: server.idle_timeout.get(),
+            header_read_timeout: server.header_read_timeout.get(),
+            limits: Arc::new(conns::Limits::new(
+                server,
+                app.metrics.clone(),
+                app.clock.clone(),
+            )),
+        };
         tracing::info!(
-            addr = %self.local_addr(),
-            tls = self.tls.is_some(),
+            %addr,
+            tls = settings.tls.is_some(),
             upstream = %app.config.pbx.url,
+            max_connections = settings.limits.max(),
             "listening"
         );
-        let idle = app.config.server.idle_timeout.get();
-        let serving = serve::per_core(app.clone(), self.listener, self.tls, idle, shutdown).await;
+        let serving = serve::per_core(app.clone(), self.listener, settings, shutdown).await;
         purge.abort();
         // A sync run in progress finishes its current item and records itself interrupted.
         let _ = stop_tx.send(true);

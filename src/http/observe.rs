@@ -26,6 +26,8 @@ pub struct Handler {
     pub own: Router,
     pub own_paths: OwnPaths,
     pub upstream: Box<Upstream>,
+    /// `Strict-Transport-Security`, when pbxgate terminates TLS and it is configured.
+    pub hsts: Option<HeaderValue>,
 }
 
 /// What the requests of one client connection share.
@@ -101,8 +103,11 @@ impl Handler {
             self.app
                 .metrics
                 .observe_request(class, status, elapsed.as_secs_f64());
-            res.headers_mut()
-                .insert(proxy::X_REQUEST_ID, id_value.clone());
+            let headers = res.headers_mut();
+            headers.insert(proxy::X_REQUEST_ID, id_value.clone());
+            if let Some(hsts) = &self.hsts {
+                headers.insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+            }
             if let Some((method, uri)) = logged {
                 let _enter = span.enter();
                 tracing::info!(

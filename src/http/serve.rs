@@ -1,28 +1,48 @@
 //! Serving: one current-thread runtime per core, each accepting from the one listening
-//! socket, answering HTTP/1.1 (with upgrades) over TLS or plain TCP, with an idle watchdog
-//! per connection and a graceful drain at shutdown.
+//! socket, answering HTTP/1.1 (with upgrades) over TLS or plain TCP, with connection limits
+//! at accept, a deadline for request heads, an idle watchdog per connection and a graceful
+//! drain at shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
 
+use super::conns::{Limits, Permit};
 use super::observe::{ConnInfo, Handler};
-use super::routes;
+use super::routes::{self, OwnPaths};
 use crate::app::App;
 use crate::proxy::{Peer, Upstream};
+
+/// The largest request head (request line and headers) read; larger ones get 431. Browsers
+/// send a few KB; hyper's default (~400 KB) let slow clients park that much per connection.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// How every connection is served; made once, shared by the serving threads.
+#[derive(Clone)]
+pub struct ConnSettings {
+    pub tls: Option<TlsAcceptor>,
+    /// No byte in either direction for this long closes a connection.
+    pub idle: Duration,
+    /// A request head must be complete this long after accept (the first) or after the
+    /// previous answer (the next ones).
+    pub header_read_timeout: Duration,
+    pub limits: Arc<Limits>,
+}
 
 /// Serves the gateway thread-per-core until `shutdown`: one current-thread runtime per
 /// core, each accepting from the same listening socket and proxying through its own
@@ -33,8 +53,7 @@ use crate::proxy::{Peer, Upstream};
 pub async fn per_core(
     app: Arc<App>,
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    idle: Duration,
+    settings: ConnSettings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Serving {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -53,6 +72,9 @@ pub async fn per_core(
             return serving;
         }
     };
+    // One router for all threads, so that what its routes keep (the readiness cache) is
+    // shared.
+    let (own, own_paths) = routes::own(&app);
     for i in 0..cores {
         let listener = match listener.try_clone() {
             Ok(l) => l,
@@ -63,8 +85,9 @@ pub async fn per_core(
         };
         let thread = Thread {
             app: app.clone(),
-            tls: tls.clone(),
-            idle,
+            own: own.clone(),
+            own_paths: own_paths.clone(),
+            settings: settings.clone(),
             stop: stop_rx.clone(),
             release: release_rx.clone(),
             drained: drained_tx.clone(),
@@ -93,8 +116,9 @@ pub async fn per_core(
 /// One serving thread's share of the work and its signals.
 struct Thread {
     app: Arc<App>,
-    tls: Option<TlsAcceptor>,
-    idle: Duration,
+    own: Router,
+    own_paths: OwnPaths,
+    settings: ConnSettings,
     stop: watch::Receiver<bool>,
     release: watch::Receiver<bool>,
     drained: tokio::sync::mpsc::Sender<()>,
@@ -111,8 +135,9 @@ impl Thread {
         };
         let Self {
             app,
-            tls,
-            idle,
+            own,
+            own_paths,
+            settings,
             mut stop,
             mut release,
             drained,
@@ -125,8 +150,8 @@ impl Thread {
                 (Ok(l), Ok(u)) => (l, u),
                 _ => return tracing::error!("cannot start a serving thread"),
             };
-            let (own, own_paths) = routes::own(&app);
             let handler = Handler {
+                hsts: hsts(&app, settings.tls.is_some()),
                 app,
                 own,
                 own_paths,
@@ -135,7 +160,7 @@ impl Thread {
             let stopped = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            accept_loop(listener, tls, Arc::new(handler), idle, stopped).await;
+            accept_loop(listener, settings, Arc::new(handler), stopped).await;
             let _ = drained.send(()).await;
             // Store, Graph and 3CX connections opened on this runtime live as long as it
             // does: keep it until the workers and the store are done.
@@ -164,17 +189,28 @@ impl Serving {
     }
 }
 
+/// `Strict-Transport-Security` for every answer when pbxgate terminates TLS itself and
+/// `[server] hsts_max_age` is not 0. Over plain HTTP the header would be ignored by browsers
+/// and the TLS in front (a load balancer) decides.
+fn hsts(app: &App, tls: bool) -> Option<http::HeaderValue> {
+    let max_age = app.config.server.hsts_max_age.get().as_secs();
+    (tls && max_age > 0)
+        .then(|| http::HeaderValue::try_from(format!("max-age={max_age}")).ok())
+        .flatten()
+}
+
 /// Accepts connections until `shutdown`, then stops accepting and gives open connections
-/// 10 s to finish.
+/// 10 s to finish. A connection over a limit is closed at once, before any byte is read.
 async fn accept_loop(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    settings: ConnSettings,
     handler: Arc<Handler>,
-    idle: Duration,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
+    let settings = Arc::new(settings);
+    let http = http_builder(&settings);
     tokio::pin!(shutdown);
     loop {
         let (tcp, addr) = tokio::select! {
@@ -190,20 +226,36 @@ async fn accept_loop(
             },
         };
         while conns.try_join_next().is_some() {}
+        let Ok(permit) = settings.limits.admit(addr.ip()) else {
+            drop(tcp);
+            continue;
+        };
+        // Made now, so the head deadline counts from accept, the TLS handshake included.
+        let deadline = tokio::time::sleep(settings.header_read_timeout);
         let _ = tcp.set_nodelay(true);
-        let (handler, tls, stop) = (handler.clone(), tls.clone(), stop_rx.clone());
-        conns.spawn(async move {
-            let peer = Peer {
+        let conn = Connection {
+            peer: Peer {
                 addr,
-                tls: tls.is_some(),
-            };
+                tls: settings.tls.is_some(),
+            },
+            handler: handler.clone(),
+            http: http.clone(),
+            idle: settings.idle,
+            stop: stop_rx.clone(),
+            _permit: permit,
+        };
+        let tls = settings.tls.clone();
+        conns.spawn(async move {
+            tokio::pin!(deadline);
             let Some(acceptor) = tls else {
-                return serve_connection(tcp, peer, handler, idle, stop).await;
+                return conn.serve(tcp, deadline).await;
             };
-            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => serve_connection(stream, peer, handler, idle, stop).await,
-                Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+            tokio::select! {
+                accepted = acceptor.accept(tcp) => match accepted {
+                    Ok(stream) => conn.serve(stream, deadline).await,
+                    Err(e) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+                },
+                _ = &mut deadline => tracing::debug!(%addr, "TLS handshake timed out"),
             }
         });
     }
@@ -222,50 +274,88 @@ async fn accept_loop(
     }
 }
 
-/// Serves one connection. A connection that moves no byte in either direction for `idle`
-/// is closed: one coarse watchdog per connection instead of a timer per request (hyper's
-/// header_read_timeout) bounds idle and stalled connections at a fraction of the cost.
-async fn serve_connection<I>(
-    io: I,
+/// hyper's HTTP/1 settings for every connection: request heads limited in size (431 above)
+/// and in time (from when hyper starts reading each head).
+fn http_builder(settings: &ConnSettings) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_header_size(MAX_HEADER_BYTES);
+    b
+}
+
+/// One accepted client connection and what serving it needs.
+struct Connection {
     peer: Peer,
     handler: Arc<Handler>,
+    http: http1::Builder,
     idle: Duration,
-    mut stop: watch::Receiver<bool>,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    // Made once per connection; each request clones a reference to it.
-    let info = Arc::new(ConnInfo::new(peer));
-    let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-        let (handler, info) = (handler.clone(), info.clone());
-        async move { Ok::<_, Infallible>(handler.call(&info, req).await) }
-    });
-    let activity = Arc::new(AtomicU64::new(0));
-    let io = Counted {
-        inner: io,
-        activity: activity.clone(),
-    };
-    let conn = http1::Builder::new()
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
-    tokio::pin!(conn);
-    let idle = async {
-        let mut last = u64::MAX;
-        loop {
-            tokio::time::sleep(idle / 2).await;
-            let now = activity.load(Ordering::Relaxed);
-            if now == last {
-                return;
+    stop: watch::Receiver<bool>,
+    /// Its place under the connection limits, given back when the connection ends.
+    _permit: Permit,
+}
+
+impl Connection {
+    /// Serves the connection until it ends, it stalls (`idle`), its first request head is
+    /// not complete at `deadline`, or the server stops. A connection that moves no byte in
+    /// either direction for `idle` is closed: one coarse watchdog per connection.
+    /// hyper's header timer bounds each head from when hyper starts reading it; `deadline`
+    /// also counts the TLS handshake and the wait for the connection's first poll.
+    async fn serve<I>(self, io: I, deadline: Pin<&mut Sleep>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self {
+            peer,
+            handler,
+            http,
+            idle,
+            mut stop,
+            _permit,
+        } = self;
+        // Made once per connection; each request clones a reference to it.
+        let info = Arc::new(ConnInfo::new(peer));
+        let head_seen = Arc::new(AtomicBool::new(false));
+        let seen = head_seen.clone();
+        let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+            let (handler, info) = (handler.clone(), info.clone());
+            seen.store(true, Ordering::Relaxed);
+            async move { Ok::<_, Infallible>(handler.call(&info, req).await) }
+        });
+        let activity = Arc::new(AtomicU64::new(0));
+        let io = Counted {
+            inner: io,
+            activity: activity.clone(),
+        };
+        let conn = http
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        let idle = async {
+            let mut last = u64::MAX;
+            loop {
+                tokio::time::sleep(idle / 2).await;
+                let now = activity.load(Ordering::Relaxed);
+                if now == last {
+                    return;
+                }
+                last = now;
             }
-            last = now;
-        }
-    };
-    tokio::select! {
-        res = conn.as_mut() => log_conn_end(res, peer),
-        _ = idle => tracing::debug!(addr = %peer.addr, "closing idle connection"),
-        _ = async move { let _ = stop.wait_for(|s| *s).await; } => {
-            conn.as_mut().graceful_shutdown();
-            log_conn_end(conn.await, peer);
+        };
+        let first_head = async {
+            deadline.await;
+            if head_seen.load(Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            res = conn.as_mut() => log_conn_end(res, peer),
+            _ = idle => tracing::debug!(addr = %peer.addr, "closing idle connection"),
+            _ = first_head => tracing::debug!(addr = %peer.addr, "no request head in time"),
+            _ = async move { let _ = stop.wait_for(|s| *s).await; } => {
+                conn.as_mut().graceful_shutdown();
+                log_conn_end(conn.await, peer);
+            }
         }
     }
 }

@@ -7,6 +7,7 @@
 
 mod auth;
 mod binary;
+mod connections;
 mod door;
 mod oidc_provider;
 mod pbx;

@@ -53,6 +53,7 @@ impl Upstream {
         let router = Router::new()
             .route("/download/{bytes}", get(download))
             .route("/upload", post(upload))
+            .route("/slow/{ms}", get(slow))
             .route("/ws/echo", get(websocket))
             .route("/socket/echo", get(websocket))
             .fallback(echo)
@@ -122,6 +123,14 @@ async fn download(State(hits): State<Arc<AtomicUsize>>, UrlPath(bytes): UrlPath<
         Body::from_stream(stream),
     )
         .into_response()
+}
+
+/// Answers `ms` milliseconds after the request arrived (counted on arrival): a request that
+/// is in flight for a known time, e.g. across a shutdown.
+async fn slow(State(hits): State<Arc<AtomicUsize>>, UrlPath(ms): UrlPath<u64>) -> Response {
+    hits.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    format!("slept {ms} ms\n").into_response()
 }
 
 /// Counts and checks a streamed upload without keeping it.
@@ -487,10 +496,25 @@ pub fn binary() -> &'static str {
 impl Process {
     /// Runs `pbxgate serve --config FILE` and waits for its "listening" log line.
     pub fn serve(config: &Path, log: &Path) -> Self {
+        let mut cmd = Command::new(binary());
+        cmd.args(["serve", "--config"]).arg(config);
+        Self::serve_command(cmd, log)
+    }
+
+    /// Like `serve`, run by `sh` after `setup` (e.g. `ulimit -Sn 512`); the shell execs
+    /// pbxgate, so the child is pbxgate itself.
+    pub fn serve_after(setup: &str, config: &Path, log: &Path) -> Self {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("{setup} && exec \"$0\" serve --config \"$1\""))
+            .arg(binary())
+            .arg(config);
+        Self::serve_command(cmd, log)
+    }
+
+    fn serve_command(mut cmd: Command, log: &Path) -> Self {
         let out = std::fs::File::create(log).unwrap();
-        let child = Command::new(binary())
-            .args(["serve", "--config"])
-            .arg(config)
+        let child = cmd
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(out)
