@@ -10,7 +10,9 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use http::StatusCode;
-use http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, HeaderValue, ORIGIN, SET_COOKIE};
+use http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, HeaderValue, ORIGIN, REFERRER_POLICY, SET_COOKIE,
+};
 use http::request::Parts;
 use serde::Deserialize;
 
@@ -38,17 +40,26 @@ pub async fn confirm(State(s): State<Arc<SignIn>>, parts: Parts) -> Response {
         .and_then(|u| url::Url::parse(&u).ok())
         .map(|u| u.origin().ascii_serialization())
         .filter(|o| o != "null");
+    let h = res.headers_mut();
     if let Ok(csp) = HeaderValue::from_str(&web::csp_with_form_action(entra.as_deref())) {
-        res.headers_mut().insert(CONTENT_SECURITY_POLICY, csp);
+        h.insert(CONTENT_SECURITY_POLICY, csp);
     }
+    // With `no-referrer`, the button's POST would carry `Origin: null`.
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     web::classed(RouteClass::Auth, res)
 }
 
 /// Whether a `POST` comes from pbxgate's own origin: its `Origin` is `public_url`'s, or,
-/// without `Origin`, the browser says `Sec-Fetch-Site: same-origin`. Anything else (another
-/// site, `Origin: null`, a client that says neither) is refused.
+/// without one, the browser says `Sec-Fetch-Site: same-origin` (a header no page can set).
+/// `Origin: null` counts as none: browsers send it for a form on a page whose referrer
+/// policy is `no-referrer`. Anything else (another site, a client that says neither) is
+/// refused.
 fn same_origin(parts: &Parts, public: &url::Origin) -> bool {
-    match parts.headers.get(ORIGIN) {
+    match parts
+        .headers
+        .get(ORIGIN)
+        .filter(|o| o.as_bytes() != b"null")
+    {
         Some(origin) => origin
             .to_str()
             .ok()

@@ -54,6 +54,7 @@ async fn a_cross_site_sign_out_post_is_refused_and_the_session_lives_on() {
         &[("origin", "https://pbx.example.com.evil.example")],
         &[("origin", "http://pbx.example.com")],
         &[("origin", "null")],
+        &[("origin", "null"), ("sec-fetch-site", "cross-site")],
         &[
             ("origin", "https://evil.example"),
             ("sec-fetch-site", "same-origin"),
@@ -93,6 +94,8 @@ async fn a_get_of_the_sign_out_url_shows_a_button_and_signs_nobody_out() {
     assert!(res.headers().get("set-cookie").is_none());
     let csp = res.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("form-action 'self'"), "{csp}");
+    // So that the button's POST carries a real Origin.
+    assert_eq!(res.headers()["referrer-policy"], "same-origin");
     let page = res.text().await.unwrap();
     assert!(
         page.contains(r#"<form method="post" action="/auth/logout"><button type="submit">Sign out</button></form>"#),
@@ -104,16 +107,22 @@ async fn a_get_of_the_sign_out_url_shows_a_button_and_signs_nobody_out() {
 #[tokio::test]
 async fn a_same_origin_sign_out_post_ends_the_session() {
     let (_up, gw) = gateway(|_| {}).await;
-    // Browsers send Origin with every POST; without it, Sec-Fetch-Site tells.
-    for headers in [("origin", PUBLIC), ("sec-fetch-site", "same-origin")] {
+    // Browsers send Origin with every POST (`null` from a page with `no-referrer`);
+    // without a real one, Sec-Fetch-Site tells.
+    let cases: &[&[(&str, &str)]] = &[
+        &[("origin", PUBLIC)],
+        &[("sec-fetch-site", "same-origin")],
+        &[("origin", "null"), ("sec-fetch-site", "same-origin")],
+    ];
+    for headers in cases {
         let id = gw.session_for("alice").await;
-        let res = client()
+        let mut req = client()
             .post(gw.url("/auth/logout"))
-            .header("cookie", cookie(&id))
-            .header(headers.0, headers.1)
-            .send()
-            .await
-            .unwrap();
+            .header("cookie", cookie(&id));
+        for (k, v) in *headers {
+            req = req.header(*k, *v);
+        }
+        let res = req.send().await.unwrap();
         assert_eq!(res.status(), 303, "{headers:?}");
         let cleared = res.headers().get_all("set-cookie").iter().any(|c| {
             let c = c.to_str().unwrap();
