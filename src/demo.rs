@@ -54,7 +54,20 @@ fn random_hex<const N: usize>() -> Result<String, DemoError> {
     Ok(crate::ids::hex(&crate::ids::random::<N>()?))
 }
 
-/// Starts the simulators and writes `dir/pbxgate.toml` for a gateway on `listen`.
+/// Writes a file only its owner can read (the demo config holds client secrets), whatever
+/// the umask, also over an earlier, more open copy: the mode is set before the content.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(text.as_bytes())
+}
+
 /// Meetings around now, so that the demo shows statuses change: Alice has a meeting from
 /// minute 2 to minute 12 (Do Not Disturb, then back), Bob is out of office all day (Away).
 fn demo_meetings(graph: &GraphSim) {
@@ -63,6 +76,7 @@ fn demo_meetings(graph: &GraphSim) {
     graph.add_event("bob.baker@contoso.com", now - 3600, now + 8 * 3600, "oof");
 }
 
+/// Starts the simulators and writes `dir/pbxgate.toml` for a gateway on `listen`.
 pub async fn start(listen: SocketAddr, dir: &Path) -> Result<Demo, DemoError> {
     // The simulators start empty each time, so the store does too: a directory or sessions
     // from an earlier demo would point at extensions this run's 3CX does not have.
@@ -175,7 +189,7 @@ interval = "1m"
         db = dir.join("pbxgate.db").display(),
     );
     let config_path = dir.join("pbxgate.toml");
-    std::fs::write(&config_path, text).map_err(io_err(&config_path))?;
+    write_private(&config_path, &text).map_err(io_err(&config_path))?;
     let config = Config::load(&config_path)?;
     // PBXGATE__PBX__IMPERSONATION_CREDENTIAL=api-client tries the unverified variant; the
     // simulated 3CX refuses it unless told otherwise, as a real one may.

@@ -1,8 +1,8 @@
 //! pbxgate: Microsoft 365 sign-in and Microsoft 365 data in front of a 3CX phone system.
 //!
 //! Layers, each using only those below it (README "Architecture"):
-//! 1. foundations: `clock`, `ids` (from `pbxgate-wire`), `config`, `errors`, `metrics`, `seal`,
-//!    `tls`, `web`;
+//! 1. foundations: `clock`, `ids` (from `pbxgate-wire`), `config`, `errors`, `logging`,
+//!    `metrics`, `seal`, `tls`, `web`;
 //! 2. state and outside parties: `store`, `session`, `oidc` (Entra ID), `graph`, `pbx`
 //!    (3CX), `proxy` (the forwarding to 3CX);
 //! 3. domain: `directory`, `sync`;
@@ -24,6 +24,7 @@ pub mod errors;
 pub mod gate;
 pub mod graph;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod oidc;
 pub mod pbx;

@@ -9,6 +9,7 @@ use pbxgate::app::App;
 use pbxgate::clock::SystemClock;
 use pbxgate::config::{self, Config, LogFormat};
 use pbxgate::http::Gateway;
+use pbxgate::logging::EscapedStderr;
 use pbxgate::sync::{Mode, RunStatus};
 
 /// mimalloc: the proxy allocates small, short-lived buffers per request, where glibc's
@@ -175,15 +176,26 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Logs to stderr, one line per event: [`EscapedStderr`] escapes the control characters a
+/// client could slip into a field (and so colours stay off).
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(false)
+        .with_writer(EscapedStderr);
     match config.log.format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
+    }
+    for f in config.loose_secret_files() {
+        tracing::warn!(
+            key = f.key,
+            file = %f.path.display(),
+            mode = %format_args!("{:04o}", f.mode),
+            "secret file is readable by group or others; chmod 600 it"
+        );
     }
 }
 

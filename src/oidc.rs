@@ -304,6 +304,11 @@ impl Provider {
         &self.client_id
     }
 
+    /// The configured tenant's issuer, `{authority}/{tenant_id}/v2.0`.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
     /// The discovery document, fetched on first use and daily; a stale copy is kept when
     /// Entra cannot be reached.
     pub async fn metadata(&self) -> Result<Arc<Metadata>, OidcError> {

@@ -202,6 +202,11 @@ impl Sessions {
         Ok(Ok(()))
     }
 
+    /// Revocations on this replica so far; each invalidated the session cache.
+    pub fn revocations(&self) -> u64 {
+        self.revocations.load(Ordering::Acquire)
+    }
+
     fn revoked(&self) {
         self.revocations.fetch_add(1, Ordering::AcqRel);
     }

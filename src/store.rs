@@ -41,6 +41,11 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cannot create the SQLite file {path}")]
+    CreateFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot open the store: {0}")]
     Connect(#[source] sqlx::Error),
     #[error("store migration failed: {0}")]
@@ -162,7 +167,8 @@ impl Store {
     }
 }
 
-/// Makes sure the SQLite file can be created: its directory exists and `mode=rwc` is set.
+/// Makes sure the SQLite file can be created: its directory exists, the file does with mode
+/// 0600 (SQLite gives its `-wal` and `-shm` files the database's mode), and `mode=rwc` is set.
 fn prepare_sqlite(url: &str) -> Result<String, StoreError> {
     let rest = url
         .strip_prefix("sqlite://")
@@ -181,6 +187,12 @@ fn prepare_sqlite(url: &str) -> Result<String, StoreError> {
             source,
         })?;
     }
+    if !query.contains("mode=") || query.contains("mode=rwc") {
+        create_private(Path::new(path)).map_err(|source| StoreError::CreateFile {
+            path: path.to_string(),
+            source,
+        })?;
+    }
     let query = if query.contains("mode=") {
         query.to_string()
     } else if query.is_empty() {
@@ -189,4 +201,36 @@ fn prepare_sqlite(url: &str) -> Result<String, StoreError> {
         format!("{query}&mode=rwc")
     };
     Ok(format!("sqlite://{path}?{query}"))
+}
+
+/// Creates the SQLite file readable by its owner only (it holds sessions and sealed
+/// secrets), whatever the umask; warns when an existing one is open to others.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        match options.open(path) {
+            // The umask may have taken bits away; 0600 exactly is what SQLite copies.
+            Ok(file) => file.set_permissions(std::fs::Permissions::from_mode(0o600)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if let Some(mode) = crate::config::loose_mode(path) {
+                    tracing::warn!(
+                        file = %path.display(),
+                        mode = %format_args!("{mode:04o}"),
+                        "the SQLite store is readable by group or others; chmod 600 it"
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+    #[cfg(not(unix))]
+    match options.open(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
 }

@@ -50,6 +50,8 @@ pub struct Page {
     pub correlation_id: Option<String>,
     /// A link shown under the message: (href, text). Only local paths are ever passed.
     pub link: Option<(String, String)>,
+    /// A button that posts an empty form: (action, label). Only local paths are ever passed.
+    pub form: Option<(String, String)>,
 }
 
 impl Page {
@@ -60,7 +62,13 @@ impl Page {
             message: message.into(),
             correlation_id: None,
             link: None,
+            form: None,
         }
+    }
+
+    pub fn with_form(mut self, action: &str, label: &str) -> Self {
+        self.form = Some((action.to_string(), label.to_string()));
+        self
     }
 
     pub fn with_link(mut self, href: &str, text: &str) -> Self {
@@ -90,13 +98,24 @@ impl Page {
             .as_ref()
             .map(|(href, text)| format!("<p><a href=\"{}\">{}</a></p>", escape(href), escape(text)))
             .unwrap_or_default();
+        let form = self
+            .form
+            .as_ref()
+            .map(|(action, label)| {
+                format!(
+                    "<form method=\"post\" action=\"{}\"><button type=\"submit\">{}</button></form>",
+                    escape(action),
+                    escape(label)
+                )
+            })
+            .unwrap_or_default();
         format!(
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
              <title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:36rem;\
              margin:4rem auto;padding:0 1rem;color:#222}}h1{{font-size:1.4rem}}\
              .ref{{color:#555;font-size:.9rem}}</style></head>\
-             <body><h1>{title}</h1><p>{message}</p>{link}{reference}</body></html>\n",
+             <body><h1>{title}</h1><p>{message}</p>{form}{link}{reference}</body></html>\n",
             title = escape(self.title),
             message = escape(&self.message),
         )
@@ -116,15 +135,24 @@ impl IntoResponse for Page {
     }
 }
 
+/// The content security policy of pbxgate's pages: nothing loaded but inline style, never
+/// framed, forms post only to pbxgate (`form-action` does not fall back to `default-src`).
+const CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'";
+
+/// [`CSP`] for a page whose form's answer redirects on to `also` (an origin): browsers check
+/// `form-action` on every redirect after a form is sent.
+pub fn csp_with_form_action(also: Option<&str>) -> String {
+    match also {
+        Some(origin) => format!("{CSP} {origin}"),
+        None => CSP.to_string(),
+    }
+}
+
 /// Headers for everything pbxgate answers itself: nothing cached, nothing embedded or leaked.
 pub fn security_headers(h: &mut http::HeaderMap) {
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-        ),
-    );
+    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(
         "x-content-type-options",

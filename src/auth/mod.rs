@@ -46,6 +46,9 @@ pub struct SignIn {
     deps: Deps,
     settings: Settings,
     limiter: RateLimiter,
+    /// `/auth/frontchannel-logout` has a budget of its own (`login_rate_limit` per minute),
+    /// so that a flood of it cannot lock a client address out of signing in.
+    frontchannel_limiter: RateLimiter,
 }
 
 /// The parts of the app the sign-in uses.
@@ -71,6 +74,8 @@ pub struct Deps {
 struct Settings {
     redirect_uri: String,
     signed_out_uri: String,
+    /// `public_url`'s origin: a sign-out `POST` must come from it.
+    public_origin: url::Origin,
     login_cookie: String,
     allowed_groups: Vec<String>,
     session_mode: SessionMode,
@@ -97,6 +102,7 @@ impl SignIn {
             settings: Settings {
                 redirect_uri: format!("{base}/auth/callback"),
                 signed_out_uri: format!("{base}/auth/signed-out"),
+                public_origin: config.server.public_url.origin(),
                 login_cookie: format!("{}-login", deps.sessions.cookie_name()),
                 allowed_groups: config.entra.allowed_groups.clone(),
                 session_mode: config.pbx.session_mode,
@@ -104,6 +110,10 @@ impl SignIn {
                 include_guests: users.include_guests,
             },
             limiter: RateLimiter::new(config.server.login_rate_limit, deps.clock.clone()),
+            frontchannel_limiter: RateLimiter::new(
+                config.server.login_rate_limit,
+                deps.clock.clone(),
+            ),
             deps,
         }
     }
@@ -117,9 +127,14 @@ impl SignIn {
         HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
+    /// The request's client address, as the rate limits count it.
+    fn client_ip(&self, parts: &http::request::Parts) -> std::net::IpAddr {
+        crate::proxy::ClientInfo::of(parts, &self.settings.trusted_proxies).ip
+    }
+
     /// Counts a sign-in request against its client's rate limit.
     fn rate_limit(&self, parts: &http::request::Parts) -> Result<(), AuthError> {
-        let ip = crate::proxy::ClientInfo::of(parts, &self.settings.trusted_proxies).ip;
+        let ip = self.client_ip(parts);
         if self.limiter.allow(ip) {
             Ok(())
         } else {
@@ -136,7 +151,7 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<Arc<SignIn>>)> {
     vec![
         ("/auth/login", get(login::login)),
         ("/auth/callback", get(callback::callback)),
-        ("/auth/logout", get(logout::logout).post(logout::logout)),
+        ("/auth/logout", get(logout::confirm).post(logout::logout)),
         ("/auth/signed-out", get(logout::signed_out)),
         (
             "/auth/frontchannel-logout",

@@ -16,6 +16,7 @@ mod entra;
 mod env;
 mod error;
 mod mask;
+mod modes;
 mod pbx;
 mod presence;
 mod runtime;
@@ -32,6 +33,7 @@ pub use directory::{DirectoryConfig, DirectoryOverride};
 pub use duration::HumanDuration;
 pub use entra::EntraConfig;
 pub use error::ConfigError;
+pub use modes::{LooseFile, loose_mode};
 pub use pbx::{
     DEFAULT_PASSTHROUGH, DOOR_PREFIXES, ImpersonationCredential, PbxConfig, ServiceAccount,
     SessionMode,

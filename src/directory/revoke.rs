@@ -150,8 +150,13 @@ impl Revoker {
 
     /// Entra's front-channel sign-out: every session of Entra session `sid`, and their 3CX
     /// access (the request carries no 3CX cookie: it comes from Entra's page).
+    /// A `sid` that matches no live session (anyone can send one) ends here: one read, no
+    /// store write, no session-cache invalidation.
     pub async fn front_channel(&self, sid: &str) -> Result<u64, RevokeError> {
         let users = self.store.idp_session_users(sid).await?;
+        if users.is_empty() {
+            return Ok(0);
+        }
         let n = self.sessions.revoke_idp_session(sid).await?;
         self.count(Reason::FrontChannel, n);
         let mut first_error = None;

@@ -252,7 +252,8 @@ test('Alice signs in and lands on her extension', { timeout: TEST_TIMEOUT_MS }, 
     await page.screenshot({ path: shot, fullPage: true });
     t.diagnostic(`screenshot of the signed-in webclient: ${shot}`);
 
-    await page.locator('a#logout').click();
+    // The webclient's sign-out is a form posting to /auth/logout (a same-origin POST).
+    await page.locator('form#logout button').click();
     await page.getByRole('heading', { name: 'You are signed out' }).waitFor();
     assert.ok(
       alice.events.some((e) => /^nav \d+ http:\/\/127\.0\.0\.1:\d+\/[^ ]*\/oauth2\/v2\.0\/logout\?/.test(e)),
@@ -317,6 +318,21 @@ test("Bob's session is his own", { timeout: TEST_TIMEOUT_MS }, async () => {
     assert.equal(me.state, 'signed-in', `Bob after reload (shows "${me.text}")`);
     assert.equal(me.extension, '102');
     assert.match(me.text, /Bob Baker/);
+
+    // Opening /auth/logout signs nobody out (any site could embed it): it shows a button.
+    await bob.page.goto(`${base}/auth/logout`);
+    await bob.page.getByRole('heading', { name: 'Sign out', exact: true }).waitFor();
+    await bob.page.goto(`${base}/`);
+    me = await webclientIdentity(bob.page);
+    assert.equal(me.state, 'signed-in', `Bob after opening /auth/logout (shows "${me.text}")`);
+    // The button posts the sign-out; the page's CSP lets the form and Entra's redirect through.
+    await bob.page.goto(`${base}/auth/logout`);
+    await bob.page.getByRole('button', { name: 'Sign out' }).click();
+    await bob.page.getByRole('heading', { name: 'You are signed out' }).waitFor();
+    assert.ok(
+      bob.events.some((e) => /^nav \d+ http:\/\/127\.0\.0\.1:\d+\/[^ ]*\/oauth2\/v2\.0\/logout\?/.test(e)),
+      'the sign-out went through the (simulated) Entra end-session endpoint',
+    );
   });
   await bob.context.close();
   await alice.context.close();

@@ -15,13 +15,13 @@ use crate::support::*;
 const ALICE_OID: &str = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
 
 /// The sandbox, a gateway in front of it, and a shared clock.
-struct Env {
-    sandbox: Sandbox,
-    gw: TestGateway,
+pub struct Env {
+    pub sandbox: Sandbox,
+    pub gw: TestGateway,
     _dir: tempfile::TempDir,
 }
 
-async fn env_with(edit: impl FnOnce(&mut Config), registration: Option<Registration>) -> Env {
+pub async fn env_with(edit: impl FnOnce(&mut Config), registration: Option<Registration>) -> Env {
     init();
     let clock = ManualClock::new(pbxgate::clock::SystemClock.now());
     let registration = registration.unwrap_or_else(crate::support::registration);
@@ -43,7 +43,7 @@ async fn env_with(edit: impl FnOnce(&mut Config), registration: Option<Registrat
     }
 }
 
-async fn env() -> Env {
+pub async fn env() -> Env {
     env_with(|_| {}, None).await
 }
 
@@ -92,7 +92,7 @@ async fn impersonation_sign_in_gives_the_webclient_the_users_extension() {
     assert_eq!(env.sandbox.pbx.sign_ins(DEMO_SERVICE_EXTENSION), 2);
 
     // Logout: our session ends, the webclient gets no token any more, Entra is told.
-    let res = alice.get(&env.gw, "/auth/logout").await;
+    let res = crate::signout::sign_out(&mut alice, &env.gw).await;
     assert_eq!(res.status(), 303);
     let end = url::Url::parse(&location(&res)).unwrap();
     assert!(end.path().ends_with("/oauth2/v2.0/logout"));
@@ -193,7 +193,7 @@ async fn managed_password_sign_in_hands_on_3cx_refresh_cookie_and_logout_ends_it
     );
     assert_eq!(env.sandbox.pbx.live_webclient_sessions("102"), 2);
 
-    let res = bob.get(&env.gw, "/auth/logout").await;
+    let res = crate::signout::sign_out(&mut bob, &env.gw).await;
     assert_eq!(res.status(), 303);
     assert!(!bob.cookies.contains_key("RefreshTokenCookie"));
     assert_eq!(

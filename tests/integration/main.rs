@@ -13,6 +13,7 @@ mod oidc_provider;
 mod pbx;
 mod proxy;
 mod revocation;
+mod signout;
 mod store;
 mod support;
 mod sync_contacts;

@@ -342,7 +342,7 @@ const WEBCLIENT_PAGE: &str = r#"<!doctype html>
 <p>Simulated phone system <code>__FQDN__</code>, reached through pbxgate.</p>
 <p id="me">Connecting…</p>
 <p id="status"></p>
-<p><a id="logout" href="/auth/logout">Sign out</a></p>
+<form id="logout" method="post" action="/auth/logout"><button type="submit">Sign out</button></form>
 <script>
 (async () => {
   const me = document.getElementById('me');
