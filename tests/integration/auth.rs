@@ -507,36 +507,6 @@ fn urlencode_once(s: &str) -> String {
 }
 
 #[tokio::test]
-async fn a_rotated_signing_key_is_fetched_but_not_more_than_every_five_minutes() {
-    let env = env().await;
-    let mut b = Browser::default();
-    assert_eq!(
-        b.sign_in(&env.gw, "alice.adams@contoso.com").await.status(),
-        303
-    );
-    env.sandbox.entra.rotate_key(1);
-    // Within five minutes of the last fetch an unknown kid is refused without a refetch...
-    let mut early = Browser::default();
-    assert_eq!(
-        early
-            .sign_in(&env.gw, "alice.adams@contoso.com")
-            .await
-            .status(),
-        403
-    );
-    // ...after that, the new key is fetched and the sign-in works.
-    env.gw.clock.advance(301);
-    let mut later = Browser::default();
-    assert_eq!(
-        later
-            .sign_in(&env.gw, "alice.adams@contoso.com")
-            .await
-            .status(),
-        303
-    );
-}
-
-#[tokio::test]
 async fn certificate_credentials_sign_in() {
     let key = signing_key(7);
     let kp =
