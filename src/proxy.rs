@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use percent_encoding::percent_decode_str;
 
-use crate::config::PbxConfig;
+use crate::config::Config;
 use crate::metrics::{Metrics, UpstreamErrorKind};
 use crate::tls::{self, TlsError};
 use pbxgate_wire::cookie::pairs_of;
@@ -305,7 +305,10 @@ pub struct Forward<'a> {
 }
 
 impl Upstream {
-    pub fn new(config: &PbxConfig, metrics: Arc<Metrics>) -> Result<Self, TlsError> {
+    /// Takes the whole config: the origin is `[pbx]`'s, and what 3CX is told about the
+    /// browser's view of the site comes from `[server]`.
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, TlsError> {
+        let config = &config.pbx;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
