@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -108,16 +109,32 @@ impl Peer {
 /// Who is really asking, as far as pbxgate can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientInfo {
-    /// The client's address (from a trusted proxy's `X-Forwarded-For`, else the peer).
+    /// The client's address, for rate limits and logs. Allow lists ask [`ClientInfo::is_within`]
+    /// instead: after a broken chain this is a trusted proxy's address, which must not pass.
     pub ip: IpAddr,
     /// `http` or `https`, as the browser sees it.
     pub proto: &'static str,
+    /// How `ip` was found.
+    pub source: ClientSource,
     /// The host name the browser used.
     pub host: Option<HeaderValue>,
-    /// The `X-Forwarded-For` chain to send upstream.
+    /// The `X-Forwarded-For` chain to send upstream: the client and the hops after it.
     forwarded_for: HeaderValue,
     /// `ip` as a header value (`X-Real-IP`).
     ip_value: HeaderValue,
+}
+
+/// Where a request's client address comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientSource {
+    /// The TCP peer: not a trusted proxy, or one that named nobody.
+    Peer,
+    /// A trusted proxy's `X-Forwarded-For`: the first entry from the right that is not a
+    /// trusted proxy (the leftmost when all are).
+    Chain,
+    /// The entry where the client should be is not an address; the client is taken to be
+    /// the last trusted hop (so rate limits still count someone), which no allow list admits.
+    Broken,
 }
 
 /// An address as a header value (`X-Real-IP`, `X-Forwarded-For`).
@@ -158,27 +175,13 @@ impl ClientInfo {
             return Self {
                 ip: peer_ip,
                 proto: own_proto,
+                source: ClientSource::Peer,
                 host: host_header,
                 forwarded_for: peer_value.clone(),
                 ip_value: peer_value.clone(),
             };
         }
-        let chain: Vec<IpAddr> = headers
-            .get_all(X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map_while(|s| s.trim().parse::<IpAddr>().ok())
-            .map(|ip| ip.to_canonical())
-            .collect();
-        // Rightmost address that is not one of our proxies; the leftmost if all are.
-        let ip = chain
-            .iter()
-            .rev()
-            .find(|ip| !is_trusted(ip))
-            .or(chain.first())
-            .copied()
-            .unwrap_or(peer_ip);
+        let walk = walk_chain(headers, peer_ip, is_trusted);
         let proto = match first_value(headers, X_FORWARDED_PROTO) {
             Some(p) if p.eq_ignore_ascii_case("https") => "https",
             Some(p) if p.eq_ignore_ascii_case("http") => "http",
@@ -187,17 +190,126 @@ impl ClientInfo {
         let host = first_value(headers, X_FORWARDED_HOST)
             .and_then(|h| HeaderValue::from_str(h).ok())
             .or(host_header);
-        let mut forwarded_for: Vec<String> = chain.iter().map(IpAddr::to_string).collect();
+        let mut forwarded_for: Vec<String> =
+            walk.kept.iter().rev().map(IpAddr::to_string).collect();
         forwarded_for.push(peer_ip.to_string());
         Self {
-            ip,
+            ip: walk.client,
             proto,
+            source: walk.source,
             host,
             forwarded_for: HeaderValue::from_str(&forwarded_for.join(", "))
                 .expect("addresses are valid header values"),
-            ip_value: ip_header_value(ip),
+            ip_value: ip_header_value(walk.client),
         }
     }
+
+    /// Whether the client is in one of `nets`: never after a broken chain, whose address
+    /// is only a stand-in.
+    pub fn is_within(&self, nets: &[IpNet]) -> bool {
+        self.source != ClientSource::Broken && nets.iter().any(|n| n.contains(&self.ip))
+    }
+}
+
+/// A trusted peer's `X-Forwarded-For`, walked from the right.
+struct Walk {
+    client: IpAddr,
+    source: ClientSource,
+    /// The entries walked, right to left, ending with the client when the chain named one.
+    kept: Vec<IpAddr>,
+}
+
+/// Walks `X-Forwarded-For` from the right: trusted hops are skipped, the first other entry
+/// is the client. Only the hops we trust vouch for what stands left of them, so nothing
+/// left of the client is believed, and an entry that is not an address stops the walk
+/// at the last trusted hop instead of being skipped.
+fn walk_chain(headers: &HeaderMap, peer: IpAddr, is_trusted: impl Fn(&IpAddr) -> bool) -> Walk {
+    let mut entries: Vec<&str> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        // A value that is not visible ASCII is one entry that is not an address.
+        .flat_map(|v| v.to_str().unwrap_or("<not ASCII>").split(','))
+        .collect();
+    let named_any = !entries.is_empty();
+    entries.reverse();
+    let mut kept = Vec::new();
+    for raw in entries {
+        match parse_node(raw) {
+            Some(ip) if is_trusted(&ip) => kept.push(ip),
+            Some(ip) => {
+                kept.push(ip);
+                return Walk {
+                    client: ip,
+                    source: ClientSource::Chain,
+                    kept,
+                };
+            }
+            None => {
+                let client = kept.last().copied().unwrap_or(peer);
+                log_broken_chain(raw, peer);
+                return Walk {
+                    client,
+                    source: ClientSource::Broken,
+                    kept,
+                };
+            }
+        }
+    }
+    let client = kept.last().copied().unwrap_or(peer);
+    let source = if named_any {
+        ClientSource::Chain
+    } else {
+        ClientSource::Peer
+    };
+    Walk {
+        client,
+        source,
+        kept,
+    }
+}
+
+/// One `X-Forwarded-For` entry: an address, also with a port as some load balancers write
+/// it (`203.0.113.9:4711`, `[2001:db8::1]:4711`). Anything else is not an address.
+fn parse_node(raw: &str) -> Option<IpAddr> {
+    let s = raw.trim_matches([' ', '\t']);
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    let is_port = |p: &str| p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok();
+    if let Some(rest) = s.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']')?;
+        let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(is_port);
+        let ip: std::net::Ipv6Addr = ip.parse().ok().filter(|_| port_ok)?;
+        return Some(IpAddr::V6(ip).to_canonical());
+    }
+    let (ip, port) = s.split_once(':')?;
+    let ip: std::net::Ipv4Addr = ip.parse().ok().filter(|_| is_port(port))?;
+    Some(IpAddr::V4(ip))
+}
+
+/// Logs a broken chain, escaped and shortened, at most once every ten seconds (with how
+/// many went unlogged): a client can send one with every request.
+fn log_broken_chain(entry: &str, peer: IpAddr) {
+    static LAST: AtomicI64 = AtomicI64::new(i64::MIN);
+    static UNLOGGED: AtomicU64 = AtomicU64::new(0);
+    // Only this throttle reads the wall clock here; no decision depends on it.
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    let last = LAST.load(Ordering::Relaxed);
+    let due = now.saturating_sub(last) >= 10
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+    if !due {
+        UNLOGGED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let shown: String = entry.chars().take(64).collect();
+    tracing::warn!(
+        %peer,
+        entry = ?shown,
+        unlogged = UNLOGGED.swap(0, Ordering::Relaxed),
+        "X-Forwarded-For names no address where the client should be; taking the last trusted proxy as the client (no allow list admits it)"
+    );
 }
 
 fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
@@ -548,19 +660,103 @@ mod tests {
         assert_eq!(c.forwarded_for, "203.0.113.9");
     }
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
     #[test]
     fn trusted_proxy_chain_is_walked_from_the_right() {
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let trusted = nets(&["10.0.0.0/8"]);
         let h = headers(&[
             ("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.5"),
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "pbx.example.com"),
         ]);
         let c = ClientInfo::resolve(peer("10.0.0.1"), false, &h, &trusted);
-        assert_eq!(c.ip, "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(c.ip, ip("198.51.100.7"));
+        assert_eq!(c.source, ClientSource::Chain);
         assert_eq!(c.proto, "https");
-        assert_eq!(c.host.unwrap(), "pbx.example.com");
-        assert_eq!(c.forwarded_for, "6.6.6.6, 198.51.100.7, 10.0.0.5, 10.0.0.1");
+        // What the client wrote left of itself is not passed on as if it were known.
+        assert_eq!(c.forwarded_for, "198.51.100.7, 10.0.0.5, 10.0.0.1");
+    }
+
+    /// Issue 15: `x, 203.0.113.9` made the load balancer the client, which passed the
+    /// `/metrics` allow list.
+    #[test]
+    fn garbage_left_of_the_client_is_never_reached() {
+        let trusted = nets(&["127.0.0.0/8"]);
+        let h = headers(&[("x-forwarded-for", "x, 203.0.113.9")]);
+        let c = ClientInfo::resolve(peer("127.0.0.1"), false, &h, &trusted);
+        assert_eq!(c.ip, ip("203.0.113.9"));
+        assert_eq!(c.source, ClientSource::Chain);
+        assert!(!c.is_within(&nets(&["127.0.0.0/8"])));
+        assert_eq!(c.forwarded_for, "203.0.113.9, 127.0.0.1");
+    }
+
+    #[test]
+    fn garbage_where_the_client_should_be_breaks_the_chain() {
+        let trusted = nets(&["127.0.0.0/8", "10.0.0.0/8"]);
+        let allow = nets(&["127.0.0.0/8", "10.0.0.0/8", "203.0.113.0/24"]);
+        for (chain, client) in [
+            ("203.0.113.9, x", "127.0.0.1"),
+            ("203.0.113.9, , 10.0.0.5", "10.0.0.5"),
+            ("203.0.113.9, unknown, 10.0.0.5, 10.0.0.6", "10.0.0.5"),
+            ("203.0.113.9, 10.0.0.5:99999", "127.0.0.1"),
+        ] {
+            let h = headers(&[("x-forwarded-for", chain)]);
+            let c = ClientInfo::resolve(peer("127.0.0.1"), false, &h, &trusted);
+            assert_eq!(
+                (c.ip, c.source),
+                (ip(client), ClientSource::Broken),
+                "{chain}"
+            );
+            assert!(!c.is_within(&allow), "{chain}");
+        }
+        // A value that is not ASCII is not skipped either.
+        let mut h = headers(&[("x-forwarded-for", "203.0.113.9")]);
+        h.append(X_FORWARDED_FOR, HeaderValue::from_bytes(b"\xfe").unwrap());
+        let c = ClientInfo::resolve(peer("127.0.0.1"), false, &h, &trusted);
+        assert_eq!((c.ip, c.source), (ip("127.0.0.1"), ClientSource::Broken));
+        assert_eq!(c.forwarded_for, "127.0.0.1");
+    }
+
+    #[test]
+    fn chain_entries_may_carry_ports_and_all_trusted_means_the_leftmost() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let h = headers(&[("x-forwarded-for", "[2001:db8::1]:443, 198.51.100.7:8080")]);
+        let c = ClientInfo::resolve(peer("10.0.0.1"), false, &h, &trusted);
+        assert_eq!(c.ip, ip("198.51.100.7"));
+        let h = headers(&[("x-forwarded-for", "9.9.9.9, [2001:db8::1]:443")]);
+        let c = ClientInfo::resolve(peer("10.0.0.1"), false, &h, &trusted);
+        assert_eq!(c.ip, ip("2001:db8::1"));
+        let h = headers(&[("x-forwarded-for", "10.0.0.7, ::ffff:10.0.0.5")]);
+        let c = ClientInfo::resolve(peer("10.0.0.1"), false, &h, &trusted);
+        assert_eq!((c.ip, c.source), (ip("10.0.0.7"), ClientSource::Chain));
+        assert!(c.is_within(&trusted));
+        for bad in [
+            "1.2.3.4:+80",
+            "1.2.3.4:",
+            "[::1",
+            "[::1]x",
+            "::1:80x",
+            "fe80::1%eth0",
+            "",
+        ] {
+            assert_eq!(parse_node(bad), None, "{bad}");
+        }
+        assert_eq!(parse_node(" [::1] "), Some(ip("::1")));
+    }
+
+    #[test]
+    fn a_trusted_peer_without_a_chain_is_the_client() {
+        let trusted = nets(&["127.0.0.0/8"]);
+        let c = ClientInfo::resolve(peer("127.0.0.1"), false, &HeaderMap::new(), &trusted);
+        assert_eq!((c.ip, c.source), (ip("127.0.0.1"), ClientSource::Peer));
+        assert!(c.is_within(&trusted));
     }
 
     #[test]
