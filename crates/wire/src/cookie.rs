@@ -8,15 +8,66 @@ pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     pairs_of(headers.get_all(COOKIE).iter())
 }
 
-/// Iterates the `name=value` pairs of `Cookie` header values.
+/// Iterates the `name=value` pairs of `Cookie` header values that are UTF-8 and named.
+/// Decided pair by pair: one cookie that is not UTF-8 (a script may set one) does not hide
+/// the others in its header.
 pub fn pairs_of<'a>(
     values: impl Iterator<Item = &'a http::HeaderValue>,
 ) -> impl Iterator<Item = (&'a str, &'a str)> {
     values
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            Some((k.trim(), v.trim()))
+        .flat_map(|v| split_pairs(v.as_bytes()))
+        .filter(|(k, _)| !k.is_empty())
+        .filter_map(|(k, v)| Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?)))
+}
+
+/// The pairs of one `Cookie` value as bytes, name and value trimmed of spaces and tabs.
+/// A pair without `=` is a value with an empty name, as browsers store and send it
+/// (RFC 6265bis §5.7); empty pairs are skipped.
+pub fn split_pairs(value: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    value.split(|&b| b == b';').filter_map(|pair| {
+        let pair = trim(pair);
+        if pair.is_empty() {
+            return None;
+        }
+        Some(match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (trim(&pair[..i]), trim(&pair[i + 1..])),
+            None => (&pair[..0], pair),
         })
+    })
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let ows = |c: &u8| *c == b' ' || *c == b'\t';
+    let start = b.iter().position(|c| !ows(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !ows(c)).map_or(start, |i| i + 1);
+    &b[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn pairs(raw: &[u8]) -> Vec<(String, String)> {
+        let v = HeaderValue::from_bytes(raw).unwrap();
+        pairs_of(std::iter::once(&v))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_cookie_that_is_not_utf8_hides_no_other() {
+        let found = pairs(b"a=\xe9t\xe9; __Host-pbxgate=ID; b=\"q\"");
+        assert_eq!(
+            found,
+            [("__Host-pbxgate", "ID"), ("b", "\"q\"")].map(|(k, v)| (k.into(), v.into()))
+        );
+    }
+
+    #[test]
+    fn pairs_are_split_and_trimmed() {
+        let found: Vec<_> = split_pairs(b" a = 1 ;;b=x=y; flag ;\tc=").collect();
+        let want: [(&[u8], &[u8]); 4] = [(b"a", b"1"), (b"b", b"x=y"), (b"", b"flag"), (b"c", b"")];
+        assert_eq!(found, want);
+    }
 }
