@@ -23,7 +23,7 @@ use percent_encoding::percent_decode_str;
 use crate::config::Config;
 use crate::metrics::{Metrics, UpstreamErrorKind};
 use crate::tls::{self, TlsError};
-use pbxgate_wire::cookie::pairs_of;
+use pbxgate_wire::cookie::split_pairs;
 
 mod pool;
 use pool::Pool;
@@ -75,7 +75,8 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-/// Client-identity headers that only pbxgate may set on what goes to 3CX.
+/// Client-identity headers that only pbxgate may set on what goes to 3CX, and the other
+/// names proxies use for the same (a server may believe any of them).
 fn is_forwarding(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
@@ -84,7 +85,37 @@ fn is_forwarding(name: &HeaderName) -> bool {
             | "x-forwarded-proto"
             | "x-forwarded-host"
             | "x-forwarded-port"
+            | "x-forwarded-server"
+            | "x-forwarded-scheme"
+            | "x-forwarded-ssl"
             | "x-real-ip"
+            | "x-client-ip"
+            | "x-cluster-client-ip"
+            | "true-client-ip"
+            | "x-host"
+            | "x-original-host"
+            | "x-url-scheme"
+            | "front-end-https"
+    )
+}
+
+/// Headers with which frameworks let a request name another URL or method than its own
+/// (ASP.NET/IIS rewrite, Symfony/Laravel, Rails, Express): 3CX must see what pbxgate checked.
+fn is_override(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "x-original-url"
+            | "x-original-uri"
+            | "x-rewrite-url"
+            | "x-override-url"
+            | "x-forwarded-prefix"
+            | "x-forwarded-path"
+            | "x-forwarded-uri"
+            | "x-envoy-original-path"
+            | "x-http-method-override"
+            | "x-http-method"
+            | "x-method-override"
+            | "x-original-method"
     )
 }
 
@@ -116,8 +147,6 @@ pub struct ClientInfo {
     pub proto: &'static str,
     /// How `ip` was found.
     pub source: ClientSource,
-    /// The host name the browser used.
-    pub host: Option<HeaderValue>,
     /// The `X-Forwarded-For` chain to send upstream: the client and the hops after it.
     forwarded_for: HeaderValue,
     /// `ip` as a header value (`X-Real-IP`).
@@ -166,17 +195,12 @@ impl ClientInfo {
     ) -> Self {
         let peer_ip = peer.ip().to_canonical();
         let own_proto = if tls { "https" } else { "http" };
-        let host_header = headers
-            .get(header::HOST)
-            .filter(|v| v.to_str().is_ok())
-            .cloned();
         let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
         if !is_trusted(&peer_ip) {
             return Self {
                 ip: peer_ip,
                 proto: own_proto,
                 source: ClientSource::Peer,
-                host: host_header,
                 forwarded_for: peer_value.clone(),
                 ip_value: peer_value.clone(),
             };
@@ -187,9 +211,6 @@ impl ClientInfo {
             Some(p) if p.eq_ignore_ascii_case("http") => "http",
             _ => own_proto,
         };
-        let host = first_value(headers, X_FORWARDED_HOST)
-            .and_then(|h| HeaderValue::from_str(h).ok())
-            .or(host_header);
         let mut forwarded_for: Vec<String> =
             walk.kept.iter().rev().map(IpAddr::to_string).collect();
         forwarded_for.push(peer_ip.to_string());
@@ -197,7 +218,6 @@ impl ClientInfo {
             ip: walk.client,
             proto,
             source: walk.source,
-            host,
             forwarded_for: HeaderValue::from_str(&forwarded_for.join(", "))
                 .expect("addresses are valid header values"),
             ip_value: ip_header_value(walk.client),
@@ -404,6 +424,8 @@ pub type UpstreamBody = Either<Incoming, Body>;
 /// Pooled keep-alive connections to the 3CX origin.
 pub struct Upstream {
     pool: Pool,
+    /// `X-Forwarded-Host`: `server.public_url`'s host (and port), never the client's `Host`.
+    forwarded_host: HeaderValue,
     response_timeout: Duration,
     metrics: Arc<Metrics>,
 }
@@ -412,7 +434,8 @@ pub struct Upstream {
 pub struct Forward<'a> {
     pub client: &'a ClientInfo,
     pub request_id: &'a HeaderValue,
-    /// pbxgate's session cookie, removed before the request leaves.
+    /// pbxgate's session cookie; it and the login-attempt cookie named after it are removed
+    /// before the request leaves.
     pub cookie_name: &'a str,
 }
 
@@ -420,6 +443,7 @@ impl Upstream {
     /// Takes the whole config: the origin is `[pbx]`'s, and what 3CX is told about the
     /// browser's view of the site comes from `[server]`.
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, TlsError> {
+        let forwarded_host = public_host(&config.server.public_url)?;
         let config = &config.pbx;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -459,6 +483,7 @@ impl Upstream {
             .map_err(|_| bad("url"))?;
         Ok(Self {
             pool: Pool::new(connector, origin, host),
+            forwarded_host,
             response_timeout: config.response_timeout.get(),
             metrics,
         })
@@ -481,7 +506,7 @@ impl Upstream {
             let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
             *req.uri_mut() = origin_form(req.uri());
             *req.version_mut() = http::Version::HTTP_11;
-            prepare_request_headers(req.headers_mut(), &fwd, websocket);
+            prepare_request_headers(req.headers_mut(), &fwd, &self.forwarded_host, websocket);
 
             let sent = tokio::time::timeout(self.response_timeout, self.pool.send(req)).await;
             let mut res = sent
@@ -520,6 +545,16 @@ impl Upstream {
         }
         Ok(status)
     }
+}
+
+/// The host (and port, when not the scheme's default) of the URL users type.
+fn public_host(url: &url::Url) -> Result<HeaderValue, TlsError> {
+    HeaderValue::from_str(&url[url::Position::BeforeHost..url::Position::AfterPort]).map_err(|_| {
+        TlsError::Pem {
+            path: "server.public_url".into(),
+            message: "host is not valid".into(),
+        }
+    })
 }
 
 /// The request target as HTTP/1.1 sends it to an origin server: path and query only.
@@ -580,13 +615,18 @@ fn remove_matching(h: &mut HeaderMap, matching: fn(&HeaderName) -> bool) {
     }
 }
 
-fn prepare_request_headers(h: &mut HeaderMap, fwd: &Forward<'_>, websocket: bool) {
+fn prepare_request_headers(
+    h: &mut HeaderMap,
+    fwd: &Forward<'_>,
+    forwarded_host: &HeaderValue,
+    websocket: bool,
+) {
     strip_hop_by_hop(h);
     if websocket {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
-    remove_matching(h, is_forwarding);
+    remove_matching(h, |n| is_forwarding(n) || is_override(n));
     // The client sets Host from the upstream URI, as nginx's default `proxy_set_header`.
     h.remove(header::HOST);
     // Room for the five below at once (a request may have come with only `Host`).
@@ -594,27 +634,42 @@ fn prepare_request_headers(h: &mut HeaderMap, fwd: &Forward<'_>, websocket: bool
     let c = fwd.client;
     h.insert(X_FORWARDED_FOR, c.forwarded_for.clone());
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(c.proto));
-    if let Some(v) = &c.host {
-        h.insert(X_FORWARDED_HOST, v.clone());
-    }
+    h.insert(X_FORWARDED_HOST, forwarded_host.clone());
     h.insert(X_REAL_IP, c.ip_value.clone());
     h.insert(X_REQUEST_ID, fwd.request_id.clone());
     strip_cookie(h, fwd.cookie_name);
 }
 
-/// Rewrites `Cookie` without pbxgate's own cookie (and as one header, as HTTP/1.1 wants).
-fn strip_cookie(h: &mut HeaderMap, name: &str) {
+/// The login-attempt cookie is named after the session cookie: `{session}-login`.
+pub const LOGIN_COOKIE_SUFFIX: &str = "-login";
+
+/// pbxgate's own cookies, which 3CX never sees: the session cookie and the login-attempt
+/// cookie named after it.
+fn is_own_cookie(name: &[u8], session_cookie: &str) -> bool {
+    name.strip_prefix(session_cookie.as_bytes())
+        .is_some_and(|rest| rest.is_empty() || rest == LOGIN_COOKIE_SUFFIX.as_bytes())
+}
+
+/// Rewrites `Cookie` without pbxgate's own cookies (and as one header, as HTTP/1.1 wants).
+/// Works on bytes, so 3CX's cookies reach it as the browser sent them, UTF-8 or not.
+fn strip_cookie(h: &mut HeaderMap, session_cookie: &str) {
     let header::Entry::Occupied(mut cookies) = h.entry(header::COOKIE) else {
         return;
     };
-    let mut kept = String::new();
-    for (k, v) in pairs_of(cookies.iter()).filter(|(k, _)| *k != name) {
-        if !kept.is_empty() {
-            kept.push_str("; ");
+    let mut kept = Vec::new();
+    for value in cookies.iter() {
+        for (k, v) in
+            split_pairs(value.as_bytes()).filter(|(k, _)| !is_own_cookie(k, session_cookie))
+        {
+            if !kept.is_empty() {
+                kept.extend_from_slice(b"; ");
+            }
+            if !k.is_empty() {
+                kept.extend_from_slice(k);
+                kept.push(b'=');
+            }
+            kept.extend_from_slice(v);
         }
-        kept.push_str(k);
-        kept.push('=');
-        kept.push_str(v);
     }
     match HeaderValue::from_maybe_shared(bytes::Bytes::from(kept)) {
         Ok(v) if !v.is_empty() => {
@@ -656,7 +711,6 @@ mod tests {
         let c = ClientInfo::resolve(peer("203.0.113.9"), true, &h, &[]);
         assert_eq!(c.ip, "203.0.113.9".parse::<IpAddr>().unwrap());
         assert_eq!(c.proto, "https");
-        assert_eq!(c.host.unwrap(), "pbx.example.com");
         assert_eq!(c.forwarded_for, "203.0.113.9");
     }
 
@@ -803,6 +857,18 @@ mod tests {
         let mut h = headers(&[("cookie", "a=1; __Host-pbxgate=SECRET"), ("cookie", "b=2")]);
         strip_cookie(&mut h, "__Host-pbxgate");
         assert_eq!(h.get("cookie").unwrap(), "a=1; b=2");
+        // The login-attempt cookie is ours too; look-alikes are not, nor is a cookie that
+        // is not UTF-8 or has no name, which pass as they came.
+        let mut h = headers(&[(
+            "cookie",
+            "__Host-pbxgate-login=STATE; __Host-pbxgate-loginx=1; x__Host-pbxgate=2; flag",
+        )]);
+        h.append(header::COOKIE, HeaderValue::from_bytes(b"n=\xe9").unwrap());
+        strip_cookie(&mut h, "__Host-pbxgate");
+        assert_eq!(
+            h.get("cookie").unwrap().as_bytes(),
+            b"__Host-pbxgate-loginx=1; x__Host-pbxgate=2; flag; n=\xe9"
+        );
         let mut h = headers(&[("cookie", "__Host-pbxgate=SECRET")]);
         strip_cookie(&mut h, "__Host-pbxgate");
         assert!(!h.contains_key("cookie"));
