@@ -8,6 +8,7 @@
 mod auth;
 mod binary;
 mod door;
+mod forwarding;
 mod oidc_provider;
 mod pbx;
 mod proxy;
