@@ -1122,5 +1122,107 @@ mod tests {
                 let _ = path_is_safe(&path);
             }
         }
+
+        fn trusted() -> Vec<IpNet> {
+            nets(&["10.0.0.0/8", "fd00::/8"])
+        }
+
+        fn trusted_ip() -> impl Strategy<Value = IpAddr> {
+            prop_oneof![
+                any::<u32>().prop_map(|n| IpAddr::from([
+                    10,
+                    (n >> 16) as u8,
+                    (n >> 8) as u8,
+                    n as u8
+                ])),
+                any::<u128>().prop_map(|n| IpAddr::V6(std::net::Ipv6Addr::from(
+                    (0xfd_u128 << 120) | (n >> 8)
+                ))),
+            ]
+        }
+
+        fn outside_ip() -> impl Strategy<Value = IpAddr> {
+            prop_oneof![any::<IpAddr>(), trusted_ip()].prop_filter("not trusted", |ip| {
+                !trusted().iter().any(|n| n.contains(&ip.to_canonical()))
+            })
+        }
+
+        /// An address as a proxy may write it (with a port, with spaces), or anything else.
+        fn entry() -> impl Strategy<Value = String> {
+            let written = (
+                prop_oneof![trusted_ip(), outside_ip()],
+                any::<Option<u16>>(),
+                " {0,2}",
+            )
+                .prop_map(|(ip, port, pad)| match (ip, port) {
+                    (IpAddr::V6(v6), Some(p)) => format!("{pad}[{v6}]:{p}"),
+                    (ip, Some(p)) => format!("{pad}{ip}:{p}{pad}"),
+                    (ip, None) => format!("{pad}{ip}{pad}"),
+                });
+            prop_oneof![3 => written, 1 => "[ -+\\--~]{0,12}"]
+        }
+
+        fn chain_headers(entries: &[String]) -> HeaderMap {
+            let mut h = HeaderMap::new();
+            if !entries.is_empty() {
+                h.insert(
+                    X_FORWARDED_FOR,
+                    HeaderValue::from_str(&entries.join(",")).unwrap(),
+                );
+            }
+            h
+        }
+
+        proptest! {
+            /// Whatever a client writes into the chain, the hop that first saw it names it.
+            #[test]
+            fn what_the_client_writes_does_not_change_who_it_is(
+                written in prop::collection::vec(entry(), 0..6),
+                client in outside_ip(),
+                hops in prop::collection::vec(trusted_ip(), 0..3),
+                peer in trusted_ip(),
+            ) {
+                let mut entries = written;
+                entries.push(client.to_string());
+                entries.extend(hops.iter().map(IpAddr::to_string));
+                let c = ClientInfo::resolve(SocketAddr::new(peer, 1), false, &chain_headers(&entries), &trusted());
+                prop_assert_eq!((c.ip, c.source), (client.to_canonical(), ClientSource::Chain));
+            }
+
+            /// The client is a trusted proxy only when the whole chain says so (or the peer
+            /// named nobody); an untrusted peer is always the client.
+            #[test]
+            fn a_trusted_address_is_the_client_only_when_the_chain_says_so(
+                entries in prop::collection::vec(entry(), 0..8),
+                peer in prop_oneof![trusted_ip(), outside_ip()],
+            ) {
+                let h = chain_headers(&entries);
+                let c = ClientInfo::resolve(SocketAddr::new(peer, 1), false, &h, &trusted());
+                let peer = peer.to_canonical();
+                if !trusted().iter().any(|n| n.contains(&peer)) {
+                    prop_assert_eq!((c.ip, c.source), (peer, ClientSource::Peer));
+                } else if c.is_within(&trusted()) && c.ip != peer {
+                    let all_trusted = entries.iter().all(|e| {
+                        parse_node(e).is_some_and(|ip| trusted().iter().any(|n| n.contains(&ip)))
+                    });
+                    prop_assert!(all_trusted, "{entries:?} made {} the client", c.ip);
+                }
+                if c.source == ClientSource::Broken {
+                    prop_assert!(!c.is_within(&nets(&["0.0.0.0/0", "::/0"])));
+                }
+            }
+
+            #[test]
+            fn any_forwarded_for_bytes_resolve_without_panic(
+                values in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..24), 0..4),
+            ) {
+                let mut h = HeaderMap::new();
+                for v in values.iter().filter_map(|v| HeaderValue::from_bytes(v).ok()) {
+                    h.append(X_FORWARDED_FOR, v);
+                }
+                let c = ClientInfo::resolve(peer("10.0.0.1"), false, &h, &trusted());
+                prop_assert!(c.forwarded_for.to_str().is_ok());
+            }
+        }
     }
 }
