@@ -70,4 +70,76 @@ mod tests {
         let want: [(&[u8], &[u8]); 4] = [(b"a", b"1"), (b"b", b"x=y"), (b"", b"flag"), (b"c", b"")];
         assert_eq!(found, want);
     }
+
+    mod properties {
+        use super::*;
+        use http::HeaderMap;
+        use proptest::prelude::*;
+
+        const OURS: &str = "__Host-pbxgate";
+
+        /// Other cookies' names: tokens, and look-alikes of ours.
+        fn other_name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[!#$%&'*+.^_`|~0-9A-Za-z-]{1,16}",
+                prop::sample::select(vec![
+                    "__Host-pbxgate-login",
+                    "__host-pbxgate",
+                    "x__Host-pbxgate",
+                    "__Host-pbxgat",
+                    "__Host-pbxgate ",
+                    "__Secure-pbxgate",
+                    "pbxgate",
+                ])
+                .prop_map(str::to_string),
+            ]
+            .prop_filter("not ours", |n| n.trim() != OURS)
+        }
+
+        /// Other cookies' values: anything but `;`, also bytes that are not UTF-8.
+        fn other_value() -> impl Strategy<Value = Vec<u8>> {
+            prop::collection::vec(any::<u8>(), 0..16).prop_map(|v| {
+                v.into_iter()
+                    .filter(|&b| b != b';' && (b >= 0x20 || b == b'\t') && b != 0x7f)
+                    .collect()
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn any_cookie_header_splits_without_panic(raw in prop::collection::vec(any::<u8>(), 0..64)) {
+                if let Ok(v) = http::HeaderValue::from_bytes(&raw) {
+                    let _ = split_pairs(v.as_bytes()).count();
+                    let _ = pairs_of(std::iter::once(&v)).count();
+                }
+            }
+
+            #[test]
+            fn ours_is_found_exactly_among_any_others(
+                others in prop::collection::vec((other_name(), other_value()), 0..6),
+                at in any::<prop::sample::Index>(),
+                ours in "[!#-+--:<-\\[\\]-~]{0,40}",
+                split_at in any::<prop::sample::Index>(),
+                pad in " {0,2}",
+            ) {
+                let mut pairs: Vec<Vec<u8>> = others
+                    .iter()
+                    .map(|(k, v)| [k.as_bytes(), b"=", v].concat())
+                    .collect();
+                pairs.insert(at.index(pairs.len() + 1), format!("{OURS}={ours}").into_bytes());
+                // In one or two `Cookie` headers, with some space around the separators.
+                let cut = split_at.index(pairs.len() + 1);
+                let sep = format!("{pad};{pad}");
+                let mut h = HeaderMap::new();
+                for part in [&pairs[..cut], &pairs[cut..]] {
+                    if let Ok(v) = http::HeaderValue::from_bytes(&part.join(sep.as_bytes())) {
+                        h.append(COOKIE, v);
+                    }
+                }
+                let found: Vec<&str> =
+                    cookie_pairs(&h).filter(|(k, _)| *k == OURS).map(|(_, v)| v).collect();
+                prop_assert_eq!(found, vec![ours.as_str()]);
+            }
+        }
+    }
 }
