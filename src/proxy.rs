@@ -1212,6 +1212,52 @@ mod tests {
                 }
             }
 
+            /// Neither of pbxgate's cookies reaches 3CX; every other pair does, in order.
+            #[test]
+            fn only_pbxgate_cookies_are_stripped(
+                pairs in prop::collection::vec(
+                    (
+                        prop_oneof![
+                            prop::sample::select(vec![
+                                "__Host-pbxgate", "__Host-pbxgate-login", "__Host-pbxgate-loginx",
+                                "__host-pbxgate", "x__Host-pbxgate", "",
+                            ]).prop_map(str::to_string),
+                            "[a-zA-Z0-9_-]{1,8}",
+                        ],
+                        "[!#-+--:<-\\[\\]-~]{0,12}",
+                    ),
+                    0..8,
+                ),
+            ) {
+                // A nameless cookie is sent as its value alone, which then holds no `=`.
+                let pairs: Vec<(String, String)> = pairs
+                    .into_iter()
+                    .map(|(k, v)| if k.is_empty() { (k, v.replace('=', "")) } else { (k, v) })
+                    .collect();
+                let joined: Vec<String> = pairs
+                    .iter()
+                    .map(|(k, v)| if k.is_empty() { v.clone() } else { format!("{k}={v}") })
+                    .collect();
+                let mut h = HeaderMap::new();
+                if let Ok(v) = HeaderValue::from_str(&joined.join("; ")) {
+                    h.insert(header::COOKIE, v);
+                }
+                strip_cookie(&mut h, "__Host-pbxgate");
+                let kept: Vec<(Vec<u8>, Vec<u8>)> = h
+                    .get_all(header::COOKIE)
+                    .iter()
+                    .flat_map(|v| split_pairs(v.as_bytes()))
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .collect();
+                let expected: Vec<(Vec<u8>, Vec<u8>)> = pairs
+                    .iter()
+                    .filter(|(k, v)| !(k.is_empty() && v.is_empty()))
+                    .filter(|(k, _)| k != "__Host-pbxgate" && k != "__Host-pbxgate-login")
+                    .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                    .collect();
+                prop_assert_eq!(kept, expected);
+            }
+
             #[test]
             fn any_forwarded_for_bytes_resolve_without_panic(
                 values in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..24), 0..4),
