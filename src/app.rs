@@ -62,7 +62,7 @@ impl App {
     /// Opens the store and builds the clients and workers.
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StartError> {
         let metrics = Arc::new(Metrics::default());
-        let upstream = Upstream::new(&config.pbx, metrics.clone())?;
+        let upstream = Upstream::new(&config, metrics.clone())?;
         let store = Store::open(&config.store.url).await?;
         let sessions = Arc::new(Sessions::new(store.clone(), clock.clone(), &config));
         let provider = Arc::new(Provider::new(&config.entra, clock.clone())?);

@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -19,10 +20,10 @@ use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use percent_encoding::percent_decode_str;
 
-use crate::config::PbxConfig;
+use crate::config::Config;
 use crate::metrics::{Metrics, UpstreamErrorKind};
 use crate::tls::{self, TlsError};
-use pbxgate_wire::cookie::pairs_of;
+use pbxgate_wire::cookie::split_pairs;
 
 mod pool;
 use pool::Pool;
@@ -74,7 +75,8 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-/// Client-identity headers that only pbxgate may set on what goes to 3CX.
+/// Client-identity headers that only pbxgate may set on what goes to 3CX, and the other
+/// names proxies use for the same (a server may believe any of them).
 fn is_forwarding(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
@@ -83,7 +85,37 @@ fn is_forwarding(name: &HeaderName) -> bool {
             | "x-forwarded-proto"
             | "x-forwarded-host"
             | "x-forwarded-port"
+            | "x-forwarded-server"
+            | "x-forwarded-scheme"
+            | "x-forwarded-ssl"
             | "x-real-ip"
+            | "x-client-ip"
+            | "x-cluster-client-ip"
+            | "true-client-ip"
+            | "x-host"
+            | "x-original-host"
+            | "x-url-scheme"
+            | "front-end-https"
+    )
+}
+
+/// Headers with which frameworks let a request name another URL or method than its own
+/// (ASP.NET/IIS rewrite, Symfony/Laravel, Rails, Express): 3CX must see what pbxgate checked.
+fn is_override(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "x-original-url"
+            | "x-original-uri"
+            | "x-rewrite-url"
+            | "x-override-url"
+            | "x-forwarded-prefix"
+            | "x-forwarded-path"
+            | "x-forwarded-uri"
+            | "x-envoy-original-path"
+            | "x-http-method-override"
+            | "x-http-method"
+            | "x-method-override"
+            | "x-original-method"
     )
 }
 
@@ -108,16 +140,30 @@ impl Peer {
 /// Who is really asking, as far as pbxgate can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientInfo {
-    /// The client's address (from a trusted proxy's `X-Forwarded-For`, else the peer).
+    /// The client's address, for rate limits and logs. Allow lists ask [`ClientInfo::is_within`]
+    /// instead: after a broken chain this is a trusted proxy's address, which must not pass.
     pub ip: IpAddr,
     /// `http` or `https`, as the browser sees it.
     pub proto: &'static str,
-    /// The host name the browser used.
-    pub host: Option<HeaderValue>,
-    /// The `X-Forwarded-For` chain to send upstream.
+    /// How `ip` was found.
+    pub source: ClientSource,
+    /// The `X-Forwarded-For` chain to send upstream: the client and the hops after it.
     forwarded_for: HeaderValue,
     /// `ip` as a header value (`X-Real-IP`).
     ip_value: HeaderValue,
+}
+
+/// Where a request's client address comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientSource {
+    /// The TCP peer: not a trusted proxy, or one that named nobody.
+    Peer,
+    /// A trusted proxy's `X-Forwarded-For`: the first entry from the right that is not a
+    /// trusted proxy (the leftmost when all are).
+    Chain,
+    /// The entry where the client should be is not an address; the client is taken to be
+    /// the last trusted hop (so rate limits still count someone), which no allow list admits.
+    Broken,
 }
 
 /// An address as a header value (`X-Real-IP`, `X-Forwarded-For`).
@@ -149,55 +195,141 @@ impl ClientInfo {
     ) -> Self {
         let peer_ip = peer.ip().to_canonical();
         let own_proto = if tls { "https" } else { "http" };
-        let host_header = headers
-            .get(header::HOST)
-            .filter(|v| v.to_str().is_ok())
-            .cloned();
         let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
         if !is_trusted(&peer_ip) {
             return Self {
                 ip: peer_ip,
                 proto: own_proto,
-                host: host_header,
+                source: ClientSource::Peer,
                 forwarded_for: peer_value.clone(),
                 ip_value: peer_value.clone(),
             };
         }
-        let chain: Vec<IpAddr> = headers
-            .get_all(X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map_while(|s| s.trim().parse::<IpAddr>().ok())
-            .map(|ip| ip.to_canonical())
-            .collect();
-        // Rightmost address that is not one of our proxies; the leftmost if all are.
-        let ip = chain
-            .iter()
-            .rev()
-            .find(|ip| !is_trusted(ip))
-            .or(chain.first())
-            .copied()
-            .unwrap_or(peer_ip);
+        let walk = walk_chain(headers, peer_ip, is_trusted);
         let proto = match first_value(headers, X_FORWARDED_PROTO) {
             Some(p) if p.eq_ignore_ascii_case("https") => "https",
             Some(p) if p.eq_ignore_ascii_case("http") => "http",
             _ => own_proto,
         };
-        let host = first_value(headers, X_FORWARDED_HOST)
-            .and_then(|h| HeaderValue::from_str(h).ok())
-            .or(host_header);
-        let mut forwarded_for: Vec<String> = chain.iter().map(IpAddr::to_string).collect();
+        let mut forwarded_for: Vec<String> =
+            walk.kept.iter().rev().map(IpAddr::to_string).collect();
         forwarded_for.push(peer_ip.to_string());
         Self {
-            ip,
+            ip: walk.client,
             proto,
-            host,
+            source: walk.source,
             forwarded_for: HeaderValue::from_str(&forwarded_for.join(", "))
                 .expect("addresses are valid header values"),
-            ip_value: ip_header_value(ip),
+            ip_value: ip_header_value(walk.client),
         }
     }
+
+    /// Whether the client is in one of `nets`: never after a broken chain, whose address
+    /// is only a stand-in.
+    pub fn is_within(&self, nets: &[IpNet]) -> bool {
+        self.source != ClientSource::Broken && nets.iter().any(|n| n.contains(&self.ip))
+    }
+}
+
+/// A trusted peer's `X-Forwarded-For`, walked from the right.
+struct Walk {
+    client: IpAddr,
+    source: ClientSource,
+    /// The entries walked, right to left, ending with the client when the chain named one.
+    kept: Vec<IpAddr>,
+}
+
+/// Walks `X-Forwarded-For` from the right: trusted hops are skipped, the first other entry
+/// is the client. Only the hops we trust vouch for what stands left of them, so nothing
+/// left of the client is believed, and an entry that is not an address stops the walk
+/// at the last trusted hop instead of being skipped.
+fn walk_chain(headers: &HeaderMap, peer: IpAddr, is_trusted: impl Fn(&IpAddr) -> bool) -> Walk {
+    let mut entries: Vec<&str> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        // A value that is not visible ASCII is one entry that is not an address.
+        .flat_map(|v| v.to_str().unwrap_or("<not ASCII>").split(','))
+        .collect();
+    let named_any = !entries.is_empty();
+    entries.reverse();
+    let mut kept = Vec::new();
+    for raw in entries {
+        match parse_node(raw) {
+            Some(ip) if is_trusted(&ip) => kept.push(ip),
+            Some(ip) => {
+                kept.push(ip);
+                return Walk {
+                    client: ip,
+                    source: ClientSource::Chain,
+                    kept,
+                };
+            }
+            None => {
+                let client = kept.last().copied().unwrap_or(peer);
+                log_broken_chain(raw, peer);
+                return Walk {
+                    client,
+                    source: ClientSource::Broken,
+                    kept,
+                };
+            }
+        }
+    }
+    let client = kept.last().copied().unwrap_or(peer);
+    let source = if named_any {
+        ClientSource::Chain
+    } else {
+        ClientSource::Peer
+    };
+    Walk {
+        client,
+        source,
+        kept,
+    }
+}
+
+/// One `X-Forwarded-For` entry: an address, also with a port as some load balancers write
+/// it (`203.0.113.9:4711`, `[2001:db8::1]:4711`). Anything else is not an address.
+fn parse_node(raw: &str) -> Option<IpAddr> {
+    let s = raw.trim_matches([' ', '\t']);
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    let is_port = |p: &str| p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok();
+    if let Some(rest) = s.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']')?;
+        let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(is_port);
+        let ip: std::net::Ipv6Addr = ip.parse().ok().filter(|_| port_ok)?;
+        return Some(IpAddr::V6(ip).to_canonical());
+    }
+    let (ip, port) = s.split_once(':')?;
+    let ip: std::net::Ipv4Addr = ip.parse().ok().filter(|_| is_port(port))?;
+    Some(IpAddr::V4(ip))
+}
+
+/// Logs a broken chain, escaped and shortened, at most once every ten seconds (with how
+/// many went unlogged): a client can send one with every request.
+fn log_broken_chain(entry: &str, peer: IpAddr) {
+    static LAST: AtomicI64 = AtomicI64::new(i64::MIN);
+    static UNLOGGED: AtomicU64 = AtomicU64::new(0);
+    // Only this throttle reads the wall clock here; no decision depends on it.
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    let last = LAST.load(Ordering::Relaxed);
+    let due = now.saturating_sub(last) >= 10
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+    if !due {
+        UNLOGGED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let shown: String = entry.chars().take(64).collect();
+    tracing::warn!(
+        %peer,
+        entry = ?shown,
+        unlogged = UNLOGGED.swap(0, Ordering::Relaxed),
+        "X-Forwarded-For names no address where the client should be; taking the last trusted proxy as the client (no allow list admits it)"
+    );
 }
 
 fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
@@ -239,8 +371,12 @@ pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
 }
 
 /// Rejects paths whose meaning could change between here and 3CX: dot segments (also
-/// percent-encoded), encoded slashes or backslashes. Without this, a passthrough prefix
-/// could be stretched to reach a protected path (`/provisioning/../webclient`).
+/// percent-encoded, with `;params` or trailing spaces, or longer runs of dots, which some
+/// servers take for `..`), and escapes that a server could read as more than a plain
+/// character: encoded slashes, backslashes, percent signs (a second decoding), control
+/// characters, `%u` forms and bytes that are not UTF-8 (overlong `.` or `/`). Without
+/// this, a passthrough prefix could be stretched to reach a protected path
+/// (`/provisioning/../webclient`).
 pub fn path_is_safe(path: &str) -> bool {
     if !path.starts_with('/') {
         return false;
@@ -254,34 +390,55 @@ pub fn path_is_safe(path: &str) -> bool {
     if memchr::memchr(b'%', bytes).is_none() && memchr::memmem::find(bytes, b"/.").is_none() {
         return true;
     }
-    let encoded_separator = path.as_bytes().windows(3).any(|w| {
-        w[0] == b'%'
-            && matches!(
-                (w[1], w[2].to_ascii_lowercase()),
-                (b'2', b'f') | (b'5', b'c') | (b'0', b'0')
-            )
-    });
-    if encoded_separator {
+    if !escapes_are_plain(bytes) {
         return false;
     }
-    let is_dots = |seg: &str| {
-        let bare = seg.split(';').next().unwrap_or("");
-        bare == "." || bare == ".."
-    };
     path.split('/').all(|seg| {
         if seg.contains('%') {
-            !is_dots(&percent_decode_str(seg).decode_utf8_lossy())
+            !moves_around(&percent_decode_str(seg).decode_utf8_lossy())
         } else {
-            !is_dots(seg)
+            !moves_around(seg)
         }
     })
 }
 
-/// The passthrough prefix `path` falls under, if any.
+/// Whether every `%` starts a two-digit escape of a byte that means nothing to a path,
+/// and the escapes spell UTF-8.
+fn escapes_are_plain(bytes: &[u8]) -> bool {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut rest = bytes;
+    while let Some(i) = memchr::memchr(b'%', rest) {
+        let (Some(h), Some(l)) = (
+            rest.get(i + 1).and_then(|&b| hex(b)),
+            rest.get(i + 2).and_then(|&b| hex(b)),
+        ) else {
+            return false;
+        };
+        let b = (h << 4 | l) as u8;
+        if matches!(b, b'/' | b'\\' | b'%' | 0x7f) || b < 0x20 {
+            return false;
+        }
+        rest = &rest[i + 3..];
+    }
+    std::str::from_utf8(&percent_encoding::percent_decode(bytes).collect::<Vec<u8>>()).is_ok()
+}
+
+/// A (decoded) segment that a server may take for `.` or `..`: dots and spaces only,
+/// before any `;params`.
+fn moves_around(seg: &str) -> bool {
+    let bare = seg.split(';').next().unwrap_or("");
+    bare.contains('.') && bare.bytes().all(|b| b == b'.' || b == b' ')
+}
+
+/// The passthrough prefix `path` falls under, if any. A prefix matches whole segments:
+/// `/public` opens `/public` and `/public/…`, not `/publicity`.
 pub fn passthrough_prefix<'a>(path: &str, prefixes: &'a [String]) -> Option<&'a str> {
     prefixes
         .iter()
-        .find(|p| path.starts_with(p.as_str()))
+        .find(|p| {
+            path.strip_prefix(p.as_str())
+                .is_some_and(|rest| p.ends_with('/') || rest.is_empty() || rest.starts_with('/'))
+        })
         .map(String::as_str)
 }
 
@@ -292,6 +449,8 @@ pub type UpstreamBody = Either<Incoming, Body>;
 /// Pooled keep-alive connections to the 3CX origin.
 pub struct Upstream {
     pool: Pool,
+    /// `X-Forwarded-Host`: `server.public_url`'s host (and port), never the client's `Host`.
+    forwarded_host: HeaderValue,
     response_timeout: Duration,
     metrics: Arc<Metrics>,
 }
@@ -300,12 +459,17 @@ pub struct Upstream {
 pub struct Forward<'a> {
     pub client: &'a ClientInfo,
     pub request_id: &'a HeaderValue,
-    /// pbxgate's session cookie, removed before the request leaves.
+    /// pbxgate's session cookie; it and the login-attempt cookie named after it are removed
+    /// before the request leaves.
     pub cookie_name: &'a str,
 }
 
 impl Upstream {
-    pub fn new(config: &PbxConfig, metrics: Arc<Metrics>) -> Result<Self, TlsError> {
+    /// Takes the whole config: the origin is `[pbx]`'s, and what 3CX is told about the
+    /// browser's view of the site comes from `[server]`.
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, TlsError> {
+        let forwarded_host = public_host(&config.server.public_url)?;
+        let config = &config.pbx;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -344,6 +508,7 @@ impl Upstream {
             .map_err(|_| bad("url"))?;
         Ok(Self {
             pool: Pool::new(connector, origin, host),
+            forwarded_host,
             response_timeout: config.response_timeout.get(),
             metrics,
         })
@@ -366,7 +531,7 @@ impl Upstream {
             let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
             *req.uri_mut() = origin_form(req.uri());
             *req.version_mut() = http::Version::HTTP_11;
-            prepare_request_headers(req.headers_mut(), &fwd, websocket);
+            prepare_request_headers(req.headers_mut(), &fwd, &self.forwarded_host, websocket);
 
             let sent = tokio::time::timeout(self.response_timeout, self.pool.send(req)).await;
             let mut res = sent
@@ -405,6 +570,16 @@ impl Upstream {
         }
         Ok(status)
     }
+}
+
+/// The host (and port, when not the scheme's default) of the URL users type.
+fn public_host(url: &url::Url) -> Result<HeaderValue, TlsError> {
+    HeaderValue::from_str(&url[url::Position::BeforeHost..url::Position::AfterPort]).map_err(|_| {
+        TlsError::Pem {
+            path: "server.public_url".into(),
+            message: "host is not valid".into(),
+        }
+    })
 }
 
 /// The request target as HTTP/1.1 sends it to an origin server: path and query only.
@@ -465,13 +640,18 @@ fn remove_matching(h: &mut HeaderMap, matching: fn(&HeaderName) -> bool) {
     }
 }
 
-fn prepare_request_headers(h: &mut HeaderMap, fwd: &Forward<'_>, websocket: bool) {
+fn prepare_request_headers(
+    h: &mut HeaderMap,
+    fwd: &Forward<'_>,
+    forwarded_host: &HeaderValue,
+    websocket: bool,
+) {
     strip_hop_by_hop(h);
     if websocket {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
-    remove_matching(h, is_forwarding);
+    remove_matching(h, |n| is_forwarding(n) || is_override(n));
     // The client sets Host from the upstream URI, as nginx's default `proxy_set_header`.
     h.remove(header::HOST);
     // Room for the five below at once (a request may have come with only `Host`).
@@ -479,27 +659,42 @@ fn prepare_request_headers(h: &mut HeaderMap, fwd: &Forward<'_>, websocket: bool
     let c = fwd.client;
     h.insert(X_FORWARDED_FOR, c.forwarded_for.clone());
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(c.proto));
-    if let Some(v) = &c.host {
-        h.insert(X_FORWARDED_HOST, v.clone());
-    }
+    h.insert(X_FORWARDED_HOST, forwarded_host.clone());
     h.insert(X_REAL_IP, c.ip_value.clone());
     h.insert(X_REQUEST_ID, fwd.request_id.clone());
     strip_cookie(h, fwd.cookie_name);
 }
 
-/// Rewrites `Cookie` without pbxgate's own cookie (and as one header, as HTTP/1.1 wants).
-fn strip_cookie(h: &mut HeaderMap, name: &str) {
+/// The login-attempt cookie is named after the session cookie: `{session}-login`.
+pub const LOGIN_COOKIE_SUFFIX: &str = "-login";
+
+/// pbxgate's own cookies, which 3CX never sees: the session cookie and the login-attempt
+/// cookie named after it.
+fn is_own_cookie(name: &[u8], session_cookie: &str) -> bool {
+    name.strip_prefix(session_cookie.as_bytes())
+        .is_some_and(|rest| rest.is_empty() || rest == LOGIN_COOKIE_SUFFIX.as_bytes())
+}
+
+/// Rewrites `Cookie` without pbxgate's own cookies (and as one header, as HTTP/1.1 wants).
+/// Works on bytes, so 3CX's cookies reach it as the browser sent them, UTF-8 or not.
+fn strip_cookie(h: &mut HeaderMap, session_cookie: &str) {
     let header::Entry::Occupied(mut cookies) = h.entry(header::COOKIE) else {
         return;
     };
-    let mut kept = String::new();
-    for (k, v) in pairs_of(cookies.iter()).filter(|(k, _)| *k != name) {
-        if !kept.is_empty() {
-            kept.push_str("; ");
+    let mut kept = Vec::new();
+    for value in cookies.iter() {
+        for (k, v) in
+            split_pairs(value.as_bytes()).filter(|(k, _)| !is_own_cookie(k, session_cookie))
+        {
+            if !kept.is_empty() {
+                kept.extend_from_slice(b"; ");
+            }
+            if !k.is_empty() {
+                kept.extend_from_slice(k);
+                kept.push(b'=');
+            }
+            kept.extend_from_slice(v);
         }
-        kept.push_str(k);
-        kept.push('=');
-        kept.push_str(v);
     }
     match HeaderValue::from_maybe_shared(bytes::Bytes::from(kept)) {
         Ok(v) if !v.is_empty() => {
@@ -541,23 +736,106 @@ mod tests {
         let c = ClientInfo::resolve(peer("203.0.113.9"), true, &h, &[]);
         assert_eq!(c.ip, "203.0.113.9".parse::<IpAddr>().unwrap());
         assert_eq!(c.proto, "https");
-        assert_eq!(c.host.unwrap(), "pbx.example.com");
         assert_eq!(c.forwarded_for, "203.0.113.9");
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
     }
 
     #[test]
     fn trusted_proxy_chain_is_walked_from_the_right() {
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let trusted = nets(&["10.0.0.0/8"]);
         let h = headers(&[
             ("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.5"),
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "pbx.example.com"),
         ]);
         let c = ClientInfo::resolve(peer("10.0.0.1"), false, &h, &trusted);
-        assert_eq!(c.ip, "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(c.ip, ip("198.51.100.7"));
+        assert_eq!(c.source, ClientSource::Chain);
         assert_eq!(c.proto, "https");
-        assert_eq!(c.host.unwrap(), "pbx.example.com");
-        assert_eq!(c.forwarded_for, "6.6.6.6, 198.51.100.7, 10.0.0.5, 10.0.0.1");
+        // What the client wrote left of itself is not passed on as if it were known.
+        assert_eq!(c.forwarded_for, "198.51.100.7, 10.0.0.5, 10.0.0.1");
+    }
+
+    /// Issue 15: `x, 203.0.113.9` made the load balancer the client, which passed the
+    /// `/metrics` allow list.
+    #[test]
+    fn garbage_left_of_the_client_is_never_reached() {
+        let trusted = nets(&["127.0.0.0/8"]);
+        let h = headers(&[("x-forwarded-for", "x, 203.0.113.9")]);
+        let c = ClientInfo::resolve(peer("127.0.0.1"), false, &h, &trusted);
+        assert_eq!(c.ip, ip("203.0.113.9"));
+        assert_eq!(c.source, ClientSource::Chain);
+        assert!(!c.is_within(&nets(&["127.0.0.0/8"])));
+        assert_eq!(c.forwarded_for, "203.0.113.9, 127.0.0.1");
+    }
+
+    #[test]
+    fn garbage_where_the_client_should_be_breaks_the_chain() {
+        let trusted = nets(&["127.0.0.0/8", "10.0.0.0/8"]);
+        let allow = nets(&["127.0.0.0/8", "10.0.0.0/8", "203.0.113.0/24"]);
+        for (chain, client) in [
+            ("203.0.113.9, x", "127.0.0.1"),
+            ("203.0.113.9, , 10.0.0.5", "10.0.0.5"),
+            ("203.0.113.9, unknown, 10.0.0.5, 10.0.0.6", "10.0.0.5"),
+            ("203.0.113.9, 10.0.0.5:99999", "127.0.0.1"),
+        ] {
+            let h = headers(&[("x-forwarded-for", chain)]);
+            let c = ClientInfo::resolve(peer("127.0.0.1"), false, &h, &trusted);
+            assert_eq!(
+                (c.ip, c.source),
+                (ip(client), ClientSource::Broken),
+                "{chain}"
+            );
+            assert!(!c.is_within(&allow), "{chain}");
+        }
+        // A value that is not ASCII is not skipped either.
+        let mut h = headers(&[("x-forwarded-for", "203.0.113.9")]);
+        h.append(X_FORWARDED_FOR, HeaderValue::from_bytes(b"\xfe").unwrap());
+        let c = ClientInfo::resolve(peer("127.0.0.1"), false, &h, &trusted);
+        assert_eq!((c.ip, c.source), (ip("127.0.0.1"), ClientSource::Broken));
+        assert_eq!(c.forwarded_for, "127.0.0.1");
+    }
+
+    #[test]
+    fn chain_entries_may_carry_ports_and_all_trusted_means_the_leftmost() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let h = headers(&[("x-forwarded-for", "[2001:db8::1]:443, 198.51.100.7:8080")]);
+        let c = ClientInfo::resolve(peer("10.0.0.1"), false, &h, &trusted);
+        assert_eq!(c.ip, ip("198.51.100.7"));
+        let h = headers(&[("x-forwarded-for", "9.9.9.9, [2001:db8::1]:443")]);
+        let c = ClientInfo::resolve(peer("10.0.0.1"), false, &h, &trusted);
+        assert_eq!(c.ip, ip("2001:db8::1"));
+        let h = headers(&[("x-forwarded-for", "10.0.0.7, ::ffff:10.0.0.5")]);
+        let c = ClientInfo::resolve(peer("10.0.0.1"), false, &h, &trusted);
+        assert_eq!((c.ip, c.source), (ip("10.0.0.7"), ClientSource::Chain));
+        assert!(c.is_within(&trusted));
+        for bad in [
+            "1.2.3.4:+80",
+            "1.2.3.4:",
+            "[::1",
+            "[::1]x",
+            "::1:80x",
+            "fe80::1%eth0",
+            "",
+        ] {
+            assert_eq!(parse_node(bad), None, "{bad}");
+        }
+        assert_eq!(parse_node(" [::1] "), Some(ip("::1")));
+    }
+
+    #[test]
+    fn a_trusted_peer_without_a_chain_is_the_client() {
+        let trusted = nets(&["127.0.0.0/8"]);
+        let c = ClientInfo::resolve(peer("127.0.0.1"), false, &HeaderMap::new(), &trusted);
+        assert_eq!((c.ip, c.source), (ip("127.0.0.1"), ClientSource::Peer));
+        assert!(c.is_within(&trusted));
     }
 
     #[test]
@@ -575,11 +853,46 @@ mod tests {
             "/./x",
             "/provisioning/..;/x",
             "x",
+            // Found by `a_forwarded_path_stays_under_the_prefix_pbxgate_checked`:
+            // double encoding, runs of dots, trailing spaces, overlong UTF-8, `%u`,
+            // control characters and malformed escapes.
+            "/provisioning/..%252e",
+            "/provisioning/%252e%252e/webclient",
+            "/provisioning/.../webclient",
+            "/provisioning/..%20/webclient",
+            "/provisioning/%c0%ae%c0%ae/webclient",
+            "/provisioning/%e0%80%ae./webclient",
+            "/provisioning/%u002e%u002e/webclient",
+            "/provisioning/x%0a",
+            "/provisioning/x%7F",
+            "/provisioning/x%2",
+            "/provisioning/x%zz",
         ] {
             assert!(!path_is_safe(p), "{p}");
         }
-        for p in ["/", "/provisioning/abc/0001.xml", "/a..b/c.d", "/%41"] {
+        for p in [
+            "/",
+            "/provisioning/abc/0001.xml",
+            "/a..b/c.d",
+            "/%41",
+            "/a/%C3%A9.%20x",
+        ] {
             assert!(path_is_safe(p), "{p}");
+        }
+    }
+
+    /// Found by `a_forwarded_path_stays_under_the_prefix_pbxgate_checked`.
+    #[test]
+    fn a_prefix_matches_whole_segments() {
+        let prefixes = ["/public".to_string(), "/provisioning/".to_string()];
+        for (path, want) in [
+            ("/public", Some("/public")),
+            ("/public/x", Some("/public")),
+            ("/publicity/x", None),
+            ("/provisioning/x", Some("/provisioning/")),
+            ("/provisioning", None),
+        ] {
+            assert_eq!(passthrough_prefix(path, &prefixes), want, "{path}");
         }
     }
 
@@ -604,6 +917,18 @@ mod tests {
         let mut h = headers(&[("cookie", "a=1; __Host-pbxgate=SECRET"), ("cookie", "b=2")]);
         strip_cookie(&mut h, "__Host-pbxgate");
         assert_eq!(h.get("cookie").unwrap(), "a=1; b=2");
+        // The login-attempt cookie is ours too; look-alikes are not, nor is a cookie that
+        // is not UTF-8 or has no name, which pass as they came.
+        let mut h = headers(&[(
+            "cookie",
+            "__Host-pbxgate-login=STATE; __Host-pbxgate-loginx=1; x__Host-pbxgate=2; flag",
+        )]);
+        h.append(header::COOKIE, HeaderValue::from_bytes(b"n=\xe9").unwrap());
+        strip_cookie(&mut h, "__Host-pbxgate");
+        assert_eq!(
+            h.get("cookie").unwrap().as_bytes(),
+            b"__Host-pbxgate-loginx=1; x__Host-pbxgate=2; flag; n=\xe9"
+        );
         let mut h = headers(&[("cookie", "__Host-pbxgate=SECRET")]);
         strip_cookie(&mut h, "__Host-pbxgate");
         assert!(!h.contains_key("cookie"));
@@ -635,5 +960,315 @@ mod tests {
             ],
             Method::GET
         ));
+    }
+
+    /// Property tests: the path check against a lenient server, and the forwarding chain.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// How a lenient server could read `path`: percent-decoded twice (double decoding),
+        /// `%uXXXX` (IIS) and overlong UTF-8 taken for the characters they spell, cut at NUL,
+        /// `\` as `/`, `;params` dropped, trailing spaces and dots trimmed from segments (as
+        /// Windows does; any run of two or more dots taken for `..`), `.`/`..` resolved and
+        /// empty segments collapsed. Returns the segments.
+        fn lenient_server_view(path: &str) -> Vec<String> {
+            let once = decode(path.as_bytes());
+            let bytes = decode(&once);
+            let text: String = chars_leniently(&bytes);
+            let text = text.split('\0').next().unwrap_or("").replace('\\', "/");
+            let mut out: Vec<String> = Vec::new();
+            for seg in text.split('/') {
+                let bare = seg.split(';').next().unwrap_or("").trim_end_matches(' ');
+                let all_dots = !bare.is_empty() && bare.bytes().all(|b| b == b'.');
+                match bare {
+                    _ if all_dots && bare.len() >= 2 => {
+                        out.pop();
+                    }
+                    "" | "." => {}
+                    _ => {
+                        let trimmed = bare.trim_end_matches(['.', ' ']);
+                        if !trimmed.is_empty() {
+                            out.push(trimmed.to_string());
+                        }
+                    }
+                }
+            }
+            out
+        }
+
+        /// One round of `%XX` and `%uXXXX` decoding; anything else stays as it is.
+        fn decode(b: &[u8]) -> Vec<u8> {
+            let hex = |s: &[u8]| {
+                std::str::from_utf8(s)
+                    .ok()
+                    .and_then(|s| u32::from_str_radix(s, 16).ok())
+            };
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'%'
+                    && (b.get(i + 1) == Some(&b'u') || b.get(i + 1) == Some(&b'U'))
+                    && let Some(c) = b.get(i + 2..i + 6).and_then(hex).and_then(char::from_u32)
+                {
+                    out.extend_from_slice(c.to_string().as_bytes());
+                    i += 6;
+                } else if b[i] == b'%'
+                    && let Some(v) = b
+                        .get(i + 1..i + 3)
+                        .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                        .and_then(hex)
+                {
+                    out.push(v as u8);
+                    i += 3;
+                } else {
+                    out.push(b[i]);
+                    i += 1;
+                }
+            }
+            out
+        }
+
+        /// UTF-8, also overlong two- and three-byte forms (which strict decoders refuse).
+        fn chars_leniently(b: &[u8]) -> String {
+            let mut out = String::new();
+            let mut i = 0;
+            while i < b.len() {
+                let c = match b[i] {
+                    0xc0 | 0xc1 if i + 1 < b.len() => {
+                        i += 2;
+                        char::from_u32(
+                            (u32::from(b[i - 2] & 0x1f) << 6) | u32::from(b[i - 1] & 0x3f),
+                        )
+                    }
+                    0xe0 if i + 2 < b.len() && b[i + 1] < 0xa0 => {
+                        i += 3;
+                        char::from_u32(
+                            (u32::from(b[i - 2] & 0x3f) << 6) | u32::from(b[i - 1] & 0x3f),
+                        )
+                    }
+                    _ => {
+                        let rest = &b[i..];
+                        let valid = match std::str::from_utf8(rest) {
+                            Ok(s) => s,
+                            Err(e) => std::str::from_utf8(&rest[..e.valid_up_to()]).unwrap_or(""),
+                        };
+                        match valid.chars().next() {
+                            Some(c) => {
+                                i += c.len_utf8();
+                                Some(c)
+                            }
+                            None => {
+                                i += 1;
+                                Some(char::REPLACEMENT_CHARACTER)
+                            }
+                        }
+                    }
+                };
+                out.push(c.unwrap_or(char::REPLACEMENT_CHARACTER));
+            }
+            out
+        }
+
+        fn prefixes() -> Vec<String> {
+            let mut p: Vec<String> = crate::config::DEFAULT_PASSTHROUGH
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            p.push("/public".into());
+            p
+        }
+
+        /// Pieces that path tricks are made of, and plain text.
+        fn piece() -> impl Strategy<Value = String> {
+            prop_oneof![
+                3 => prop::sample::select(vec![
+                    "/", "//", "\\", ".", "..", "...", "%2e", "%2E", "%2e%2e", ".%2e", "%2e.",
+                    "%2f", "%2F", "%5c", "%5C", "%25", "%252e", "%252E", "%252f", "%255c",
+                    "%25252e", "%c0%ae", "%C0%AE", "%c0%af", "%c1%9c", "%e0%80%ae", "%u002e",
+                    "%U002E", "%u002f", "%u005c", "%00", "%20", "%09", "%0a", ";", ";x=1", "%3b",
+                    "%3B", "a", "webclient", "api", "x.xml", "%41", "%", "%2", "%zz", "~",
+                ]).prop_map(str::to_string),
+                1 => "[!-~]{0,6}",
+            ]
+        }
+
+        fn tricky_path() -> impl Strategy<Value = String> {
+            (
+                prop::sample::select(prefixes()),
+                prop::collection::vec(piece(), 0..10),
+            )
+                .prop_map(|(p, pieces)| p + &pieces.concat())
+        }
+
+        proptest! {
+            #[test]
+            fn a_forwarded_path_stays_under_the_prefix_pbxgate_checked(path in tricky_path()) {
+                let prefixes = prefixes();
+                if path_is_safe(&path)
+                    && let Some(prefix) = passthrough_prefix(&path, &prefixes)
+                {
+                    let want: Vec<&str> = prefix.split('/').filter(|s| !s.is_empty()).collect();
+                    let view = lenient_server_view(&path);
+                    prop_assert!(
+                        view.len() >= want.len() && view.iter().zip(&want).all(|(a, b)| a == b),
+                        "{path:?} checked under {prefix:?}, a server may read {view:?}"
+                    );
+                }
+            }
+
+            #[test]
+            fn the_path_check_never_panics(path in "\\PC{0,40}") {
+                let _ = path_is_safe(&path);
+            }
+        }
+
+        fn trusted() -> Vec<IpNet> {
+            nets(&["10.0.0.0/8", "fd00::/8"])
+        }
+
+        fn trusted_ip() -> impl Strategy<Value = IpAddr> {
+            prop_oneof![
+                any::<u32>().prop_map(|n| IpAddr::from([
+                    10,
+                    (n >> 16) as u8,
+                    (n >> 8) as u8,
+                    n as u8
+                ])),
+                any::<u128>().prop_map(|n| IpAddr::V6(std::net::Ipv6Addr::from(
+                    (0xfd_u128 << 120) | (n >> 8)
+                ))),
+            ]
+        }
+
+        fn outside_ip() -> impl Strategy<Value = IpAddr> {
+            prop_oneof![any::<IpAddr>(), trusted_ip()].prop_filter("not trusted", |ip| {
+                !trusted().iter().any(|n| n.contains(&ip.to_canonical()))
+            })
+        }
+
+        /// An address as a proxy may write it (with a port, with spaces), or anything else.
+        fn entry() -> impl Strategy<Value = String> {
+            let written = (
+                prop_oneof![trusted_ip(), outside_ip()],
+                any::<Option<u16>>(),
+                " {0,2}",
+            )
+                .prop_map(|(ip, port, pad)| match (ip, port) {
+                    (IpAddr::V6(v6), Some(p)) => format!("{pad}[{v6}]:{p}"),
+                    (ip, Some(p)) => format!("{pad}{ip}:{p}{pad}"),
+                    (ip, None) => format!("{pad}{ip}{pad}"),
+                });
+            prop_oneof![3 => written, 1 => "[ -+\\--~]{0,12}"]
+        }
+
+        fn chain_headers(entries: &[String]) -> HeaderMap {
+            let mut h = HeaderMap::new();
+            if !entries.is_empty() {
+                h.insert(
+                    X_FORWARDED_FOR,
+                    HeaderValue::from_str(&entries.join(",")).unwrap(),
+                );
+            }
+            h
+        }
+
+        proptest! {
+            /// Whatever a client writes into the chain, the hop that first saw it names it.
+            #[test]
+            fn what_the_client_writes_does_not_change_who_it_is(
+                written in prop::collection::vec(entry(), 0..6),
+                client in outside_ip(),
+                hops in prop::collection::vec(trusted_ip(), 0..3),
+                peer in trusted_ip(),
+            ) {
+                let mut entries = written;
+                entries.push(client.to_string());
+                entries.extend(hops.iter().map(IpAddr::to_string));
+                let c = ClientInfo::resolve(SocketAddr::new(peer, 1), false, &chain_headers(&entries), &trusted());
+                prop_assert_eq!((c.ip, c.source), (client.to_canonical(), ClientSource::Chain));
+            }
+
+            /// The client is a trusted proxy only when the whole chain says so (or the peer
+            /// named nobody); an untrusted peer is always the client.
+            #[test]
+            fn a_trusted_address_is_the_client_only_when_the_chain_says_so(
+                entries in prop::collection::vec(entry(), 0..8),
+                peer in prop_oneof![trusted_ip(), outside_ip()],
+            ) {
+                let h = chain_headers(&entries);
+                let c = ClientInfo::resolve(SocketAddr::new(peer, 1), false, &h, &trusted());
+                let peer = peer.to_canonical();
+                if !trusted().iter().any(|n| n.contains(&peer)) {
+                    prop_assert_eq!((c.ip, c.source), (peer, ClientSource::Peer));
+                } else if c.is_within(&trusted()) && c.ip != peer {
+                    let all_trusted = entries.iter().all(|e| {
+                        parse_node(e).is_some_and(|ip| trusted().iter().any(|n| n.contains(&ip)))
+                    });
+                    prop_assert!(all_trusted, "{entries:?} made {} the client", c.ip);
+                }
+                if c.source == ClientSource::Broken {
+                    prop_assert!(!c.is_within(&nets(&["0.0.0.0/0", "::/0"])));
+                }
+            }
+
+            /// Neither of pbxgate's cookies reaches 3CX; every other pair does, in order.
+            #[test]
+            fn only_pbxgate_cookies_are_stripped(
+                pairs in prop::collection::vec(
+                    (
+                        prop_oneof![
+                            prop::sample::select(vec![
+                                "__Host-pbxgate", "__Host-pbxgate-login", "__Host-pbxgate-loginx",
+                                "__host-pbxgate", "x__Host-pbxgate", "",
+                            ]).prop_map(str::to_string),
+                            "[a-zA-Z0-9_-]{1,8}",
+                        ],
+                        "[!#-+--:<-\\[\\]-~]{0,12}",
+                    ),
+                    0..8,
+                ),
+            ) {
+                // A nameless cookie is sent as its value alone, which then holds no `=`.
+                let pairs: Vec<(String, String)> = pairs
+                    .into_iter()
+                    .map(|(k, v)| if k.is_empty() { (k, v.replace('=', "")) } else { (k, v) })
+                    .collect();
+                let joined: Vec<String> = pairs
+                    .iter()
+                    .map(|(k, v)| if k.is_empty() { v.clone() } else { format!("{k}={v}") })
+                    .collect();
+                let mut h = HeaderMap::new();
+                if let Ok(v) = HeaderValue::from_str(&joined.join("; ")) {
+                    h.insert(header::COOKIE, v);
+                }
+                strip_cookie(&mut h, "__Host-pbxgate");
+                let kept: Vec<(Vec<u8>, Vec<u8>)> = h
+                    .get_all(header::COOKIE)
+                    .iter()
+                    .flat_map(|v| split_pairs(v.as_bytes()))
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .collect();
+                let expected: Vec<(Vec<u8>, Vec<u8>)> = pairs
+                    .iter()
+                    .filter(|(k, v)| !(k.is_empty() && v.is_empty()))
+                    .filter(|(k, _)| k != "__Host-pbxgate" && k != "__Host-pbxgate-login")
+                    .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                    .collect();
+                prop_assert_eq!(kept, expected);
+            }
+
+            #[test]
+            fn any_forwarded_for_bytes_resolve_without_panic(
+                values in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..24), 0..4),
+            ) {
+                let mut h = HeaderMap::new();
+                for v in values.iter().filter_map(|v| HeaderValue::from_bytes(v).ok()) {
+                    h.append(X_FORWARDED_FOR, v);
+                }
+                let c = ClientInfo::resolve(peer("10.0.0.1"), false, &h, &trusted());
+                prop_assert!(c.forwarded_for.to_str().is_ok());
+            }
+        }
     }
 }

@@ -18,17 +18,22 @@ use crate::store::LoginAttempt;
 use crate::web;
 
 /// A `return_to` is accepted only as a same-origin absolute path: no scheme or host, no
-/// `//host` or `/\host` (browsers read both as another origin), no control characters.
+/// `//host` or `/\host` (browsers read both as another origin), no control characters,
+/// and nowhere under `/auth/` once a browser has resolved its dot segments (`/./auth/`,
+/// `/%2e%2e/auth/`): checked with WHATWG URL parsing, as browsers do it.
 pub fn safe_return_to(raw: Option<&str>) -> Option<String> {
+    static BASE: std::sync::LazyLock<url::Url> = std::sync::LazyLock::new(|| {
+        url::Url::parse("https://origin.invalid/").expect("a valid URL")
+    });
     let r = raw.unwrap_or("/");
-    let ok = r.starts_with('/')
+    let plain = r.starts_with('/')
         && !r.starts_with("//")
-        && !r.starts_with("/\\")
         && !r.contains('\\')
         && !r.chars().any(|c| c.is_control())
-        && r.len() <= 2048
-        && !r.starts_with("/auth/");
-    ok.then(|| r.to_string())
+        && r.len() <= 2048;
+    let lands = plain.then(|| BASE.join(r).ok()).flatten()?;
+    let stays = lands.origin() == BASE.origin() && !lands.path().starts_with("/auth/");
+    stays.then(|| r.to_string())
 }
 
 #[derive(Deserialize)]
@@ -120,8 +125,85 @@ mod tests {
             "/a\u{0}b",
             "/auth/logout",
             "",
+            // Found by `an_accepted_return_to_stays_on_the_origin_and_off_auth`: dot
+            // segments, also encoded, that a browser resolves into /auth/.
+            "/./auth/logout",
+            "/webclient/../auth/logout",
+            "/%2e%2E/auth/logout",
+            "/.%2e/auth/login?return_to=/",
         ] {
             assert_eq!(safe_return_to(Some(bad)), None, "{bad:?}");
+        }
+    }
+
+    /// Property tests: where a browser (WHATWG URL parsing, as the `url` crate does) would
+    /// go with a `return_to` that `safe_return_to` accepts.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn piece() -> impl Strategy<Value = String> {
+            prop_oneof![
+                3 => prop::sample::select(vec![
+                    "/", "//", "\\", "%2f", "%2F", "%5c", "%5C", ".", "..", "%2e", "%2E", "%2e%2e",
+                    ".%2e", "auth", "auth/", "logout", "evil.example", "@", ":", "https:", "//evil",
+                    "javascript:", "\t", "\n", "\r", " ", "\u{0}", "\u{85}", "?", "#", "%09",
+                    "%0a", "\u{3000}", "\u{ff0f}", "\u{2215}", "a", "webclient",
+                ]).prop_map(str::to_string),
+                1 => "\\PC{0,6}",
+            ]
+        }
+
+        /// Paths made of segments and separators, dot segments among them.
+        fn segmented() -> impl Strategy<Value = String> {
+            let segment = prop::sample::select(vec![
+                "",
+                ".",
+                "..",
+                "%2e",
+                "%2E",
+                "%2e%2e",
+                ".%2e",
+                "%2e.",
+                "auth",
+                "webclient",
+                "evil.example",
+                "a",
+                "@evil",
+                "%40",
+            ]);
+            let separator = prop::sample::select(vec!["/", "/", "/", "//", "\\", "%2f", "%5c"]);
+            prop::collection::vec((segment, separator), 0..6).prop_map(|parts| {
+                let mut path = "/".to_string();
+                for (seg, sep) in parts {
+                    path.push_str(seg);
+                    path.push_str(sep);
+                }
+                path
+            })
+        }
+
+        fn return_to() -> impl Strategy<Value = String> {
+            prop_oneof![
+                2 => segmented(),
+                1 => prop::collection::vec(piece(), 0..8).prop_map(|p| p.concat()),
+                1 => prop::collection::vec(piece(), 0..8).prop_map(|p| format!("/{}", p.concat())),
+                1 => any::<String>(),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn an_accepted_return_to_stays_on_the_origin_and_off_auth(raw in return_to()) {
+                if let Some(r) = safe_return_to(Some(&raw)) {
+                    let base = url::Url::parse("https://pbx.example.com/webclient/").unwrap();
+                    let lands = base.join(&r).unwrap();
+                    prop_assert_eq!(lands.origin(), base.origin(), "{:?} leaves to {}", raw, lands);
+                    prop_assert!(!lands.path().starts_with("/auth/"), "{:?} lands on {}", raw, lands);
+                    // A valid `Location` (axum's `Redirect::to` panics otherwise).
+                    prop_assert!(http::HeaderValue::from_str(&r).is_ok());
+                }
+            }
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The sign-in rate limit (`[server] login_rate_limit`): fixed one-minute windows per client
-//! address, kept in a bounded cache, so a flood of sign-in starts cannot fill the store
+//! address (per /64 for IPv6), kept in a bounded cache, so a flood of sign-in starts cannot fill the store
 //! with login attempts or hammer Entra.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -32,9 +32,19 @@ impl RateLimiter {
         let minute = self.clock.now().div_euclid(60);
         let n = self
             .windows
-            .get_with((ip, minute), Default::default)
+            .get_with((bucket(ip), minute), Default::default)
             .fetch_add(1, Ordering::Relaxed);
         n < self.per_minute
+    }
+}
+
+/// The bucket an address counts in: itself for IPv4, its /64 for IPv6. One subscriber
+/// (one home, one VM) usually has a whole /64 and could otherwise start a fresh count with
+/// every address it picks from it.
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64))),
+        v4 => v4,
     }
 }
 
@@ -54,5 +64,18 @@ mod tests {
         assert!(r.allow(b));
         clock.advance(60);
         assert!(r.allow(a), "a new minute starts a new window");
+    }
+
+    #[test]
+    fn ipv6_clients_count_per_64() {
+        let clock = ManualClock::new(1_800_000_000);
+        let r = RateLimiter::new(2, Arc::new(clock));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(r.allow(ip("2001:db8:1:2::1")) && r.allow(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")));
+        assert!(!r.allow(ip("2001:db8:1:2:abcd::9")), "the same /64");
+        assert!(r.allow(ip("2001:db8:1:3::1")), "the next /64");
+        // An IPv4-mapped address counts as the IPv4 address.
+        assert!(r.allow(ip("192.0.2.7")) && r.allow(ip("::ffff:192.0.2.7")));
+        assert!(!r.allow(ip("192.0.2.7")));
     }
 }

@@ -87,11 +87,7 @@ fn merge_slashes(path: &str) -> String {
 
 /// Whether the client may use 3CX's own sign-in: break-glass networks only.
 pub fn from_break_glass(app: &App, client: &ClientInfo) -> bool {
-    app.config
-        .pbx
-        .password_login_from
-        .iter()
-        .any(|n| n.contains(&client.ip))
+    client.is_within(&app.config.pbx.password_login_from)
 }
 
 /// Lets a request through one of 3CX's doors, or answers it here.

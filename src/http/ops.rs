@@ -133,7 +133,7 @@ async fn metrics(State(app): State<Arc<App>>, req: Request) -> Response {
     let (req, _) = req.into_parts();
     let client = ClientInfo::of(&req, &app.config.server.trusted_proxies);
     let allowed = &app.config.server.metrics_allow;
-    if !allowed.iter().any(|n| n.contains(&client.ip)) {
+    if !client.is_within(allowed) {
         return web::page(
             web::correlation(&req).as_deref(),
             RouteClass::Ops,

@@ -145,7 +145,7 @@ impl Thread {
         rt.block_on(async move {
             let (listener, upstream) = match (
                 TcpListener::from_std(listener),
-                Upstream::new(&app.config.pbx, app.metrics.clone()),
+                Upstream::new(&app.config, app.metrics.clone()),
             ) {
                 (Ok(l), Ok(u)) => (l, u),
                 _ => return tracing::error!("cannot start a serving thread"),

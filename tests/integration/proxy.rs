@@ -382,10 +382,8 @@ async fn spoofed_forwarding_headers_from_untrusted_peers_are_replaced() {
     assert_eq!(seen(&echo, "x-forwarded-for"), vec!["127.0.0.1"]);
     assert_eq!(seen(&echo, "x-real-ip"), vec!["127.0.0.1"]);
     assert_eq!(seen(&echo, "x-forwarded-proto"), vec!["http"]);
-    assert_eq!(
-        seen(&echo, "x-forwarded-host"),
-        vec![gw.addr.to_string().as_str()]
-    );
+    // From `server.public_url`, never the client's `Host` (issue 15).
+    assert_eq!(seen(&echo, "x-forwarded-host"), vec!["pbx.example.com"]);
     assert!(seen(&echo, "forwarded").is_empty());
 }
 
