@@ -232,7 +232,14 @@ impl Sessions {
             return Ok(Err(why));
         }
         if now - row.last_seen_at >= self.touch_interval() {
-            Box::pin(self.store.touch_session(&crate::ids::hex(&key), now)).await?;
+            // Best effort: the row, not the write, is what lets the request in, so a store
+            // outage leaves a cached session working (the next interval writes again).
+            // Remembered as touched either way, so a failing store is not asked on every
+            // request of the session.
+            let touch = Box::pin(self.store.touch_session(&crate::ids::hex(&key), now)).await;
+            if let Err(e) = touch {
+                tracing::warn!(error = %e, "session activity not recorded");
+            }
             let mut touched = (*row).clone();
             touched.last_seen_at = now;
             let touched = Arc::new(touched);
