@@ -8,6 +8,7 @@
 mod auth;
 mod binary;
 mod door;
+mod faults;
 mod oidc_provider;
 mod pbx;
 mod proxy;
