@@ -156,6 +156,20 @@ async fn store_outage_keeps_cached_sessions_answers_503_and_recovers_without_res
     );
     assert_unavailable_page(res, "uncached session").await;
 
+    // The webclient's token refresh: Alice's is answered from the cache; Bob's cannot be
+    // decided, which is not the "you have no session" that would sign the webclient out.
+    let token = bounded("cached token refresh", alice.webclient_extension(gw)).await;
+    assert_eq!(token, Ok("101".into()));
+    let mut bob_browser = Browser::default();
+    bob_browser.cookies.insert(COOKIE.into(), bob.clone());
+    let token = bounded(
+        "uncached token refresh",
+        bob_browser.webclient_extension(gw),
+    )
+    .await;
+    assert_eq!(token, Err(503), "bob's token refresh during the outage");
+    assert!(bob_browser.has_session(), "bob's cookie kept");
+
     let (status, body) = bounded("/readyz", readyz(gw)).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["checks"]["store"]["ok"], false, "{body}");
@@ -198,6 +212,7 @@ async fn store_outage_keeps_cached_sessions_answers_503_and_recovers_without_res
         .await
         .unwrap();
     assert_eq!(res.status(), 200, "bob's session after the outage");
+    assert_eq!(bob_browser.webclient_extension(gw).await, Ok("102".into()));
     assert_eq!(alice.get(gw, "/webclient").await.status(), 200);
     let res = carol.sign_in(gw, "bob.baker@contoso.com").await;
     assert_eq!(res.status(), 303, "a new sign-in after the outage");
