@@ -266,15 +266,19 @@ impl Sessions {
     }
 
     /// Ends one session (sign-out).
+    ///
+    /// The session leaves this replica's cache at once, also when the store write fails: a
+    /// cached session must not outlive its sign-out during an outage (the same holds for
+    /// the per-user revocations below).
     pub async fn revoke(&self, id: &str) -> Result<bool, SessionError> {
         let key = digest_id(id);
         let found = self
             .store
             .revoke_session(&crate::ids::hex(&key), self.clock.now())
-            .await?;
+            .await;
         self.cache.invalidate(&key);
         self.revoked();
-        Ok(found)
+        Ok(found?)
     }
 
     /// Ends every session of a user (disabled in Entra, or an admin's decision).
@@ -282,13 +286,13 @@ impl Sessions {
         let n = self
             .store
             .revoke_user_sessions(user_key, self.clock.now())
-            .await?;
+            .await;
         let user_key = user_key.to_string();
         let _ = self
             .cache
             .invalidate_entries_if(move |_, v| v.as_ref().is_some_and(|r| r.user_key == user_key));
         self.revoked();
-        Ok(n)
+        Ok(n?)
     }
 
     /// Ends the sessions of a user that started before `before`: Entra's "revoke sessions"
@@ -301,14 +305,14 @@ impl Sessions {
         let n = self
             .store
             .revoke_user_sessions_before(user_key, before, self.clock.now())
-            .await?;
+            .await;
         let user_key = user_key.to_string();
         let _ = self.cache.invalidate_entries_if(move |_, v| {
             v.as_ref()
                 .is_some_and(|r| r.user_key == user_key && r.created_at < before)
         });
         self.revoked();
-        Ok(n)
+        Ok(n?)
     }
 
     /// The sessions that are live now, for the recheck against Entra.
