@@ -138,6 +138,8 @@ async fn store_outage_keeps_cached_sessions_answers_503_and_recovers_without_res
         "a failed activity write must not refuse a cached session: {:?}",
         res.text().await
     );
+    let token = bounded("cached token refresh", alice.webclient_extension(gw)).await;
+    assert_eq!(token, Ok("101".into()), "cached session's token refresh");
 
     // Bob's session must be looked up: a page saying so, not a sign-in that cannot work.
     let res = bounded(
@@ -156,10 +158,8 @@ async fn store_outage_keeps_cached_sessions_answers_503_and_recovers_without_res
     );
     assert_unavailable_page(res, "uncached session").await;
 
-    // The webclient's token refresh: Alice's is answered from the cache; Bob's cannot be
-    // decided, which is not the "you have no session" that would sign the webclient out.
-    let token = bounded("cached token refresh", alice.webclient_extension(gw)).await;
-    assert_eq!(token, Ok("101".into()));
+    // The webclient's token refresh: Bob's cannot be decided, which is not the "you have no
+    // session" that would sign the webclient out.
     let mut bob_browser = Browser::default();
     bob_browser.cookies.insert(COOKIE.into(), bob.clone());
     let token = bounded(
@@ -218,4 +218,57 @@ async fn store_outage_keeps_cached_sessions_answers_503_and_recovers_without_res
     assert_eq!(res.status(), 303, "a new sign-in after the outage");
     assert_eq!(location(&res), "/webclient/");
     assert_eq!(carol.get(gw, "/webclient").await.status(), 200);
+}
+
+#[tokio::test]
+async fn revocations_during_a_store_outage_end_cached_sessions_at_once() {
+    let db = PgDatabase::create().await;
+    let link = StoreLink::start().await;
+    let env = env(&db, &link).await;
+    let gw = &env.gw;
+    let mut alice = Browser::default();
+    alice.sign_in(gw, "alice.adams@contoso.com").await;
+    assert_eq!(alice.get(gw, "/webclient").await.status(), 200);
+    let signed_out = alice.cookies[COOKIE].clone();
+    let disabled = gw.session_for("erin").await;
+    let revoked_in_entra = gw.session_for("frank").await;
+
+    link.down().await;
+    // The store cannot record them; this replica must not honour the sessions from its
+    // cache for the rest of the cache lifetime all the same. Concurrently: each waits for
+    // the store, and the cache lifetime is short.
+    let (erin, frank) = (format!("{TENANT}:erin"), format!("{TENANT}:frank"));
+    let (a, b, c) = bounded("revocations", async {
+        tokio::join!(
+            gw.app.revoker.sign_out(&signed_out, None),
+            gw.app.sessions.revoke_user(&erin),
+            gw.app
+                .sessions
+                .revoke_user_before(&frank, env.clock.now() + 1),
+        )
+    })
+    .await;
+    assert!(
+        a.is_err() && b.is_err() && c.is_err(),
+        "the store writes failed"
+    );
+    let replay = |id: String, what: &'static str| async move {
+        let res = bounded(
+            what,
+            client()
+                .get(gw.url("/webclient"))
+                .header("cookie", cookie(&id))
+                .header("accept", "text/html")
+                .send(),
+        )
+        .await
+        .unwrap();
+        assert_ne!(res.status(), 200, "{what}: passed from the cache");
+        assert_unavailable_page(res, what).await;
+    };
+    tokio::join!(
+        replay(signed_out, "signed out"),
+        replay(disabled, "user's sessions revoked"),
+        replay(revoked_in_entra, "user's earlier sessions revoked"),
+    );
 }
