@@ -74,6 +74,17 @@ async fn session_elsewhere(env: &Env, user: &str) -> String {
     id
 }
 
+/// A webclient page requested with session `id`.
+async fn page_as(gw: &TestGateway, id: &str) -> reqwest::Response {
+    client()
+        .get(gw.url("/webclient"))
+        .header("cookie", cookie(id))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn readyz(gw: &TestGateway) -> (u16, serde_json::Value) {
     let res = client().get(gw.url("/readyz")).send().await.unwrap();
     let status = res.status().as_u16();
@@ -142,16 +153,7 @@ async fn store_outage_keeps_cached_sessions_answers_503_and_recovers_without_res
     assert_eq!(token, Ok("101".into()), "cached session's token refresh");
 
     // Bob's session must be looked up: a page saying so, not a sign-in that cannot work.
-    let res = bounded(
-        "uncached session",
-        client()
-            .get(gw.url("/webclient"))
-            .header("cookie", cookie(&bob))
-            .header("accept", "text/html")
-            .send(),
-    )
-    .await
-    .unwrap();
+    let res = bounded("uncached session", page_as(gw, &bob)).await;
     assert!(
         res.headers().get("set-cookie").is_none(),
         "bob's cookie kept"
@@ -204,13 +206,7 @@ async fn store_outage_keeps_cached_sessions_answers_503_and_recovers_without_res
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let res = client()
-        .get(gw.url("/webclient"))
-        .header("cookie", cookie(&bob))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap();
+    let res = page_as(gw, &bob).await;
     assert_eq!(res.status(), 200, "bob's session after the outage");
     assert_eq!(bob_browser.webclient_extension(gw).await, Ok("102".into()));
     assert_eq!(alice.get(gw, "/webclient").await.status(), 200);
@@ -253,16 +249,7 @@ async fn revocations_during_a_store_outage_end_cached_sessions_at_once() {
         "the store writes failed"
     );
     let replay = |id: String, what: &'static str| async move {
-        let res = bounded(
-            what,
-            client()
-                .get(gw.url("/webclient"))
-                .header("cookie", cookie(&id))
-                .header("accept", "text/html")
-                .send(),
-        )
-        .await
-        .unwrap();
+        let res = bounded(what, page_as(gw, &id)).await;
         assert_ne!(res.status(), 200, "{what}: passed from the cache");
         assert_unavailable_page(res, what).await;
     };
