@@ -215,8 +215,8 @@ impl Sessions {
         let row = match self.cache.get(&key) {
             Some(cached) => cached,
             None => {
-                // Boxed, as the touch below: store futures are large, and a future is
-                // copied whole each time it moves, on every request.
+                // Boxed: store futures are large, and a future is copied whole each time
+                // it moves, on every request.
                 let fresh = Box::pin(self.store.session(&crate::ids::hex(&key)))
                     .await?
                     .map(Arc::new);
@@ -232,14 +232,7 @@ impl Sessions {
             return Ok(Err(why));
         }
         if now - row.last_seen_at >= self.touch_interval() {
-            // Best effort: the row, not the write, is what lets the request in, so a store
-            // outage leaves a cached session working (the next interval writes again).
-            // Remembered as touched either way, so a failing store is not asked on every
-            // request of the session.
-            let touch = Box::pin(self.store.touch_session(&crate::ids::hex(&key), now)).await;
-            if let Err(e) = touch {
-                tracing::warn!(error = %e, "session activity not recorded");
-            }
+            self.touch_in_background(&key, now);
             let mut touched = (*row).clone();
             touched.last_seen_at = now;
             let touched = Arc::new(touched);
@@ -247,6 +240,19 @@ impl Sessions {
             return Ok(Ok(touched));
         }
         Ok(Ok(row))
+    }
+
+    /// Records a session's activity without holding up its request: the row, not the write,
+    /// is what lets the request in, so a slow or stopped store leaves a cached session
+    /// working. The caller remembers the session as touched either way, so a failing store
+    /// is asked once per interval, not on every request (the next interval writes again).
+    fn touch_in_background(&self, key: &[u8; 32], now: UnixTime) {
+        let (store, id_hash) = (self.store.clone(), crate::ids::hex(key));
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_session(&id_hash, now).await {
+                tracing::warn!(error = %e, "session activity not recorded");
+            }
+        });
     }
 
     fn ended(&self, row: &SessionRow, now: UnixTime) -> Option<Rejection> {

@@ -142,7 +142,13 @@ async fn store_outage_keeps_cached_sessions_answers_503_and_recovers_without_res
     let res = bounded("cached session", alice.get(gw, "/webclient")).await;
     assert_eq!(res.status(), 200, "cached session during the outage");
     env.clock.advance(61);
+    let started = std::time::Instant::now();
     let res = bounded("cached session, touch due", alice.get(gw, "/webclient")).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a cached session waited {:?} for the store",
+        started.elapsed()
+    );
     assert_eq!(
         res.status(),
         200,
