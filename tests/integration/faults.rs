@@ -142,12 +142,12 @@ async fn store_outage_keeps_cached_sessions_answers_503_and_recovers_without_res
     let res = bounded("cached session", alice.get(gw, "/webclient")).await;
     assert_eq!(res.status(), 200, "cached session during the outage");
     env.clock.advance(61);
-    let started = std::time::Instant::now();
+    let touched = std::time::Instant::now();
     let res = bounded("cached session, touch due", alice.get(gw, "/webclient")).await;
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        touched.elapsed() < Duration::from_secs(2),
         "a cached session waited {:?} for the store",
-        started.elapsed()
+        touched.elapsed()
     );
     assert_eq!(
         res.status(),
@@ -199,6 +199,16 @@ async fn store_outage_keeps_cached_sessions_answers_503_and_recovers_without_res
     let res = bounded("sign-in callback", dave.get(gw, &dave_back)).await;
     assert_unavailable_page(res, "sign-in callback").await;
     assert!(!dave.has_session());
+
+    // Past the cache lifetime Alice's session needs the store too: the same page, her
+    // cookie kept.
+    assert!(touched.elapsed() > pbxgate::session::CACHE_TTL);
+    let res = bounded("cache lifetime over", alice.get(gw, "/webclient")).await;
+    assert!(
+        res.headers().get("set-cookie").is_none(),
+        "alice's cookie kept"
+    );
+    assert_unavailable_page(res, "cache lifetime over").await;
 
     link.up().await;
 
