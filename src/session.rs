@@ -220,8 +220,8 @@ impl Sessions {
         let row = match self.cache.get(&key) {
             Some(cached) => cached,
             None => {
-                // Boxed, as the touch below: store futures are large, and a future is
-                // copied whole each time it moves, on every request.
+                // Boxed: store futures are large, and a future is copied whole each time
+                // it moves, on every request.
                 let fresh = Box::pin(self.store.session(&crate::ids::hex(&key)))
                     .await?
                     .map(Arc::new);
@@ -237,7 +237,7 @@ impl Sessions {
             return Ok(Err(why));
         }
         if now - row.last_seen_at >= self.touch_interval() {
-            Box::pin(self.store.touch_session(&crate::ids::hex(&key), now)).await?;
+            self.touch_in_background(&key, now);
             let mut touched = (*row).clone();
             touched.last_seen_at = now;
             let touched = Arc::new(touched);
@@ -245,6 +245,19 @@ impl Sessions {
             return Ok(Ok(touched));
         }
         Ok(Ok(row))
+    }
+
+    /// Records a session's activity without holding up its request: the row, not the write,
+    /// is what lets the request in, so a slow or stopped store leaves a cached session
+    /// working. The caller remembers the session as touched either way, so a failing store
+    /// is asked once per interval, not on every request (the next interval writes again).
+    fn touch_in_background(&self, key: &[u8; 32], now: UnixTime) {
+        let (store, id_hash) = (self.store.clone(), crate::ids::hex(key));
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_session(&id_hash, now).await {
+                tracing::warn!(error = %e, "session activity not recorded");
+            }
+        });
     }
 
     fn ended(&self, row: &SessionRow, now: UnixTime) -> Option<Rejection> {
@@ -264,15 +277,19 @@ impl Sessions {
     }
 
     /// Ends one session (sign-out).
+    ///
+    /// The session leaves this replica's cache at once, also when the store write fails: a
+    /// cached session must not outlive its sign-out during an outage (the same holds for
+    /// the per-user revocations below).
     pub async fn revoke(&self, id: &str) -> Result<bool, SessionError> {
         let key = digest_id(id);
         let found = self
             .store
             .revoke_session(&crate::ids::hex(&key), self.clock.now())
-            .await?;
+            .await;
         self.cache.invalidate(&key);
         self.revoked();
-        Ok(found)
+        Ok(found?)
     }
 
     /// Ends every session of a user (disabled in Entra, or an admin's decision).
@@ -280,13 +297,13 @@ impl Sessions {
         let n = self
             .store
             .revoke_user_sessions(user_key, self.clock.now())
-            .await?;
+            .await;
         let user_key = user_key.to_string();
         let _ = self
             .cache
             .invalidate_entries_if(move |_, v| v.as_ref().is_some_and(|r| r.user_key == user_key));
         self.revoked();
-        Ok(n)
+        Ok(n?)
     }
 
     /// Ends the sessions of a user that started before `before`: Entra's "revoke sessions"
@@ -299,14 +316,14 @@ impl Sessions {
         let n = self
             .store
             .revoke_user_sessions_before(user_key, before, self.clock.now())
-            .await?;
+            .await;
         let user_key = user_key.to_string();
         let _ = self.cache.invalidate_entries_if(move |_, v| {
             v.as_ref()
                 .is_some_and(|r| r.user_key == user_key && r.created_at < before)
         });
         self.revoked();
-        Ok(n)
+        Ok(n?)
     }
 
     /// The sessions that are live now, for the recheck against Entra.

@@ -126,8 +126,10 @@ impl Store {
                 Backend::Sqlite => 4,
                 Backend::Postgres => 16,
             })
-            // Generous: on a loaded host a short wait fails a sync run that would succeed.
-            .acquire_timeout(Duration::from_secs(15))
+            .acquire_timeout(acquire_timeout(backend))
+            // A connection an outage broke is found out and replaced before a query gets it,
+            // so the pool recovers by itself when the database is back.
+            .test_before_acquire(true)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -164,6 +166,19 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// How long a query waits for a pooled connection, which includes connecting anew: when
+/// PostgreSQL is stopped, sqlx retries a refused connection until this runs out, so it bounds
+/// how long a request that needs the store (a session not in the cache, a sign-in) waits
+/// before its 503. Sixteen connections for queries of milliseconds are never all busy for
+/// seconds unless the server is gone. SQLite keeps a generous wait: its writers queue on one
+/// file, and on a loaded host a short wait failed a sync run that would have succeeded.
+fn acquire_timeout(backend: Backend) -> Duration {
+    match backend {
+        Backend::Sqlite => Duration::from_secs(15),
+        Backend::Postgres => Duration::from_secs(5),
     }
 }
 

@@ -181,6 +181,12 @@ impl AuthError {
                 "Bad sign-in link",
                 "The sign-in link points outside this site.",
             ),
+            // Before Entra is asked: the attempt could not be stored.
+            Start(StartError::Store(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in is temporarily unavailable",
+                "pbxgate cannot record the sign-in right now. Please try again in a minute.",
+            ),
             Start(_) | EntraUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Microsoft sign-in is unavailable",

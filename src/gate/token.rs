@@ -134,7 +134,9 @@ pub async fn pass(
     body: UpstreamBody,
 ) -> Result<Passed, Response> {
     let rid = conn.id.to_str().unwrap_or("-");
-    let session = session_of(app, &parts).await;
+    let looked_up = session_of(app, &parts).await;
+    let undecided = looked_up.is_err();
+    let session = looked_up.unwrap_or(None);
     let mode = app.config.pbx.session_mode;
     // From a break-glass network only a signed-in webclient's refresh needs the body.
     if break_glass && (session.is_none() || mode != SessionMode::Impersonation) {
@@ -156,6 +158,11 @@ pub async fn pass(
             None => refusal("unauthorized_client", grant, rid),
         }),
         Verdict::Forward(class) => Ok((class, parts, Either::Right(Body::from(bytes)))),
+        // A refusal for want of a session that the store could not look up: "no session"
+        // would sign the webclient out, and its sign-in could not work either.
+        Verdict::Refuse(_) if undecided && grant != Grant::Password => {
+            Err(session_unavailable(rid))
+        }
         Verdict::Refuse(error) => {
             tracing::info!(
                 client = %client.ip,
@@ -169,18 +176,34 @@ pub async fn pass(
     }
 }
 
-/// The request's live pbxgate session, if any. A store failure counts as none: the request
-/// is then decided as one without a session (refused unless its grant needs none).
-async fn session_of(app: &App, parts: &Parts) -> Option<Session> {
-    let id = app.sessions.id_from_headers(&parts.headers)?;
+/// The request's live pbxgate session, if any; `Err` when the store could not tell. A grant
+/// that needs no session passes either way.
+async fn session_of(app: &App, parts: &Parts) -> Result<Option<Session>, ()> {
+    let Some(id) = app.sessions.id_from_headers(&parts.headers) else {
+        return Ok(None);
+    };
     match app.sessions.validate(id).await {
-        Ok(Ok(s)) => Some(s),
-        Ok(Err(_)) => None,
+        Ok(Ok(s)) => Ok(Some(s)),
+        Ok(Err(_)) => Ok(None),
         Err(e) => {
             tracing::error!(error = %e, "session lookup failed");
-            None
+            Err(())
         }
     }
+}
+
+/// A token request that needs a session the store cannot look up now: try again later.
+fn session_unavailable(rid: &str) -> Response {
+    let body = serde_json::json!({
+        "error": "temporarily_unavailable",
+        "error_description": "pbxgate cannot check your session right now; try again in a minute",
+        "request_id": rid,
+    });
+    json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        body,
+        RouteClass::Unauthenticated,
+    )
 }
 
 /// An OAuth error (RFC 6749 §5.2) that says what pbxgate wants instead.

@@ -9,6 +9,7 @@ mod auth;
 mod binary;
 mod connections;
 mod door;
+mod faults;
 mod forwarding;
 mod oidc_provider;
 mod pbx;

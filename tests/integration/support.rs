@@ -787,3 +787,93 @@ pub async fn sandbox_env(edit: impl FnOnce(&mut Config)) -> SandboxEnv {
         _dir: dir,
     }
 }
+
+// === fault injection: a store that can be cut ===
+
+/// A TCP forwarder in front of PostgreSQL that a test can cut without stopping the server
+/// (other tests share it). [`StoreLink::down`] is what a stopped PostgreSQL looks like: every
+/// open connection dropped, new ones refused (nothing listens on the port);
+/// [`StoreLink::up`] listens on the same port again. Point the gateway at
+/// [`StoreLink::url_for`].
+pub struct StoreLink {
+    pub addr: SocketAddr,
+    target: String,
+    /// Bumped on every cut: open connections watch it and end.
+    cuts: tokio::sync::watch::Sender<u64>,
+    listening: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl StoreLink {
+    /// Forwards to the PostgreSQL of [`pg_admin_url`].
+    pub async fn start() -> Self {
+        let admin = url::Url::parse(&pg_admin_url()).unwrap();
+        let target = format!(
+            "{}:{}",
+            admin.host_str().unwrap(),
+            admin.port().unwrap_or(5432)
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let link = Self {
+            addr: listener.local_addr().unwrap(),
+            target,
+            cuts: tokio::sync::watch::channel(0).0,
+            listening: std::sync::Mutex::new(None),
+        };
+        link.listen(listener);
+        link
+    }
+
+    fn listen(&self, listener: TcpListener) {
+        let (target, cuts) = (self.target.clone(), self.cuts.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut cut = cuts.subscribe();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        *self.listening.lock().unwrap() = Some(task);
+    }
+
+    /// `url` (a PostgreSQL URL on the real server) redirected through this link.
+    pub fn url_for(&self, url: &str) -> String {
+        let mut u = url::Url::parse(url).unwrap();
+        u.set_host(Some("127.0.0.1")).unwrap();
+        u.set_port(Some(self.addr.port())).unwrap();
+        u.to_string()
+    }
+
+    /// PostgreSQL "stops": the port closes (connections are refused) and open connections
+    /// are dropped.
+    pub async fn down(&self) {
+        let task = self.listening.lock().unwrap().take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// PostgreSQL "starts" again, on the same port.
+    pub async fn up(&self) {
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        self.listen(listener);
+    }
+}
+
+impl Drop for StoreLink {
+    fn drop(&mut self) {
+        if let Some(task) = self.listening.lock().unwrap().take() {
+            task.abort();
+        }
+        self.cuts.send_modify(|n| *n += 1);
+    }
+}
