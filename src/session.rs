@@ -334,17 +334,15 @@ impl Sessions {
 
     /// Ends every session started in Entra session `sid` (front-channel sign-out).
     pub async fn revoke_idp_session(&self, sid: &str) -> Result<u64, SessionError> {
-        let n = self
-            .store
-            .revoke_idp_sessions(sid, self.clock.now())
-            .await?;
-        let sid = sid.to_string();
+        let n = self.store.revoke_idp_sessions(sid, self.clock.now()).await;
+        // Even when the write failed: this replica stops honouring them at once.
+        let owned = sid.to_string();
         let _ = self.cache.invalidate_entries_if(move |_, v| {
             v.as_ref()
-                .is_some_and(|r| r.idp_sid.as_deref() == Some(sid.as_str()))
+                .is_some_and(|r| r.idp_sid.as_deref() == Some(owned.as_str()))
         });
         self.revoked();
-        Ok(n)
+        Ok(n?)
     }
 
     /// Deletes sessions that ended more than a week ago.

@@ -130,8 +130,12 @@ impl Revoker {
         refresh_cookie: Option<&str>,
     ) -> Result<Option<Session>, RevokeError> {
         let session = self.sessions.validate(session_id).await?.ok();
-        let ended = self.sessions.revoke(session_id).await?;
-        self.count(Reason::Logout, u64::from(ended));
+        // A failed store write (the store is down) must not keep the 3CX access alive: end
+        // it first, then report the write's error.
+        let ended = self.sessions.revoke(session_id).await;
+        if let Ok(ended) = ended {
+            self.count(Reason::Logout, u64::from(ended));
+        }
         match (self.mode, refresh_cookie, &session) {
             (SessionMode::ManagedPassword, Some(cookie), _) => {
                 // This browser's 3CX session, exactly; the user's other browsers keep theirs.
@@ -145,6 +149,7 @@ impl Revoker {
             }
             (_, _, None) => {}
         }
+        ended?;
         Ok(session)
     }
 
