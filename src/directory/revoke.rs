@@ -130,12 +130,16 @@ impl Revoker {
         refresh_cookie: Option<&str>,
     ) -> Result<Option<Session>, RevokeError> {
         let session = self.sessions.validate(session_id).await?.ok();
-        // A failed store write (the store is down) must not keep the 3CX access alive: end
-        // it first, then report the write's error.
-        let ended = self.sessions.revoke(session_id).await;
-        if let Ok(ended) = ended {
-            self.count(Reason::Logout, u64::from(ended));
-        }
+        let ended = match self.sessions.revoke(session_id).await {
+            Ok(ended) => ended,
+            Err(e) => {
+                // The store is down: end what needs no store, then report the failed write.
+                self.end_pbx_access_offline(refresh_cookie, session.as_ref())
+                    .await;
+                return Err(e.into());
+            }
+        };
+        self.count(Reason::Logout, u64::from(ended));
         match (self.mode, refresh_cookie, &session) {
             (SessionMode::ManagedPassword, Some(cookie), _) => {
                 // This browser's 3CX session, exactly; the user's other browsers keep theirs.
@@ -149,8 +153,26 @@ impl Revoker {
             }
             (_, _, None) => {}
         }
-        ended?;
         Ok(session)
+    }
+
+    /// What [`Self::sign_out`] can end while the store is unreachable: this browser's 3CX
+    /// session (managed-password mode) or the cached impersonated token of the session's
+    /// extension, so that a failed store write does not keep the 3CX access alive.
+    async fn end_pbx_access_offline(
+        &self,
+        refresh_cookie: Option<&str>,
+        session: Option<&Session>,
+    ) {
+        match (self.mode, refresh_cookie, session) {
+            (SessionMode::ManagedPassword, Some(cookie), _) => {
+                if let Err(e) = self.pbx.webclient_logout(cookie).await {
+                    tracing::warn!(error = %e, "3CX logout failed");
+                }
+            }
+            (SessionMode::Impersonation, _, Some(s)) => self.pbx.forget_impersonation(&s.extension),
+            _ => {}
+        }
     }
 
     /// Entra's front-channel sign-out: every session of Entra session `sid`, and their 3CX

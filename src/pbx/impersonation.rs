@@ -68,6 +68,12 @@ impl PbxClient {
         self.impersonated.invalidate(extension);
     }
 
+    /// Whether pbxgate holds a live impersonated token for `extension` (what a revocation
+    /// must end; the tests check it).
+    pub fn holds_impersonation(&self, extension: &str) -> bool {
+        self.cached_impersonation(extension).is_some()
+    }
+
     pub(super) fn cached_impersonation(&self, extension: &str) -> Option<AccessToken> {
         self.impersonated.get(extension).filter(|t| self.fresh(t))
     }

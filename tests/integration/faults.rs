@@ -244,6 +244,7 @@ async fn revocations_during_a_store_outage_end_cached_sessions_at_once() {
     let signed_out = alice.cookies[COOKIE].clone();
     let disabled = gw.session_for("erin").await;
     let revoked_in_entra = gw.session_for("frank").await;
+    assert!(gw.app.pbx.holds_impersonation("101"), "alice's 3CX access");
 
     link.down().await;
     // The store cannot record them; this replica must not honour the sessions from its
@@ -263,6 +264,10 @@ async fn revocations_during_a_store_outage_end_cached_sessions_at_once() {
     assert!(
         a.is_err() && b.is_err() && c.is_err(),
         "the store writes failed"
+    );
+    assert!(
+        !gw.app.pbx.holds_impersonation("101"),
+        "a sign-out the store could not record still ends the 3CX access"
     );
     let replay = |id: String, what: &'static str| async move {
         let res = bounded(what, page_as(gw, &id)).await;
