@@ -100,10 +100,25 @@ check(f"EXPOSE {port}", re.search(rf"^EXPOSE {port}$", dockerfile, re.M))
 user = re.search(r"^USER (\d+)(?::(\d+))?$", dockerfile, re.M)
 check("the image's USER is numeric and not root", user and int(user.group(1)) != 0)
 uid = int(user.group(1)) if user else None
-ignore = pathlib.Path(".dockerignore").read_text().split()
+# The build context: .dockerignore excludes everything (`*`) and lets listed paths back in.
+ignore = [l for l in pathlib.Path(".dockerignore").read_text().splitlines() if l and not l.startswith("#")]
+check(".dockerignore is `*` and then `!path` lines", ignore[0] == "*" and all(l.startswith("!") for l in ignore[1:]))
+allowed = [l[1:].rstrip("/") for l in ignore[1:]]
+def in_context(path):
+    rel = os.path.relpath(path)
+    return any(rel == a or rel.startswith(a + "/") for a in allowed)
 for src in re.findall(r"^COPY (?!--from)(\S+) ", dockerfile, re.M):
     if src != ".":
-        check(f".dockerignore lets {src} in", f"!{src}" in ignore and pathlib.Path(src).exists())
+        check(f"the build context has {src}", in_context(src) and pathlib.Path(src).exists())
+check("the build context has every workspace manifest and Cargo.lock",
+      all(in_context(m) for m in ["Cargo.toml", "Cargo.lock", *map(str, pathlib.Path("crates").glob("*/Cargo.toml"))]))
+check("the build context has build.rs (when there is one)", not pathlib.Path("build.rs").exists() or in_context("build.rs"))
+outside = []
+for rs in [*pathlib.Path("src").rglob("*.rs"), *pathlib.Path("crates").rglob("*.rs")]:
+    for inc in re.findall(r'include_(?:str|bytes)!\(\s*"([^"]+)"', rs.read_text()):
+        if not in_context(os.path.normpath(rs.parent / inc)):
+            outside.append(f"{rs}: {inc}")
+check("the build context has every file the sources include_str!/include_bytes!", not outside, outside)
 
 # ---- compose
 compose = yaml.safe_load((D / "compose.yaml").read_text())

@@ -221,6 +221,12 @@ check "/readyz names pbx as the failed dependency" grep -Eq '"pbx":\{[^}]*"ok":f
 check "/readyz finds the store ready" grep -Eq '"store":\{[^}]*"ok":true' "$work/readyz"
 check "the SQLite store: /var/lib/pbxgate/pbxgate.db 0600 $user" \
   stat_is /var/lib/pbxgate/pbxgate.db "600 $user $user"
+# `systemctl reload` (ExecReload) must not end the service: pbxgate reloads its certificate.
+read -ra reload <<<"$(setting ExecReload | sed "s/\\\$MAINPID/$pid/")"
+"${reload[@]}"
+sleep 1
+code=$(curl -sS --cacert "$work/etc/tls.pem" -o /dev/null -w '%{http_code}' "$url/healthz" 2>/dev/null || true)
+check "ExecReload ($(setting ExecReload)) keeps it serving" test "$code" = 200
 kill -TERM "$pid" 2>/dev/null || true
 rc=timeout
 for _ in $(seq 1 "$(setting TimeoutStopSec)0"); do
