@@ -190,25 +190,29 @@ if ! prlimit --nofile="$nofile:$nofile" true 2>/dev/null; then
   echo "  LimitNOFILE=$nofile is above this machine's hard limit $(ulimit -Hn), which root cannot raise here: using that"
   nofile=$(ulimit -Hn)
 fi
-(
-  cd "$(setting WorkingDirectory)"
-  umask "$(setting UMask)"
-  exec env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    HOME=/var/lib/pbxgate USER="$user" LOGNAME="$user" \
-    prlimit --nofile="$nofile:$nofile" -- \
-    setpriv --reuid="$user" --regid="$(setting Group)" --init-groups \
-    --inh-caps="$caps" --ambient-caps="$caps" --bounding-set="-all,$caps" --no-new-privs -- \
-    "${cmd[@]}"
-) >"$work/serve.log" 2>&1 &
-pid=$!
 url="https://localhost:$port"
-up=
-for _ in $(seq 1 100); do
-  kill -0 "$pid" 2>/dev/null || break
-  if curl -fsS --cacert "$work/etc/tls.pem" -o /dev/null "$url/healthz" 2>/dev/null; then up=1; break; fi
-  sleep 0.2
-done
-if [ -z "$up" ]; then cat "$work/serve.log"; fi
+# start: serve in the background as the unit would; sets pid, and up=1 once /healthz answers.
+start() {
+  (
+    cd "$(setting WorkingDirectory)"
+    umask "$(setting UMask)"
+    exec env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+      HOME=/var/lib/pbxgate USER="$user" LOGNAME="$user" \
+      prlimit --nofile="$nofile:$nofile" -- \
+      setpriv --reuid="$user" --regid="$(setting Group)" --init-groups \
+      --inh-caps="$caps" --ambient-caps="$caps" --bounding-set="-all,$caps" --no-new-privs -- \
+      "${cmd[@]}"
+  ) >>"$work/serve.log" 2>&1 &
+  pid=$!
+  up=
+  for _ in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    if curl -fsS --cacert "$work/etc/tls.pem" -o /dev/null "$url/healthz" 2>/dev/null; then up=1; break; fi
+    sleep 0.2
+  done
+  if [ -z "$up" ]; then cat "$work/serve.log"; fi
+}
+start
 check "serve listens on privileged port $port as $user (the ambient capability)" test -n "$up"
 check "it runs as $user" test "$(stat -c %U "/proc/$pid")" = "$user"
 check "its open-file limit is the unit's" grep -Eq "^Max open files +$nofile +$nofile" "/proc/$pid/limits"
@@ -227,6 +231,10 @@ read -ra reload <<<"$(setting ExecReload | sed "s/\\\$MAINPID/$pid/")"
 sleep 1
 code=$(curl -sS --cacert "$work/etc/tls.pem" -o /dev/null -w '%{http_code}' "$url/healthz" 2>/dev/null || true)
 check "ExecReload ($(setting ExecReload)) keeps it serving" test "$code" = 200
+if [ "$code" != 200 ]; then
+  wait "$pid" || echo "  it ended with status $?"
+  start
+fi
 kill -TERM "$pid" 2>/dev/null || true
 rc=timeout
 for _ in $(seq 1 "$(setting TimeoutStopSec)0"); do
