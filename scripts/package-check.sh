@@ -58,11 +58,12 @@ installed() { dpkg-query -W -f='${Status}' pbxgate 2>/dev/null | grep -q 'ok ins
 known() { dpkg-query -W pbxgate >/dev/null 2>&1 && [ "$(dpkg-query -W -f='${Status}' pbxgate)" != "unknown ok not-installed" ]; }
 
 # A pbxgate installed here before is a real one: only CI's machine may lose it.
-if known; then
+if known || [ -e /etc/pbxgate ] || [ -e /var/lib/pbxgate ]; then
   if [ "${CI:-}" = true ]; then
-    dpkg --purge pbxgate >/dev/null
+    if known; then dpkg --purge pbxgate >/dev/null; fi
+    rm -rf /etc/pbxgate /var/lib/pbxgate
   else
-    echo "package-check.sh: pbxgate is installed on this machine; purge it first (or run with CI=true)" >&2
+    echo "package-check.sh: pbxgate (or /etc/pbxgate, /var/lib/pbxgate) is on this machine; remove it first (or run with CI=true)" >&2
     exit 1
   fi
 fi
@@ -101,6 +102,7 @@ check "/etc/pbxgate: 0750 root:pbxgate" stat_is /etc/pbxgate "750 root pbxgate"
 check "the state directory: /var/lib/pbxgate 0750 pbxgate:pbxgate" stat_is /var/lib/pbxgate "750 pbxgate pbxgate"
 check "the copyright file" test -s /usr/share/doc/pbxgate/copyright
 check "the README" test -s /usr/share/doc/pbxgate/README.md.gz
+if [ -f CHANGELOG.md ]; then check "the CHANGELOG" test -s /usr/share/doc/pbxgate/CHANGELOG.md.gz; fi
 check "the full example config" test -s /usr/share/doc/pbxgate/examples/pbxgate.example.toml
 IFS=: read -r _ _ uid gid _ home shell < <(getent passwd pbxgate)
 check "a system user pbxgate (uid $uid < 1000)" test "$uid" -lt 1000
