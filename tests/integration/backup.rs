@@ -1,4 +1,5 @@
-//! `pbxgate store backup`: the real binary copies the SQLite store of a running gateway.
+//! `pbxgate store backup`: the real binary copies the SQLite store of a running gateway; and
+//! what `docs/deployment.md` ("Upgrading") promises about migrations.
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
@@ -187,4 +188,91 @@ async fn backup_of_a_postgresql_store_points_to_pg_dump() {
         "the URL's password is not shown"
     );
     assert!(!dest.exists());
+}
+
+/// An older binary on a store a newer one migrated refuses to start and changes nothing
+/// (sqlx refuses applied migrations it does not know), as the upgrade guide says.
+#[test]
+fn a_store_from_a_newer_version_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(dir.path(), "");
+    let db = dir.path().join("pbxgate.db");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = Store::open(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        store.close().await;
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&db)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations \
+             (version, description, installed_on, success, checksum, execution_time) \
+             VALUES (999, 'from a newer pbxgate', CURRENT_TIMESTAMP, 1, x'00', 1)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    });
+    let log = dir.path().join("serve.log");
+    let mut child = std::process::Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // A binary that accepted the store would serve until killed.
+    let mut status = None;
+    for _ in 0..400 {
+        status = child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(status.is_some_and(|s| !s.success()), "{stderr}");
+    assert!(
+        stderr.contains("migration 999 was previously applied but is missing"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening"), "{stderr}");
+}
+
+/// Replicas starting at once on a fresh PostgreSQL database all start: sqlx's advisory lock
+/// lets one apply the migrations while the others wait, then find them applied.
+#[tokio::test]
+async fn replicas_starting_at_once_on_postgresql_migrate_once() {
+    let pg = PgDatabase::create().await;
+    let opens = (0..4).map(|_| {
+        let url = pg.url.clone();
+        tokio::spawn(async move { Store::open(&url).await })
+    });
+    for open in opens.collect::<Vec<_>>() {
+        open.await
+            .unwrap()
+            .expect("every replica starts")
+            .close()
+            .await;
+    }
+    let mut conn = <sqlx::PgConnection as Connection>::connect(&pg.url)
+        .await
+        .unwrap();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(
+        versions.len(),
+        6,
+        "each migration applied once: {versions:?}"
+    );
 }
