@@ -64,6 +64,22 @@ enum Command {
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Work on the store.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Copy the SQLite store into a new file while pbxgate runs (PostgreSQL: use pg_dump).
+    Backup {
+        /// The backup file to create; an existing file is refused.
+        path: PathBuf,
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -91,6 +107,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     pbxgate::tls::provider();
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
+        Command::Store {
+            command: StoreCommand::Backup { path, config },
+        } => {
+            let config = Config::load(&config)?;
+            let backup =
+                runtime()?.block_on(pbxgate::store::backup::backup(&config.store.url, &path))?;
+            println!("{backup}");
+            Ok(())
+        }
         Command::Serve { config } => {
             let config = Config::load(&config)?;
             runtime()?.block_on(serve(config, None))

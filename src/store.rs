@@ -16,6 +16,7 @@ use sqlx::AnyPool;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
+pub mod backup;
 mod contacts;
 mod directory;
 mod leases;

@@ -6,6 +6,7 @@
 )]
 
 mod auth;
+mod backup;
 mod binary;
 mod connections;
 mod door;
