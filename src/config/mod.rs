@@ -56,6 +56,10 @@ pub const ENV_PREFIX: &str = "PBXGATE__";
 /// Default config path of `serve` and `check-config`.
 pub const DEFAULT_PATH: &str = "config/pbxgate.toml";
 
+/// Environment variable naming the config file when `--config` is not given (containers,
+/// service managers).
+pub const CONFIG_ENV: &str = "PBXGATE_CONFIG";
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {

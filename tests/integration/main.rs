@@ -7,6 +7,7 @@
 
 mod auth;
 mod binary;
+mod config_env;
 mod connections;
 mod door;
 mod faults;
