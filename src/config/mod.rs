@@ -106,6 +106,12 @@ impl Config {
             // toml appends "in `section`" on a second line; the key already says it.
             let message = message.lines().next().unwrap_or_default().to_string();
             let key = full_key(&e.path().to_string(), &message);
+            let message = match secrets::file_twin(&key) {
+                Some(twin) if message.starts_with("missing field") => {
+                    format!("{message} (or `{twin}`)")
+                }
+                _ => message,
+            };
             origins.error(&key, message)
         })?;
         config.validate(&origins)?;
@@ -209,7 +215,11 @@ service_password = "service-s3cret"
         let text = MINIMAL.replace("client_secret = \"entra-s3cret\"\n", "");
         assert!(err(&text, &[]).contains("key `entra.client_secret`: missing"));
         let text = MINIMAL.replace("client_secret = \"xapi-s3cret\"\n", "");
-        assert!(err(&text, &[]).contains("key `pbx.client_secret`"));
+        assert_eq!(
+            err(&text, &[]),
+            "test.toml: key `pbx.client_secret`: missing field `client_secret` \
+             (or `pbx.client_secret_file`)"
+        );
     }
 
     #[test]

@@ -254,7 +254,8 @@ impl PbxConfig {
         if !matches!(decoded, Some(Ok(ref b)) if b.len() == 32) {
             return Err(o.error(
                 "pbx.password_key",
-                "managed-password needs 32 random bytes in base64 (e.g. `openssl rand -base64 32`)",
+                "managed-password needs 32 random bytes in base64 (e.g. `openssl rand -base64 \
+                 32`), in password_key or password_key_file",
             ));
         }
         Ok(())

@@ -16,6 +16,14 @@ pub(super) const SECRET_FILES: &[(&str, &str)] = &[
     ("store.url", "store.url_file"),
 ];
 
+/// The `_file` twin of secret `key`, for messages about a missing secret.
+pub(super) fn file_twin(key: &str) -> Option<&'static str> {
+    SECRET_FILES
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, f)| *f)
+}
+
 /// Replaces each `*_file` key's file by its content under the secret key. A secret given
 /// both ways is refused: which one wins would be a guess.
 pub(super) fn read_secret_files(root: &mut Node, origins: &mut Origins) -> Result<(), ConfigError> {
