@@ -20,7 +20,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(
     name = "pbxgate",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("PBXGATE_BUILD_COMMIT"), ")"),
     about = "Microsoft 365 sign-in and data in front of 3CX"
 )]
 struct Cli {
@@ -32,7 +32,7 @@ struct Cli {
 enum Command {
     /// Run the gateway.
     Serve {
-        #[arg(long, default_value = config::DEFAULT_PATH)]
+        #[arg(long, env = config::CONFIG_ENV, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
     /// Run the gateway against the built-in sandbox (simulated 3CX) on loopback.
@@ -56,12 +56,12 @@ enum Command {
         /// A full reconcile instead of the changes since the last run.
         #[arg(long)]
         full: bool,
-        #[arg(long, default_value = config::DEFAULT_PATH)]
+        #[arg(long, env = config::CONFIG_ENV, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
     /// Validate the config and print it with secrets masked.
     CheckConfig {
-        #[arg(long, default_value = config::DEFAULT_PATH)]
+        #[arg(long, env = config::CONFIG_ENV, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
     /// Work on the store.

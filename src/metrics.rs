@@ -217,6 +217,19 @@ impl Default for Metrics {
             "Client connections closed at accept, by the limit they hit (max_connections, max_connections_per_client)",
             connections_refused.clone(),
         );
+        // --- build info (issue 16: configuration) ---
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: VERSION.into(),
+                commit: BUILD_COMMIT.into(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The running build: its version and git commit (always 1)",
+            build_info,
+        );
         Self {
             connections_open,
             connections_refused,
@@ -337,4 +350,16 @@ impl Drop for WebSocketGuard {
     fn drop(&mut self) {
         self.0.dec();
     }
+}
+
+// --- build info (issue 16: configuration) ---
+/// This build's version, for `pbxgate --version` and `pbxgate_build_info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git commit this build was made from (build.rs), or "unknown".
+pub const BUILD_COMMIT: &str = env!("PBXGATE_BUILD_COMMIT");
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    commit: String,
 }

@@ -18,6 +18,7 @@ pub struct EntraConfig {
     pub client_id: String,
     #[serde(default, serialize_with = "mask_opt")]
     pub client_secret: Option<SecretString>,
+    /// A file holding `client_secret` (read at start, one trailing newline dropped).
     #[serde(default)]
     pub client_secret_file: Option<PathBuf>,
     #[serde(default)]
@@ -35,21 +36,6 @@ pub struct EntraConfig {
 }
 
 impl EntraConfig {
-    /// `client_secret_file` replaces `client_secret` with the file's content, trimmed.
-    pub(super) fn read_secret_file(&mut self, o: &Origins) -> Result<(), ConfigError> {
-        let Some(path) = &self.client_secret_file else {
-            return Ok(());
-        };
-        let secret = std::fs::read_to_string(path).map_err(|e| {
-            o.error(
-                "entra.client_secret_file",
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
-        self.client_secret = Some(SecretString::from(secret.trim().to_string()));
-        Ok(())
-    }
-
     pub(super) fn validate(&self, o: &Origins) -> Result<(), ConfigError> {
         require(&self.tenant_id, "entra.tenant_id", o)?;
         require(&self.client_id, "entra.client_id", o)?;

@@ -25,23 +25,35 @@ pub enum ConfigError {
 /// Where each value came from, so that errors point at the right place.
 pub(super) struct Origins {
     pub(super) file: String,
-    /// Dotted key → environment variable that set it.
-    pub(super) env: BTreeMap<String, String>,
+    /// Dotted key → where a value not from the file came from (a variable, a secret file).
+    set: BTreeMap<String, String>,
 }
 
 impl Origins {
     pub(super) fn new(file: &str) -> Self {
         Self {
             file: file.to_string(),
-            env: BTreeMap::new(),
+            set: BTreeMap::new(),
         }
     }
 
-    fn of(&self, key: &str) -> String {
-        self.env
+    /// Records that `key` (and whatever is below it) came from `origin`.
+    pub(super) fn set(&mut self, key: &str, origin: String) {
+        self.set.insert(key.to_string(), origin);
+    }
+
+    /// Where `key`'s value came from: the most specific key recorded at or above it (a
+    /// variable may set a whole list, `key[2]` then came from it), else the file.
+    pub(super) fn of(&self, key: &str) -> String {
+        let below = |k: &str| {
+            key.strip_prefix(k)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        };
+        self.set
             .iter()
-            .find(|(k, _)| key == k.as_str() || key.starts_with(&format!("{k}.")))
-            .map(|(_, var)| env_origin(var))
+            .filter(|(k, _)| below(k))
+            .max_by_key(|(k, _)| k.len())
+            .map(|(_, origin)| origin.clone())
             .unwrap_or_else(|| self.file.clone())
     }
 

@@ -39,12 +39,15 @@ impl Config {
         [
             ("entra.client_secret_file", &self.entra.client_secret_file),
             ("entra.client_private_key", &self.entra.client_private_key),
+            ("pbx.client_secret_file", &self.pbx.client_secret_file),
+            ("pbx.password_key_file", &self.pbx.password_key_file),
             ("pbx.service_password_file", &self.pbx.service_password_file),
             (
                 "pbx.service_totp_secret_file",
                 &self.pbx.service_totp_secret_file,
             ),
             ("server.tls_key", &self.server.tls_key),
+            ("store.url_file", &self.store.url_file),
         ]
         .into_iter()
         .filter_map(|(key, path)| Some((key, path.as_deref()?)))

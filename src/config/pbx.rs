@@ -42,6 +42,9 @@ pub struct PbxConfig {
     pub client_id: String,
     #[serde(serialize_with = "mask")]
     pub client_secret: SecretString,
+    /// A file holding `client_secret` (read at start, one trailing newline dropped).
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
     #[serde(default = "default_session_mode")]
     pub session_mode: SessionMode,
     /// Path prefixes proxied without a pbxgate session; 3CX authenticates them itself.
@@ -68,6 +71,9 @@ pub struct PbxConfig {
     /// pbxgate sets on the extensions it manages.
     #[serde(default, serialize_with = "mask_opt")]
     pub password_key: Option<SecretString>,
+    /// A file holding `password_key`.
+    #[serde(default)]
+    pub password_key_file: Option<PathBuf>,
 
     // --- impersonation: the service extension (see README, "The service extension") ---
     /// `impersonation` only: what authorises the impersonation request.
@@ -112,17 +118,6 @@ impl PbxConfig {
         self.validate_randomize(o)?;
         self.validate_password_key(o)?;
         self.validate_service_account(o)
-    }
-
-    /// `*_file` keys replace their secret with the file's content, trimmed.
-    pub(super) fn read_secret_files(&mut self, o: &Origins) -> Result<(), ConfigError> {
-        if let Some(path) = &self.service_password_file {
-            self.service_password = Some(read_secret(path, "pbx.service_password_file", o)?);
-        }
-        if let Some(path) = &self.service_totp_secret_file {
-            self.service_totp_secret = Some(read_secret(path, "pbx.service_totp_secret_file", o)?);
-        }
-        Ok(())
     }
 
     /// True when 3CX sessions are opened by impersonation through the service extension.
@@ -259,7 +254,8 @@ impl PbxConfig {
         if !matches!(decoded, Some(Ok(ref b)) if b.len() == 32) {
             return Err(o.error(
                 "pbx.password_key",
-                "managed-password needs 32 random bytes in base64 (e.g. `openssl rand -base64 32`)",
+                "managed-password needs 32 random bytes in base64 (e.g. `openssl rand -base64 \
+                 32`), in password_key or password_key_file",
             ));
         }
         Ok(())
@@ -304,16 +300,6 @@ fn decode_totp_secret(secret: &str) -> Result<Vec<u8>, String> {
         Ok(_) => Err("is too short for a TOTP secret (at least 16 base32 characters)".into()),
         Err(_) => Err("is not base32 (the letters A-Z and digits 2-7)".into()),
     }
-}
-
-fn read_secret(
-    path: &std::path::Path,
-    key: &str,
-    o: &Origins,
-) -> Result<SecretString, ConfigError> {
-    std::fs::read_to_string(path)
-        .map(|s| SecretString::from(s.trim().to_string()))
-        .map_err(|e| o.error(key, format!("cannot read {}: {e}", path.display())))
 }
 
 fn default_impersonation_credential() -> ImpersonationCredential {

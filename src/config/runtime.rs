@@ -1,5 +1,7 @@
 //! `[store]` and `[log]`: where pbxgate keeps its state, and how it logs.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use super::error::{ConfigError, Origins};
@@ -10,12 +12,15 @@ use super::mask::mask_url_password;
 pub struct StoreConfig {
     #[serde(serialize_with = "mask_url_password")]
     pub url: String,
+    /// A file holding `url`, for a PostgreSQL URL with a password in it.
+    pub url_file: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             url: "sqlite://data/pbxgate.db".into(),
+            url_file: None,
         }
     }
 }

@@ -8,6 +8,7 @@
 mod auth;
 mod backup;
 mod binary;
+mod config_env;
 mod connections;
 mod door;
 mod faults;
