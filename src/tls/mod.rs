@@ -1,6 +1,11 @@
 //! rustls on both sides (ring as the one crypto provider, no OpenSSL): the server config that
-//! terminates browser TLS and the client config that reaches 3CX. (The demo's throw-away
-//! certificates come from the sandbox crate.)
+//! terminates browser TLS, with a certificate reloaded without a restart ([`reload`]), and
+//! the client config that reaches 3CX. (The demo's throw-away certificates come from the
+//! sandbox crate.)
+
+mod reload;
+
+pub use reload::{CertInfo, POLL_INTERVAL, Reload, Reloadable, Trigger, cert_info, spawn_watcher};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,6 +21,16 @@ pub enum TlsError {
     Pem { path: String, message: String },
     #[error("{path} holds no certificate")]
     NoCertificate { path: String },
+    #[error("{path}: not a valid X.509 certificate: {message}")]
+    Certificate { path: String, message: String },
+    #[error("the key in {key} does not belong to the certificate in {cert}: {message}")]
+    KeyMismatch {
+        cert: String,
+        key: String,
+        message: String,
+    },
+    #[error("{path}: the certificate expired at {not_after}")]
+    Expired { path: String, not_after: String },
     #[error("TLS setup failed: {0}")]
     Rustls(#[from] rustls::Error),
 }
@@ -48,7 +63,8 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
-/// Server side: HTTP/1.1 only, since WebSocket relaying to 3CX rides on HTTP/1.1 upgrades.
+/// A fixed server config, HTTP/1.1 only: for the demo's and the tests' simulated 3CX (the
+/// gateway's own listeners use [`Reloadable`]).
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = load_certs(cert)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, e))?;
