@@ -31,6 +31,8 @@ pub enum TlsError {
     },
     #[error("{path}: the certificate expired at {not_after}")]
     Expired { path: String, not_after: String },
+    #[error("pbx.tls_server_name: {0} is not a valid host name")]
+    ServerName(String),
     #[error("TLS setup failed: {0}")]
     Rustls(#[from] rustls::Error),
 }
@@ -93,4 +95,78 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<ClientConfig, TlsError> 
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+/// For a client of 3CX with `[pbx] tls_server_name`: resolves that name to the addresses of
+/// `[pbx] url`'s host, so that the client connects to 3CX's internal address while SNI,
+/// certificate verification and `Host` use the public name. Other names resolve as usual.
+#[derive(Debug)]
+pub struct PinnedName {
+    name: String,
+    host: String,
+}
+
+impl PinnedName {
+    pub fn new(name: &str, url: &url::Url) -> Self {
+        let host = match url.host() {
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            Some(host) => host.to_string(),
+            None => String::new(),
+        };
+        Self {
+            name: name.to_string(),
+            host,
+        }
+    }
+}
+
+impl reqwest::dns::Resolve for PinnedName {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let target = if name.as_str().eq_ignore_ascii_case(&self.name) {
+            self.host.clone()
+        } else {
+            name.as_str().to_string()
+        };
+        Box::pin(async move {
+            // Port 0: the URL's port is used.
+            let addrs: Vec<_> = tokio::net::lookup_host((target.as_str(), 0))
+                .await?
+                .collect();
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// An error reaching 3CX as one log line, with the fix when its certificate is not for the
+/// name pbxgate connected by (3CX reached by an internal address).
+pub fn upstream_error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let chain = crate::errors::error_chain(e);
+    if is_name_mismatch(e) {
+        format!("{chain} (3CX's certificate is for another name: set [pbx] tls_server_name to it)")
+    } else {
+        chain
+    }
+}
+
+fn is_name_mismatch(e: &(dyn std::error::Error + 'static)) -> bool {
+    use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(rustls::Error::InvalidCertificate(
+            NotValidForName | NotValidForNameContext { .. },
+        )) = err.downcast_ref::<rustls::Error>()
+        {
+            return true;
+        }
+        // io::Error's `source` skips the error it wraps.
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            && is_name_mismatch(inner)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
