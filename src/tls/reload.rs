@@ -316,13 +316,25 @@ fn parse_pair(
         message: e.to_string(),
     })?;
     let key = PrivateKeyDer::from_pem_slice(&files.key).map_err(|e| pem_error(key_path, e))?;
-    let certified =
-        CertifiedKey::from_der(chain, key, &provider()).map_err(|e| TlsError::KeyMismatch {
+    let key = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| pem_error(key_path, e))?;
+    let certified = CertifiedKey::new(chain, key);
+    match certified.keys_match() {
+        // ring knows the public key of every key it loads; "unknown" is not expected.
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            Ok((certified, info))
+        }
+        Err(e) => Err(TlsError::KeyMismatch {
             cert: cert_path.display().to_string(),
             key: key_path.display().to_string(),
-            message: e.to_string(),
-        })?;
-    Ok((certified, info))
+            message: match e {
+                rustls::Error::InconsistentKeys(_) => "the public keys differ".into(),
+                e => e.to_string(),
+            },
+        }),
+    }
 }
 
 /// Subject and notAfter of a DER certificate.
@@ -452,6 +464,17 @@ mod tests {
             matches!(r.reload(Trigger::FileChange), Reload::Unchanged),
             "refused once, not at every poll"
         );
+
+        // A PEM private key block that holds no key.
+        std::fs::write(
+            f.path("key"),
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let e = refused(r.reload(Trigger::FileChange));
+        assert!(e.starts_with("cannot read PEM file"), "{e}");
+        assert!(e.contains(&f.path("key").display().to_string()), "{e}");
+        std::fs::write(f.path("key"), &a.key_pem).unwrap();
 
         // Not PEM at all, and PEM that is not a certificate.
         std::fs::write(f.path("pem"), "garbage").unwrap();
