@@ -214,11 +214,17 @@ pub fn spawn_watcher(
         let path = c.cert_path.display().to_string();
         metrics.tls_certificate_expiry(&path, c.info().not_after);
     }
-    tokio::spawn(watch(certs, metrics, interval))
+    // Installed before the gateway says it listens: a SIGHUP from then on reloads.
+    let hangup = hangups();
+    tokio::spawn(watch(certs, metrics, interval, hangup))
 }
 
-async fn watch(certs: Vec<Arc<Reloadable>>, metrics: Arc<Metrics>, interval: Duration) {
-    let mut hangup = hangups();
+async fn watch(
+    certs: Vec<Arc<Reloadable>>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    mut hangup: Hangups,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;

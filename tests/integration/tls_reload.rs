@@ -258,3 +258,30 @@ async fn changed_files_are_picked_up_without_sighup_and_the_expiry_metric_follow
     assert_eq!(after.cert, der(&b));
     assert_eq!(expiry_metric(&mut after, &cert).await, Some(1_924_992_000));
 }
+
+#[tokio::test]
+async fn a_certificate_near_its_expiry_is_warned_about_at_start() {
+    let up = Upstream::start().await;
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, cert_path, _) = tls_config(dir.path(), &up.url());
+    // Midnight UTC 8 days ahead: 7 whole days left.
+    let in_a_week = jiff::tz::TimeZone::UTC
+        .to_datetime(jiff::Timestamp::now() + jiff::SignedDuration::from_hours(8 * 24))
+        .date();
+    let until = (
+        in_a_week.year() as i32,
+        in_a_week.month() as u8,
+        in_a_week.day() as u8,
+    );
+    let soon = leaf(&pki, "soon", until);
+    soon.write(dir.path(), "gateway").unwrap();
+    let gw = Process::serve(&config, &dir.path().join("pbxgate.log"));
+    let warned = wait_log(&gw.log, &["WARN", "expires within 14 days"], 1).await;
+    assert!(
+        warned[0].contains(&cert_path.display().to_string()) && warned[0].contains("days=7"),
+        "{}",
+        warned[0]
+    );
+    assert_eq!(Conn::open(gw.addr, &pki.ca_pem).await.cert, der(&soon));
+}
