@@ -140,6 +140,14 @@ pub struct Metrics {
     // --- client connections (issue 15: connection limits) ---
     connections_open: Gauge,
     connections_refused: Family<ReasonLabels, Counter>,
+    // --- TLS certificates (issue 16: certificate reload) ---
+    tls_certificate_expiry: Family<CertLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertLabels {
+    /// The certificate file, as configured.
+    path: String,
 }
 
 fn latency_histogram() -> Histogram {
@@ -230,7 +238,15 @@ impl Default for Metrics {
             "The running build: its version and git commit (always 1)",
             build_info,
         );
+        // --- TLS certificates (issue 16: certificate reload) ---
+        let tls_certificate_expiry = Family::<CertLabels, Gauge>::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the served TLS certificate expires (notAfter, Unix seconds), by certificate file",
+            tls_certificate_expiry.clone(),
+        );
         Self {
+            tls_certificate_expiry,
             connections_open,
             connections_refused,
             registry,
@@ -332,6 +348,14 @@ impl Metrics {
                 reason: reason.into(),
             })
             .inc();
+    }
+
+    // --- TLS certificates (issue 16: certificate reload) ---
+    /// Sets the expiry (Unix seconds) of the certificate served from `path`.
+    pub fn tls_certificate_expiry(&self, path: &str, not_after: i64) {
+        self.tls_certificate_expiry
+            .get_or_create(&CertLabels { path: path.into() })
+            .set(not_after);
     }
 
     /// The Prometheus text exposition.

@@ -263,17 +263,23 @@ impl PbxClient {
     /// `store` keeps the service extension's session, shared by the replicas.
     pub fn new(config: &PbxConfig, store: Store, clock: Arc<dyn Clock>) -> Result<Self, PbxError> {
         let tls = tls::client_config(config.ca_file.as_deref())?;
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .connect_timeout(config.connect_timeout.get())
             .timeout(config.response_timeout.get())
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("pbxgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(PbxError::Client)?;
+            .user_agent(concat!("pbxgate/", env!("CARGO_PKG_VERSION")));
+        // Requests name 3CX by its certificate's name; the resolver maps it to `url`'s host.
+        let mut base = config.url.clone();
+        if let Some(name) = &config.tls_server_name {
+            http = http.dns_resolver(tls::PinnedName::new(name, &config.url));
+            base.set_host(Some(name))
+                .map_err(|_| TlsError::ServerName(name.clone()))?;
+        }
+        let http = http.build().map_err(PbxError::Client)?;
         Ok(Self {
             http,
-            base: config.url.clone(),
+            base,
             client_id: config.client_id.clone(),
             client_secret: config.client_secret.clone(),
             clock,
@@ -577,7 +583,7 @@ async fn decode<T: DeserializeOwned>(
 }
 
 fn unreachable(e: reqwest::Error) -> PbxError {
-    PbxError::Unreachable(crate::errors::error_chain(&e))
+    PbxError::Unreachable(tls::upstream_error_chain(&e))
 }
 
 /// 3CX names the field of a conflict in the error's `details[].target` (assumed from the

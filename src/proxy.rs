@@ -11,18 +11,17 @@ use std::time::Duration;
 
 use axum::body::Body;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use percent_encoding::percent_decode_str;
 
 use crate::config::Config;
 use crate::metrics::{Metrics, UpstreamErrorKind};
-use crate::tls::{self, TlsError};
+use crate::tls::TlsError;
 use pbxgate_wire::cookie::split_pairs;
 
 mod pool;
@@ -470,44 +469,8 @@ impl Upstream {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, TlsError> {
         let forwarded_host = public_host(&config.server.public_url)?;
         let config = &config.pbx;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.connect_timeout.get()));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let tls = tls::client_config(config.ca_file.as_deref())?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let url = &config.url;
-        let scheme = if url.scheme() == "https" {
-            Scheme::HTTPS
-        } else {
-            Scheme::HTTP
-        };
-        let bad = |what: &str| TlsError::Pem {
-            path: "pbx.url".into(),
-            message: format!("{what} is not valid"),
-        };
-        let authority: Authority = url[url::Position::BeforeHost..url::Position::AfterPort]
-            .parse()
-            .map_err(|_| bad("host"))?;
-        // `Host` as a browser would send it: the port only when it is not the default.
-        let host = match url.port() {
-            Some(port) => format!("{}:{port}", authority.host()),
-            None => authority.host().to_string(),
-        };
-        let host = HeaderValue::from_str(&host).map_err(|_| bad("host"))?;
-        let origin = Uri::builder()
-            .scheme(scheme)
-            .authority(authority)
-            .path_and_query("/")
-            .build()
-            .map_err(|_| bad("url"))?;
         Ok(Self {
-            pool: Pool::new(connector, origin, host),
+            pool: Pool::to_pbx(config)?,
             forwarded_host,
             response_timeout: config.response_timeout.get(),
             metrics,

@@ -62,6 +62,11 @@ pub struct PbxConfig {
     /// Extra CA (PEM) for a 3CX with a self-signed or private-CA certificate.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// The name on 3CX's certificate when `url` reaches 3CX by another (an internal address
+    /// or name): the certificate is verified for it, it is sent as SNI and as `Host`, and
+    /// connections still go to `url`'s host and port. A DNS name; only with an https `url`.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: HumanDuration,
     /// Time allowed for 3CX to start answering (response headers); bodies stream untimed.
@@ -114,10 +119,44 @@ impl PbxConfig {
         }
         require(&self.client_id, "pbx.client_id", o)?;
         require(self.client_secret.expose_secret(), "pbx.client_secret", o)?;
+        self.validate_tls_server_name(o)?;
         self.validate_passthrough(o)?;
         self.validate_randomize(o)?;
         self.validate_password_key(o)?;
         self.validate_service_account(o)
+    }
+
+    /// A DNS name (an IP address has no use here: connect to it with `url`), and TLS to
+    /// verify it with.
+    fn validate_tls_server_name(&self, o: &Origins) -> Result<(), ConfigError> {
+        const KEY: &str = "pbx.tls_server_name";
+        let Some(name) = &self.tls_server_name else {
+            return Ok(());
+        };
+        if self.url.scheme() != "https" {
+            return Err(o.error(KEY, "needs an https pbx.url"));
+        }
+        match rustls_pki_types::ServerName::try_from(name.as_str()) {
+            Ok(rustls_pki_types::ServerName::DnsName(_)) if !name.ends_with('.') => Ok(()),
+            Ok(rustls_pki_types::ServerName::IpAddress(_)) => Err(o.error(
+                KEY,
+                format!("{name} is an IP address; give the DNS name on 3CX's certificate"),
+            )),
+            _ => Err(o.error(KEY, format!("{name:?} is not a DNS name"))),
+        }
+    }
+
+    /// The host (and port, when not the scheme's default) requests to 3CX carry as `Host`:
+    /// `tls_server_name` when set, else `url`'s.
+    pub fn host_header(&self) -> String {
+        let host = match &self.tls_server_name {
+            Some(name) => name.clone(),
+            None => self.url.host_str().unwrap_or_default().to_string(),
+        };
+        match self.url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host,
+        }
     }
 
     /// True when 3CX sessions are opened by impersonation through the service extension.
@@ -406,6 +445,36 @@ client_secret = "x"
         let e = err("service_extension = \"999\"\nservice_password_file = \"/nonexistent\"\n");
         assert!(
             e.contains("`pbx.service_password_file`: cannot read"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tls_server_name_is_a_dns_name_for_an_https_url() {
+        let extra = "service_extension = \"999\"\nservice_password = \"p\"\n";
+        let ok = parse(
+            &format!("{extra}tls_server_name = \"pbx.example.com\"\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(ok.pbx.tls_server_name.as_deref(), Some("pbx.example.com"));
+        assert_eq!(ok.pbx.host_header(), "pbx.example.com:5001");
+        for (name, why) in [
+            ("10.0.0.5", "is an IP address"),
+            ("::1", "is an IP address"),
+            ("pbx example", "is not a DNS name"),
+            ("", "is not a DNS name"),
+            ("pbx.example.com.", "is not a DNS name"),
+        ] {
+            let e = err(&format!("{extra}tls_server_name = {name:?}\n"));
+            assert!(e.contains("key `pbx.tls_server_name`"), "{name}: {e}");
+            assert!(e.contains(why), "{name}: {e}");
+        }
+        let text = format!("{BASE}{extra}tls_server_name = \"pbx.example.com\"\n")
+            .replace("https://pbx.internal:5001", "http://127.0.0.1:5000");
+        let e = Config::parse(&text, "t.toml", []).unwrap_err().to_string();
+        assert!(
+            e.contains("key `pbx.tls_server_name`: needs an https pbx.url"),
             "{e}"
         );
     }

@@ -32,21 +32,45 @@ pub struct Gateway {
     pub app: Arc<App>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    /// The served certificates, reloaded on SIGHUP and when their files change.
+    certs: Vec<Arc<tls::Reloadable>>,
+    tls_poll: Duration,
 }
 
 impl Gateway {
     /// Builds the app (store, clients, workers) and binds the listener.
     pub async fn bind(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
-        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(cert, key)?)),
-            _ => None,
+        let certs = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => vec![tls::Reloadable::load(cert, key, clock.clone())?],
+            _ => Vec::new(),
+        };
+        let tls = match certs.first() {
+            Some(cert) => {
+                let mut server = cert.server_config()?;
+                server.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Some(TlsAcceptor::from(Arc::new(server)))
+            }
+            None => None,
         };
         let addr = config.server.listen;
         let app = App::build(config, clock).await?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
-        Ok(Self { app, listener, tls })
+        Ok(Self {
+            app,
+            listener,
+            tls,
+            certs,
+            tls_poll: tls::POLL_INTERVAL,
+        })
+    }
+
+    /// How often the certificate files are checked for a change (default
+    /// [`tls::POLL_INTERVAL`]); tests shorten it.
+    pub fn with_tls_poll_interval(mut self, every: Duration) -> Self {
+        self.tls_poll = every;
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -60,6 +84,7 @@ impl Gateway {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let app = self.app.clone();
         let purge = tokio::spawn(app.sessions.clone().purge_hourly());
+        let reloads = tls::spawn_watcher(self.certs.clone(), app.metrics.clone(), self.tls_poll);
         let (stop_tx, stop_rx) = watch::channel(false);
         let schedules = app.workers.spawn(&app.config, stop_rx);
         let addr = self.local_addr();
@@ -83,6 +108,7 @@ impl Gateway {
         );
         let serving = serve::per_core(app.clone(), self.listener, settings, shutdown).await;
         purge.abort();
+        reloads.abort();
         // A sync run in progress finishes its current item and records itself interrupted.
         let _ = stop_tx.send(true);
         for schedule in schedules {

@@ -20,15 +20,18 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
+use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper_rustls::HttpsConnector;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower::Service;
 
 use super::{ProxyError, UpstreamBody};
+use crate::config::PbxConfig;
 use crate::errors::error_chain;
+use crate::tls::{self, TlsError};
 
 /// Idle connections older than this are not used again: 3CX (nginx) closes keep-alive
 /// connections after 75 s, and a request written as it does so fails.
@@ -51,13 +54,54 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(connector: HttpsConnector<HttpConnector>, origin: Uri, host: HeaderValue) -> Self {
-        Self {
+    /// Connections to `[pbx] url`. With `tls_server_name`, TLS (SNI and verification) and
+    /// `Host` use that name while connections still go to `url`'s host and port.
+    pub fn to_pbx(config: &PbxConfig) -> Result<Self, TlsError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout.get()));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let tls = tls::client_config(config.ca_file.as_deref())?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
+        let connector = match &config.tls_server_name {
+            Some(name) => {
+                let name = rustls_pki_types::ServerName::try_from(name.clone())
+                    .map_err(|_| TlsError::ServerName(name.clone()))?;
+                connector.with_server_name_resolver(FixedServerNameResolver::new(name))
+            }
+            None => connector,
+        };
+        let connector = connector.enable_http1().wrap_connector(http);
+        let url = &config.url;
+        let scheme = if url.scheme() == "https" {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        let bad = |what: &str| TlsError::Pem {
+            path: "pbx.url".into(),
+            message: format!("{what} is not valid"),
+        };
+        let authority: Authority = url[url::Position::BeforeHost..url::Position::AfterPort]
+            .parse()
+            .map_err(|_| bad("host"))?;
+        // `Host` as a browser would send it: the port only when it is not the default.
+        let host = HeaderValue::from_str(&config.host_header()).map_err(|_| bad("host"))?;
+        let origin = Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query("/")
+            .build()
+            .map_err(|_| bad("url"))?;
+        Ok(Self {
             connector,
             origin,
             host,
             idle: Arc::default(),
-        }
+        })
     }
 
     /// Sends `req` (origin-form URI) on an idle connection, or on a new one when none is
@@ -121,7 +165,7 @@ impl Pool {
             .clone()
             .call(self.origin.clone())
             .await
-            .map_err(|e| ProxyError::Connect(error_chain(&*e)))?;
+            .map_err(|e| ProxyError::Connect(tls::upstream_error_chain(&*e)))?;
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await

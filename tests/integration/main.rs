@@ -24,4 +24,5 @@ mod sync_contacts;
 mod sync_presence;
 mod sync_users;
 mod tls;
+mod tls_reload;
 mod tokens;

@@ -40,10 +40,37 @@ impl TestPki {
 
     /// A server certificate for `names` (DNS names or IP addresses).
     pub fn leaf(&self, names: &[&str]) -> Result<Leaf, Error> {
+        self.leaf_with(names, |_| {})
+    }
+
+    /// A server certificate for `names` with `subject` as its common name, valid until
+    /// midnight UTC of `until` (year, month, day): to tell rotated certificates apart and
+    /// to make expired or soon-expiring ones.
+    pub fn leaf_until(
+        &self,
+        names: &[&str],
+        subject: &str,
+        until: (i32, u8, u8),
+    ) -> Result<Leaf, Error> {
+        self.leaf_with(names, |p| {
+            p.distinguished_name
+                .push(rcgen::DnType::CommonName, subject);
+            p.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            p.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+        })
+    }
+
+    /// A server certificate for `names`, its parameters adjusted by `edit` before signing.
+    pub fn leaf_with(
+        &self,
+        names: &[&str],
+        edit: impl FnOnce(&mut rcgen::CertificateParams),
+    ) -> Result<Leaf, Error> {
         let key = rcgen::KeyPair::generate()?;
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let mut params = rcgen::CertificateParams::new(names)?;
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        edit(&mut params);
         let cert = params.signed_by(&key, &self.ca)?;
         Ok(Leaf {
             cert_pem: cert.pem(),
