@@ -16,6 +16,7 @@ use sqlx::AnyPool;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
+mod api_token;
 mod contacts;
 mod directory;
 mod leases;
@@ -25,6 +26,7 @@ mod service_session;
 mod sessions;
 mod sync_state;
 
+pub use api_token::ApiTokenRow;
 pub use contacts::ContactLink;
 pub use directory::DirectoryRow;
 pub use login_attempts::LoginAttempt;
@@ -100,6 +102,11 @@ fn migrator() -> Migrator {
                 6,
                 "pbx service session",
                 include_str!("../migrations/0006_pbx_service_session.sql"),
+            ),
+            m(
+                7,
+                "pbx api token",
+                include_str!("../migrations/0007_pbx_api_token.sql"),
             ),
         ]),
         ..Migrator::DEFAULT
