@@ -138,29 +138,26 @@ impl PbxClient {
             return Ok(h.token.token.clone());
         }
         let failed = held.as_ref().filter(|h| h.refused).and_then(|h| h.version);
-        let now = self.clock.now();
-        let renewed = if self.api.store_usable(now) {
-            match self.shared_token(failed).await {
-                Err(PbxError::Store(e)) => {
-                    self.api.store_failed(&e, self.clock.now());
-                    None
-                }
-                other => Some(other?),
-            }
-        } else {
-            None
-        };
-        let renewed = match renewed {
-            Some(h) => h,
-            None => Held {
-                token: self.fetch_api_token().await?,
-                version: None,
-                refused: false,
-            },
-        };
+        let renewed = self.renew_api_token(failed).await?;
         let token = renewed.token.token.clone();
         *held = Some(renewed);
         Ok(token)
+    }
+
+    /// A token in place of the held one (`failed`: the stored version 3CX refused): through
+    /// the store while it works, else one of this replica's own.
+    async fn renew_api_token(&self, failed: Option<i64>) -> Result<Held, PbxError> {
+        if self.api.store_usable(self.clock.now()) {
+            match self.shared_token(failed).await {
+                Err(PbxError::Store(e)) => self.api.store_failed(&e, self.clock.now()),
+                other => return other,
+            }
+        }
+        Ok(Held {
+            token: self.fetch_api_token().await?,
+            version: None,
+            refused: false,
+        })
     }
 
     /// Marks `failed` refused (3CX answered 401 to it), unless this replica already holds

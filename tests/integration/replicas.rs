@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use pbxgate::clock::ManualClock;
 use pbxgate::pbx::PbxClient;
+use pbxgate::store::Store;
 use pbxgate_sandbox::Sandbox;
+use pbxgate_sandbox::pbx::{PbxSim, router};
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::support::*;
 
@@ -189,4 +192,59 @@ async fn without_the_store_a_replica_uses_a_token_of_its_own() {
 
 fn clock_now(clock: &ManualClock) -> i64 {
     pbxgate::clock::Clock::now(clock)
+}
+
+/// A simulated 3CX whose API client `pbxgate` has `secret`.
+async fn pbx_with_secret(
+    secret: &str,
+    clock: &ManualClock,
+) -> (Arc<PbxSim>, pbxgate_sandbox::Running) {
+    let sim = Arc::new(PbxSim::new(
+        "p",
+        ("pbxgate", secret),
+        Vec::new(),
+        Arc::new(clock.clone()),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = pbxgate_sandbox::spawn(listener, router(sim.clone()), None).unwrap();
+    (sim, running)
+}
+
+/// A client of the 3CX at `url` with client secret `secret`, on `store`.
+fn client_with_secret(url: &str, secret: &str, store: &Store, clock: &ManualClock) -> PbxClient {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(url, dir.path(), |c| {
+        c.pbx.client_secret = SecretString::from(secret.to_string())
+    });
+    PbxClient::new(&c.pbx, store.clone(), Arc::new(clock.clone())).unwrap()
+}
+
+/// The stored token is sealed under a key from the client secret: the store alone shows no
+/// token, and after the secret is changed (in 3CX and in the config) the old token does not
+/// open: the replica fetches a new one instead of first trying the old one.
+#[tokio::test]
+async fn the_stored_token_is_sealed_and_a_changed_secret_means_a_new_fetch() {
+    init();
+    let clock = ManualClock::new(START);
+    let db = PgDatabase::create().await;
+    let store = Store::open(&db.url).await.unwrap();
+    let (_, old) = pbx_with_secret("old-secret", &clock).await;
+    let before = client_with_secret(&old.url(), "old-secret", &store, &clock);
+    let token = before.api_token().await.unwrap();
+    let row = store.api_token("pbxgate").await.unwrap().unwrap();
+    assert_eq!(row.version, 1);
+    assert!(!row.sealed.unwrap().contains(token.expose_secret()));
+
+    let (sim, new) = pbx_with_secret("new-secret", &clock).await;
+    let after = client_with_secret(&new.url(), "new-secret", &store, &clock);
+    after.users(None).await.unwrap();
+    assert_eq!(
+        (sim.api_token_grants(), sim.requests()),
+        (1, 1),
+        "a new token at once, no call refused"
+    );
+    assert_eq!(
+        store.api_token("pbxgate").await.unwrap().unwrap().version,
+        2
+    );
 }
