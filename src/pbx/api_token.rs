@@ -64,6 +64,16 @@ struct Held {
     refused: bool,
 }
 
+impl Held {
+    /// Marks the token refused if it is `failed`: a 401 that comes back after another call
+    /// already replaced the token must not send the new one after it.
+    fn refuse(&mut self, failed: &SecretString) {
+        if ids::secrets_equal(self.token.token.expose_secret(), failed.expose_secret()) {
+            self.refused = true;
+        }
+    }
+}
+
 impl ApiTokens {
     pub(super) fn new(config: &PbxConfig, store: Store) -> Result<Self, PbxError> {
         let fetch = config.connect_timeout.get() + config.response_timeout.get();
@@ -163,12 +173,8 @@ impl PbxClient {
     /// Marks `failed` refused (3CX answered 401 to it), unless this replica already holds
     /// another token: the next [`PbxClient::api_token`] looks for a newer one.
     pub(super) async fn drop_api_token(&self, failed: &SecretString) {
-        let mut held = self.api.held.lock().await;
-        if let Some(h) = held
-            .as_mut()
-            .filter(|h| ids::secrets_equal(h.token.token.expose_secret(), failed.expose_secret()))
-        {
-            h.refused = true;
+        if let Some(h) = self.api.held.lock().await.as_mut() {
+            h.refuse(failed);
         }
     }
 
@@ -281,5 +287,27 @@ impl PbxClient {
         }
         tracing::debug!("fetched a new 3CX API token");
         self.read_token(res).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_token_that_failed_is_marked_refused() {
+        let token = |t: &str| SecretString::from(t.to_string());
+        let mut held = Held {
+            token: AccessToken {
+                token: token("new"),
+                expires_at: 0,
+            },
+            version: Some(2),
+            refused: false,
+        };
+        held.refuse(&token("old"));
+        assert!(!held.refused, "a late 401 of the token replaced meanwhile");
+        held.refuse(&token("new"));
+        assert!(held.refused);
     }
 }

@@ -120,7 +120,7 @@ async fn an_expiring_token_is_renewed_once_for_both_replicas() {
 
 /// A token 3CX refuses (here: something else fetched one with the same credentials) is
 /// renewed by one replica; the other finds the new one in the store.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_token_is_renewed_by_one_replica_and_found_by_the_other() {
     let r = replicas().await;
     r.a.app.pbx.users(None).await.unwrap();
@@ -136,6 +136,16 @@ async fn a_refused_token_is_renewed_by_one_replica_and_found_by_the_other() {
         requests_after - requests,
         4,
         "each refused once, then repeated"
+    );
+
+    // Many calls refused at once: one renewal still, and none of them fails.
+    foreign_token(&r.sandbox.pbx_server.url()).await;
+    let errors = concurrent_reads(&r.a.app.pbx, &r.b.app.pbx, 40).await;
+    assert_eq!(errors, Vec::<String>::new());
+    assert_eq!(
+        counts(&r.sandbox).1 - grants_after,
+        2,
+        "the foreign one and one renewal"
     );
 }
 
