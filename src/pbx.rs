@@ -1,5 +1,5 @@
-//! The 3CX client: the Configuration API (XAPI) with a cached API-client token, and the
-//! webclient session calls that sign a user in.
+//! The 3CX client: the Configuration API (XAPI) with an API-client token shared by the
+//! replicas (`api_token`), and the webclient session calls that sign a user in.
 //!
 //! Documented by 3CX: `/connect/token` with client credentials and `/xapi/v1/…`
 //! (`shared/reference/3cx-xapi-openapi.yaml`). **Not documented by 3CX** and taken from public
@@ -15,7 +15,6 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
 use url::Url;
 
 use crate::clock::{Clock, UnixTime};
@@ -24,6 +23,7 @@ use crate::seal::SealError;
 use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsError};
 
+mod api_token;
 mod contacts;
 mod impersonation;
 mod service;
@@ -109,6 +109,8 @@ pub enum PbxError {
     Seal(#[from] SealError),
     #[error("the 3CX service session cannot be read or stored: {0}")]
     Store(#[from] StoreError),
+    #[error("another replica's fetch of the 3CX API token did not finish within {0} s")]
+    TokenLeaseBusy(i64),
 }
 
 impl PbxError {
@@ -122,6 +124,7 @@ impl PbxError {
                 | Self::ServiceNeeds2fa(_)
                 | Self::Service2faRefused { .. }
                 | Self::Store(_)
+                | Self::TokenLeaseBusy(_)
         ) || matches!(self, Self::Api { status, .. } if *status >= 500)
     }
 }
@@ -241,9 +244,9 @@ pub struct PbxClient {
     client_id: String,
     client_secret: SecretString,
     clock: Arc<dyn Clock>,
-    /// The API client's token. The lock is held while refreshing: 3CX keeps one live token per
-    /// API client, so two refreshes at once would invalidate each other.
-    token: Mutex<Option<AccessToken>>,
+    /// The API client's token, shared with the other replicas through the store: 3CX keeps
+    /// one live token per API client, so two fetches would invalidate each other.
+    api: api_token::ApiTokens,
     /// Impersonated tokens by extension.
     impersonated: moka::sync::Cache<String, AccessToken>,
     /// The service extension's session, when it authorises impersonation.
@@ -260,7 +263,8 @@ fn lifetime_secs(expires_in: Option<i64>) -> i64 {
 }
 
 impl PbxClient {
-    /// `store` keeps the service extension's session, shared by the replicas.
+    /// `store` keeps the API token and the service extension's session, shared by the
+    /// replicas.
     pub fn new(config: &PbxConfig, store: Store, clock: Arc<dyn Clock>) -> Result<Self, PbxError> {
         let tls = tls::client_config(config.ca_file.as_deref())?;
         let mut http = reqwest::Client::builder()
@@ -283,7 +287,7 @@ impl PbxClient {
             client_id: config.client_id.clone(),
             client_secret: config.client_secret.clone(),
             clock,
-            token: Mutex::new(None),
+            api: api_token::ApiTokens::new(config, store.clone())?,
             impersonated: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(3600))
@@ -303,36 +307,6 @@ impl PbxClient {
         t.expires_at - self.clock.now() > 60
     }
 
-    /// The API client's bearer token, refreshed shortly before it expires.
-    pub async fn api_token(&self) -> Result<SecretString, PbxError> {
-        let mut slot = self.token.lock().await;
-        if let Some(t) = slot.as_ref().filter(|t| self.fresh(t)) {
-            return Ok(t.token.clone());
-        }
-        let res = self
-            .http
-            .post(self.url("/connect/token"))
-            .form(&[
-                ("client_id", self.client_id.as_str()),
-                ("client_secret", self.client_secret.expose_secret()),
-                ("grant_type", "client_credentials"),
-            ])
-            .send()
-            .await
-            .map_err(unreachable)?;
-        let status = res.status();
-        if !status.is_success() {
-            let body: Option<OAuthError> = res.json().await.ok();
-            let why = body
-                .map(|b| b.error_description.unwrap_or(b.error))
-                .unwrap_or_else(|| status.to_string());
-            return Err(PbxError::Credentials(why));
-        }
-        let t = self.read_token(res).await?;
-        *slot = Some(t.clone());
-        Ok(t.token)
-    }
-
     async fn read_token(&self, res: reqwest::Response) -> Result<AccessToken, PbxError> {
         let body: TokenResponse = decode(res, "token response").await?;
         Ok(self.access_token(body))
@@ -344,11 +318,6 @@ impl PbxClient {
             token: SecretString::from(t.access_token),
             expires_at: self.clock.now() + lifetime_secs(t.expires_in),
         }
-    }
-
-    /// Forgets the API token (3CX restarted, or the key was rotated): the next call gets one.
-    async fn drop_api_token(&self) {
-        *self.token.lock().await = None;
     }
 
     /// `GET /xapi/v1/Users` with an OData `$filter`, every page.
@@ -385,16 +354,18 @@ impl PbxClient {
         }
     }
 
-    /// Forgets the cached token of `caller`, so that the next call gets a new one.
-    async fn forget_token_of(&self, caller: Caller<'_>) {
+    /// Forgets `failed`, the cached token of `caller` 3CX refused, so that the next call
+    /// gets another one.
+    async fn forget_token_of(&self, caller: Caller<'_>, failed: &SecretString) {
         match caller {
-            Caller::ApiClient => self.drop_api_token().await,
+            Caller::ApiClient => self.drop_api_token(failed).await,
             Caller::Extension(ext) => self.forget_impersonation(ext),
         }
     }
 
     /// One XAPI call as `caller`. A cached token can die early (3CX restarted, the key was
-    /// rotated): on 401 the token is dropped, and the call repeated once with a new one.
+    /// rotated, another replica's token replaced it): on 401 the token is dropped, and the
+    /// call repeated once with another one.
     async fn send_xapi(
         &self,
         caller: Caller<'_>,
@@ -408,12 +379,13 @@ impl PbxClient {
                 .http
                 .request(method.clone(), self.url(path))
                 .bearer_auth(token.expose_secret());
-            build(req).send().await.map_err(unreachable)
+            let res = build(req).send().await.map_err(unreachable)?;
+            Ok::<_, PbxError>((token, res))
         };
-        let mut res = send().await?;
+        let (token, mut res) = send().await?;
         if res.status() == reqwest::StatusCode::UNAUTHORIZED {
-            self.forget_token_of(caller).await;
-            res = send().await?;
+            self.forget_token_of(caller, &token).await;
+            res = send().await?.1;
         }
         check(res).await
     }

@@ -16,6 +16,7 @@ use sqlx::AnyPool;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
+mod api_token;
 pub mod backup;
 mod contacts;
 mod directory;
@@ -26,6 +27,7 @@ mod service_session;
 mod sessions;
 mod sync_state;
 
+pub use api_token::ApiTokenRow;
 pub use contacts::ContactLink;
 pub use directory::DirectoryRow;
 pub use login_attempts::LoginAttempt;
@@ -101,6 +103,11 @@ fn migrator() -> Migrator {
                 6,
                 "pbx service session",
                 include_str!("../migrations/0006_pbx_service_session.sql"),
+            ),
+            m(
+                7,
+                "pbx api token",
+                include_str!("../migrations/0007_pbx_api_token.sql"),
             ),
         ]),
         ..Migrator::DEFAULT

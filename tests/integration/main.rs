@@ -16,6 +16,7 @@ mod forwarding;
 mod oidc_provider;
 mod pbx;
 mod proxy;
+mod replicas;
 mod revocation;
 mod signout;
 mod store;

@@ -82,6 +82,8 @@ struct PbxState {
     writes_left: Option<usize>,
     /// XAPI requests served.
     requests: usize,
+    /// API client tokens issued (`client_credentials` grants).
+    api_token_grants: usize,
     /// The status webclient sign-ins and refresh/impersonation grants answer with, when
     /// 3CX's session service is failing (`None`: working).
     sessions_failing: Option<u16>,
@@ -156,6 +158,11 @@ impl PbxSim {
     /// XAPI requests served so far (reads and writes).
     pub fn requests(&self) -> usize {
         self.with(|s| s.requests)
+    }
+
+    /// API client tokens issued so far (each one ends the one before).
+    pub fn api_token_grants(&self) -> usize {
+        self.with(|s| s.api_token_grants)
     }
 
     /// Every status profile write so far: (extension, profile, simulator time).

@@ -150,7 +150,10 @@ fn client_credentials(sim: &PbxSim, id: &str, secret: Option<String>) -> Respons
             "The request requires valid user authentication.",
         );
     }
-    let (token, exp) = sim.with(|s| sim.issue(s, Subject::ApiClient));
+    let (token, exp) = sim.with(|s| {
+        s.api_token_grants += 1;
+        sim.issue(s, Subject::ApiClient)
+    });
     axum::Json(token_json(&token, exp)).into_response()
 }
 
