@@ -270,9 +270,13 @@ async fn replicas_starting_at_once_on_postgresql_migrate_once() {
             .await
             .unwrap();
     conn.close().await.unwrap();
+    let shipped = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("sql".as_ref()))
+        .count();
     assert_eq!(
         versions.len(),
-        6,
+        shipped,
         "each migration applied once: {versions:?}"
     );
 }
