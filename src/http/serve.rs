@@ -14,6 +14,7 @@ use std::time::Duration;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
@@ -26,6 +27,7 @@ use super::conns::{Limits, Permit};
 use super::observe::{ConnInfo, Handler};
 use super::routes::{self, OwnPaths};
 use crate::app::App;
+use crate::gate::ResBody;
 use crate::proxy::{Peer, Upstream};
 
 /// The largest request head (request line and headers) read; larger ones get 431. Browsers
@@ -290,7 +292,7 @@ async fn accept_loop(
             http: http.clone(),
             idle: settings.idle,
             stop: stop_rx.clone(),
-            _permit: permit,
+            permit,
         };
         let (tls, h2c) = (side.tls.clone(), side.h2c);
         conns.spawn(async move {
@@ -447,7 +449,7 @@ struct Connection {
     idle: Duration,
     stop: watch::Receiver<bool>,
     /// Its place under the connection limits, given back when the connection ends.
-    _permit: Permit,
+    permit: Permit,
 }
 
 impl Connection {
@@ -468,17 +470,12 @@ impl Connection {
             http,
             idle,
             mut stop,
-            _permit,
+            permit,
         } = self;
         // Made once per connection; each request clones a reference to it.
         let info = Arc::new(ConnInfo::new(peer, passthrough_only));
         let head_seen = Arc::new(AtomicBool::new(false));
         let seen = head_seen.clone();
-        let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-            let (handler, info) = (handler.clone(), info.clone());
-            seen.store(true, Ordering::Relaxed);
-            async move { Ok::<_, Infallible>(handler.call(&info, req).await) }
-        });
         let activity = Arc::new(AtomicU64::new(0));
         let io = Counted {
             inner: io,
@@ -494,14 +491,88 @@ impl Connection {
         let io = TokioIo::new(io);
         match version {
             Version::H1 => {
+                let service = service_fn(move |req: http::Request<Incoming>| {
+                    let (handler, info) = (handler.clone(), info.clone());
+                    seen.store(true, Ordering::Relaxed);
+                    async move { Ok::<_, Infallible>(handler.call(&info, req).await) }
+                });
                 let conn = http.h1.serve_connection(io, service).with_upgrades();
                 watch.drive(conn, |c| c.graceful_shutdown(), deadline).await
             }
             Version::H2 => {
+                let conn_permit = Arc::new(permit);
+                let service = service_fn(move |req: http::Request<Incoming>| {
+                    let (handler, info) = (handler.clone(), info.clone());
+                    seen.store(true, Ordering::Relaxed);
+                    let place = conn_permit.another();
+                    async move {
+                        let Ok(permit) = place else {
+                            return Ok::<_, Infallible>(too_many_streams().map(Held::none));
+                        };
+                        let res = handler.call(&info, req).await;
+                        Ok(res.map(|body| Held::new(body, permit)))
+                    }
+                });
                 let conn = http.h2.serve_connection(io, service);
                 watch.drive(conn, |c| c.graceful_shutdown(), deadline).await
             }
         }
+    }
+}
+
+/// An HTTP/2 stream over the client's connection caps (each stream counts as a connection
+/// would): 503, and the client may try again once its other requests are answered.
+fn too_many_streams() -> http::Response<ResBody> {
+    let mut res = crate::web::page(
+        None,
+        crate::metrics::RouteClass::Rejected,
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "Too many requests at once",
+        "Too many requests are open from your address. Please try again.",
+    );
+    res.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    res.map(http_body_util::Either::Right)
+}
+
+/// An answer's body that holds its stream's place under the connection caps until it ends.
+struct Held {
+    body: ResBody,
+    _permit: Option<Permit>,
+}
+
+impl Held {
+    fn new(body: ResBody, permit: Permit) -> Self {
+        Self {
+            body,
+            _permit: Some(permit),
+        }
+    }
+    fn none(body: ResBody) -> Self {
+        Self {
+            body,
+            _permit: None,
+        }
+    }
+}
+
+impl hyper::body::Body for Held {
+    type Data = bytes::Bytes;
+    type Error = <ResBody as hyper::body::Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
