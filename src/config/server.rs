@@ -44,8 +44,9 @@ pub struct ServerConfig {
     pub idle_timeout: HumanDuration,
     /// A client must send a complete request head within this long: from accept (TLS
     /// handshake included) for the first request, from the previous answer for the next.
-    /// Slow-header clients ("slowloris") cannot hold a connection longer. Idle keep-alive
-    /// connections waiting for their next request are closed after it too.
+    /// Slow-header clients ("slowloris") cannot hold a connection longer. Idle HTTP/1.1
+    /// keep-alive connections waiting for their next request are closed after it too; an
+    /// HTTP/2 connection (one per browser, its requests multiplexed) after `idle_timeout`.
     #[serde(default = "default_header_read_timeout")]
     pub header_read_timeout: HumanDuration,
     /// Open client connections at most, over all clients; more are closed at accept. Unset:
@@ -56,6 +57,7 @@ pub struct ServerConfig {
     /// Open connections at most per client address (IPv6: per /64), counted by the TCP peer:
     /// behind a load balancer that is the balancer, so `trusted_proxies` peers are exempt
     /// (only `max_connections` bounds them) and the balancer must limit its own clients.
+    /// Both caps count each open HTTP/2 request as a connection too: it may hold one to 3CX.
     #[serde(default = "default_max_connections_per_client")]
     pub max_connections_per_client: u32,
     /// `Strict-Transport-Security: max-age` sent on every answer when pbxgate terminates TLS
