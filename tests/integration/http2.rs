@@ -321,6 +321,43 @@ async fn the_first_request_deadline_holds_for_h2c() {
 }
 
 #[tokio::test]
+async fn idle_http2_connections_are_closed_after_the_idle_timeout() {
+    let up = Upstream::start().await;
+    let gw = TestGateway::start(&up.url(), |c| {
+        c.server.listen = Listeners(vec![listener(None, true, false)]);
+        c.server.idle_timeout = HumanDuration::secs(1);
+    })
+    .await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    // Preface, empty SETTINGS, then HEADERS (END_STREAM | END_HEADERS) for `GET /healthz`
+    // on stream 1, HPACK-coded: :method GET, :scheme http, :path and :authority literals.
+    let mut block = vec![0x82, 0x86, 0x44, 8];
+    block.extend_from_slice(b"/healthz");
+    block.extend_from_slice(&[0x41, 9]);
+    block.extend_from_slice(b"localhost");
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0".to_vec();
+    bytes.extend_from_slice(&[0, 0, block.len() as u8, 1, 5, 0, 0, 0, 1]);
+    bytes.extend_from_slice(&block);
+    s.write_all(&bytes).await.unwrap();
+    let mut answered = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The answer's HEADERS frame on stream 1 (type 1), then nothing: closed when idle.
+    while !answered
+        .windows(5)
+        .any(|w| w == [1, 4, 0, 0, 0] || w == [1, 5, 0, 0, 0])
+    {
+        let n = tokio::time::timeout(Duration::from_secs(4), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        answered.extend_from_slice(&buf[..n]);
+    }
+    let took = until_closed(&mut s).await;
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+}
+
+#[tokio::test]
 async fn plain_listeners_speak_no_h2c_unless_enabled() {
     let up = Upstream::start().await;
     let gw = TestGateway::start(&up.url(), |_| {}).await;
