@@ -4,7 +4,7 @@
 # listener (ALPN) in front of the nginx stand-in for 3CX (bench/lib.sh); pbxgate reaches it
 # over HTTP/1.1 either way.
 #
-#   bench/h2.sh [PAGES] [ROUNDS]      (defaults: 200 page loads of 60 requests, 3 rounds)
+#   bench/h2.sh [PAGES] [ROUNDS]      (defaults: 1000 page loads of 60 requests, 3 rounds)
 #
 # Targets, each measured once per round, in turn:
 #   h2         one connection, 60 requests in flight (what a browser does over HTTP/2)
@@ -15,7 +15,7 @@
 # look). Loopback ports 18100-18101; results also go to bench/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PAGES=${1:-200}
+PAGES=${1:-1000}
 ROUNDS=${2:-3}
 PAGE=60
 PROFILE=${PROFILE:-release}
