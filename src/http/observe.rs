@@ -78,7 +78,7 @@ impl Handler {
             let own_route = self.own_paths.contains(req.uri().path());
             let span = tracing::info_span!("request", request_id = %id);
             let (class, mut res) = async {
-                if info.passthrough_only && !self.is_passthrough(req.uri().path()) {
+                if info.passthrough_only && (own_route || !self.is_passthrough(req.uri().path())) {
                     return (RouteClass::Rejected, not_here(id));
                 }
                 if own_route {
@@ -131,10 +131,9 @@ impl Handler {
 }
 
 impl Handler {
-    /// A 3CX passthrough path, not one of pbxgate's own.
+    /// A `[pbx] passthrough` path.
     fn is_passthrough(&self, path: &str) -> bool {
-        !self.own_paths.contains(path)
-            && proxy::passthrough_prefix(path, &self.app.config.pbx.passthrough).is_some()
+        proxy::passthrough_prefix(path, &self.app.config.pbx.passthrough).is_some()
     }
 }
 
