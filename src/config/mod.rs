@@ -42,7 +42,7 @@ pub use pbx::{
 pub use presence::{FREE_BUSY_STATUSES, PresenceSyncConfig};
 pub use runtime::{LogConfig, LogFormat, StoreConfig};
 pub use schedule::{Daily, Schedule, ScheduleError, TimeOfDay, Zone};
-pub use server::ServerConfig;
+pub use server::{Listener, ListenerConfig, Listeners, ServerConfig};
 pub use session::{RECHECK_PERMISSION, SessionConfig};
 pub use sync::{
     ContactFolders, ContactsSyncConfig, DedupeBy, OnRemoved, SyncConfig, UsersSyncConfig,
@@ -234,7 +234,7 @@ service_password = "service-s3cret"
             ],
         )
         .unwrap();
-        assert_eq!(c.server.listen.port(), 9443);
+        assert_eq!(c.server.listen[0].addr.port(), 9443);
         assert_eq!(c.server.trusted_proxies.len(), 1);
         assert_eq!(c.session.idle_timeout, HumanDuration::secs(1200));
 

@@ -1,10 +1,13 @@
 //! `[server]`: where pbxgate listens, the URL users type, TLS, who may reach `/metrics`, and
 //! the limits that keep hostile or broken clients from holding connections.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use ipnet::IpNet;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -15,9 +18,11 @@ use super::error::{ConfigError, Origins};
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address and port to listen on.
+    /// Where to listen: one address (`"0.0.0.0:443"`), or a list of addresses and tables
+    /// (`{ addr = "0.0.0.0:80", tls = false, passthrough_only = true }`), each a listener
+    /// with its own settings ([`ListenerConfig`]).
     #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
+    pub listen: Listeners,
     /// The URL users type; the Entra redirect URI is `{public_url}/auth/callback`.
     pub public_url: Url,
     /// Peers whose `X-Forwarded-*` headers are believed (a load balancer in front).
@@ -39,8 +44,9 @@ pub struct ServerConfig {
     pub idle_timeout: HumanDuration,
     /// A client must send a complete request head within this long: from accept (TLS
     /// handshake included) for the first request, from the previous answer for the next.
-    /// Slow-header clients ("slowloris") cannot hold a connection longer. Idle keep-alive
-    /// connections waiting for their next request are closed after it too.
+    /// Slow-header clients ("slowloris") cannot hold a connection longer. Idle HTTP/1.1
+    /// keep-alive connections waiting for their next request are closed after it too; an
+    /// HTTP/2 connection (one per browser, its requests multiplexed) after `idle_timeout`.
     #[serde(default = "default_header_read_timeout")]
     pub header_read_timeout: HumanDuration,
     /// Open client connections at most, over all clients; more are closed at accept. Unset:
@@ -51,6 +57,7 @@ pub struct ServerConfig {
     /// Open connections at most per client address (IPv6: per /64), counted by the TCP peer:
     /// behind a load balancer that is the balancer, so `trusted_proxies` peers are exempt
     /// (only `max_connections` bounds them) and the balancer must limit its own clients.
+    /// Both caps count each open HTTP/2 request as a connection too: it may hold one to 3CX.
     #[serde(default = "default_max_connections_per_client")]
     pub max_connections_per_client: u32,
     /// `Strict-Transport-Security: max-age` sent on every answer when pbxgate terminates TLS
@@ -59,8 +66,167 @@ pub struct ServerConfig {
     pub hsts_max_age: HumanDuration,
 }
 
+/// One listening address and how it serves. Written as a table in `[server] listen`, or as
+/// a bare address string for a listener with the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub addr: SocketAddr,
+    /// TLS on this listener (the one `tls_cert`/`tls_key` for all). Unset: TLS when
+    /// `tls_cert` is set, as a single `listen` address always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+    /// Plain listeners only: also accept HTTP/2 with prior knowledge (h2c), for a load
+    /// balancer that speaks it. Off by default; browsers never use h2c.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub h2c: bool,
+    /// Serve only `[pbx] passthrough` paths (phone provisioning); everything else, the
+    /// sign-in included, gets 404. For a plain-HTTP listener on the LAN, where phones that
+    /// cannot do TLS fetch their files and no session cookie should ever travel.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub passthrough_only: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A listener as served: [`ListenerConfig`] with its TLS default settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub tls: bool,
+    pub h2c: bool,
+    pub passthrough_only: bool,
+}
+
+/// `[server] listen`: one address or a list. A list so that one process serves both ports
+/// the 3CX clients use (443 for browsers, 5001 for the apps and phones) and, optionally, a
+/// plain LAN port for provisioning; one string still works, as configs and
+/// `PBXGATE__SERVER__LISTEN` always wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Listeners(pub Vec<ListenerConfig>);
+
+impl std::ops::Deref for Listeners {
+    type Target = [ListenerConfig];
+    fn deref(&self) -> &[ListenerConfig] {
+        &self.0
+    }
+}
+
+impl From<SocketAddr> for ListenerConfig {
+    fn from(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            tls: None,
+            h2c: false,
+            passthrough_only: false,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Listeners {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Listeners;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an address (\"0.0.0.0:443\") or a list of addresses and tables")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Listeners, E> {
+                Ok(Listeners(vec![Entry::visit_str::<E>(s)?]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Listeners, A::Error> {
+                let mut all = Vec::new();
+                while let Some(Entry(l)) = seq.next_element()? {
+                    all.push(l);
+                }
+                Ok(Listeners(all))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One list entry: an address string or a table.
+struct Entry(ListenerConfig);
+
+impl Entry {
+    fn visit_str<E: de::Error>(s: &str) -> Result<ListenerConfig, E> {
+        s.parse::<SocketAddr>()
+            .map(ListenerConfig::from)
+            .map_err(|_| E::custom(format!("{s:?} is not an address with a port")))
+    }
+}
+
+impl<'de> Deserialize<'de> for Entry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Entry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an address or a table with `addr`")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Entry, E> {
+                Entry::visit_str(s).map(Entry)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Entry, A::Error> {
+                ListenerConfig::deserialize(MapAccessDeserializer::new(map)).map(Entry)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 impl ServerConfig {
+    /// The listeners to serve, each with its TLS setting settled.
+    pub fn listeners(&self) -> impl Iterator<Item = Listener> + '_ {
+        let cert = self.tls_cert.is_some();
+        self.listen.iter().map(move |l| Listener {
+            addr: l.addr,
+            tls: l.tls.unwrap_or(cert),
+            h2c: l.h2c,
+            passthrough_only: l.passthrough_only,
+        })
+    }
+
+    /// Each listener's settings fit together, and no address is used twice.
+    fn validate_listeners(&self, o: &Origins) -> Result<(), ConfigError> {
+        if self.listen.is_empty() {
+            return Err(o.error("server.listen", "needs at least one address"));
+        }
+        for (i, l) in self.listeners().enumerate() {
+            let key = |field: &str| format!("server.listen[{i}].{field}");
+            // Port 0 (any free port, in tests) never clashes.
+            let earlier = self.listen[..i].iter().position(|e| e.addr == l.addr);
+            if let Some(j) = earlier.filter(|_| l.addr.port() != 0) {
+                return Err(o.error(
+                    &key("addr"),
+                    format!("{} is already server.listen[{j}]", l.addr),
+                ));
+            }
+            if l.tls && self.tls_cert.is_none() {
+                return Err(o.error(&key("tls"), "needs server.tls_cert and server.tls_key"));
+            }
+            if l.tls && l.h2c {
+                return Err(o.error(
+                    &key("h2c"),
+                    "is for plain listeners; TLS listeners offer HTTP/2 by ALPN",
+                ));
+            }
+        }
+        if self.listeners().all(|l| l.passthrough_only) {
+            return Err(o.error(
+                "server.listen",
+                "every listener is passthrough_only: nobody could sign in",
+            ));
+        }
+        Ok(())
+    }
+
     pub(super) fn validate(&self, o: &Origins) -> Result<(), ConfigError> {
+        self.validate_listeners(o)?;
         http_url(&self.public_url, "server.public_url", o)?;
         https_unless_loopback(
             &self.public_url,
@@ -101,8 +267,8 @@ impl ServerConfig {
     }
 }
 
-pub(super) fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8080))
+pub(super) fn default_listen() -> Listeners {
+    Listeners(vec![SocketAddr::from(([127, 0, 0, 1], 8080)).into()])
 }
 fn default_metrics_allow() -> Vec<IpNet> {
     ["127.0.0.0/8", "::1/128"]
@@ -187,5 +353,99 @@ service_password = "s"
             let e = with(line).expect_err(line);
             assert!(e.contains("test.toml") && e.contains(key), "{e}");
         }
+    }
+
+    fn listeners(c: &Config) -> Vec<(String, bool, bool, bool)> {
+        c.server
+            .listeners()
+            .map(|l| (l.addr.to_string(), l.tls, l.h2c, l.passthrough_only))
+            .collect()
+    }
+
+    const CERT: &str = "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"";
+
+    #[test]
+    fn listen_takes_one_address_or_a_list_of_addresses_and_tables() {
+        let one = with("listen = \"0.0.0.0:8443\"").unwrap();
+        assert_eq!(
+            listeners(&one),
+            [("0.0.0.0:8443".into(), false, false, false)]
+        );
+        let with_cert = with(&format!("listen = \"0.0.0.0:443\"\n{CERT}")).unwrap();
+        assert_eq!(
+            listeners(&with_cert),
+            [("0.0.0.0:443".into(), true, false, false)]
+        );
+        let many = with(&format!(
+            r#"{CERT}
+listen = ["0.0.0.0:443", {{ addr = "0.0.0.0:5001" }},
+  {{ addr = "0.0.0.0:80", tls = false, passthrough_only = true }},
+  {{ addr = "127.0.0.1:8080", tls = false, h2c = true }}]"#
+        ))
+        .unwrap();
+        assert_eq!(
+            listeners(&many),
+            [
+                ("0.0.0.0:443".into(), true, false, false),
+                ("0.0.0.0:5001".into(), true, false, false),
+                ("0.0.0.0:80".into(), false, false, true),
+                ("127.0.0.1:8080".into(), false, true, false),
+            ]
+        );
+        // What `check-config` prints parses back to the same listeners.
+        let printed = many.to_masked_toml();
+        let again = Config::parse(&printed, "printed.toml", []).unwrap();
+        assert_eq!(again.server.listen, many.server.listen);
+    }
+
+    #[test]
+    fn the_env_overlay_sets_one_address_or_a_list() {
+        let text = BASE.to_string();
+        let env = |v: &str| [("PBXGATE__SERVER__LISTEN".to_string(), v.to_string())];
+        let c = Config::parse(&text, "t.toml", env("0.0.0.0:9443")).unwrap();
+        assert_eq!(
+            listeners(&c),
+            [("0.0.0.0:9443".into(), false, false, false)]
+        );
+        let c = Config::parse(
+            &text,
+            "t.toml",
+            env(r#"["0.0.0.0:9443", { addr = "0.0.0.0:80", passthrough_only = true }]"#),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.len(), 2);
+    }
+
+    #[test]
+    fn listeners_are_validated_by_key() {
+        for (line, key) in [
+            ("listen = []", "`server.listen`: needs at least one address"),
+            (
+                "listen = [\"0.0.0.0:443\", { addr = \"0.0.0.0:443\", tls = false }]",
+                "`server.listen[1].addr`: 0.0.0.0:443 is already server.listen[0]",
+            ),
+            (
+                "listen = [{ addr = \"0.0.0.0:443\", tls = true }]",
+                "`server.listen[0].tls`: needs server.tls_cert",
+            ),
+            (
+                &format!("{CERT}\nlisten = [{{ addr = \"0.0.0.0:443\", h2c = true }}]"),
+                "`server.listen[0].h2c`: is for plain listeners",
+            ),
+            (
+                "listen = [{ addr = \"0.0.0.0:80\", passthrough_only = true }]",
+                "`server.listen`: every listener is passthrough_only",
+            ),
+            ("listen = \"localhost\"", "`server.listen`"),
+            (
+                "listen = [{ addr = \"0.0.0.0:80\", tls_only = true }]",
+                "`server.listen[0].tls_only`",
+            ),
+        ] {
+            let e = with(line).expect_err(line);
+            assert!(e.contains("test.toml") && e.contains(key), "{line}: {e}");
+        }
+        // Any free port (tests) is never a duplicate.
+        assert!(with("listen = [\"127.0.0.1:0\", \"127.0.0.1:0\"]").is_ok());
     }
 }

@@ -89,6 +89,16 @@ pub struct Permit {
     limits: Arc<Limits>,
     /// `None` for an exempt peer.
     client: Option<ClientKey>,
+    ip: IpAddr,
+}
+
+impl Permit {
+    /// One more place for the same client, for an HTTP/2 stream: each open stream may hold
+    /// a connection to 3CX, as an HTTP/1.1 connection does, so streams count under the same
+    /// caps (which bound the descriptors those take).
+    pub fn another(&self) -> Result<Permit, Refused> {
+        self.limits.admit_as(self.client, self.ip)
+    }
 }
 
 impl Limits {
@@ -116,6 +126,14 @@ impl Limits {
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Refused> {
         let exempt = self.exempt.iter().any(|n| n.contains(&ip.to_canonical()));
         let client = (!exempt).then(|| ClientKey::of(ip));
+        self.admit_as(client, ip)
+    }
+
+    fn admit_as(
+        self: &Arc<Self>,
+        client: Option<ClientKey>,
+        ip: IpAddr,
+    ) -> Result<Permit, Refused> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let refused = if open.total >= self.max {
             Some(Refused::Total)
@@ -142,6 +160,7 @@ impl Limits {
         Ok(Permit {
             limits: self.clone(),
             client,
+            ip,
         })
     }
 
@@ -322,6 +341,24 @@ mod tests {
         assert_eq!(l.admit(ip("192.0.2.1")).err(), Some(Refused::Total));
         drop(a1);
         assert!(l.admit(ip("2001:db8::3")).is_ok());
+    }
+
+    #[test]
+    fn http2_streams_take_places_of_their_connections_client() {
+        let l = limits(3, 2, &["10.0.0.0/8"]);
+        let conn = l.admit(ip("192.0.2.1")).unwrap();
+        let stream = conn.another().unwrap();
+        assert_eq!(conn.another().err(), Some(Refused::PerClient));
+        drop(stream);
+        let lb = l.admit(ip("10.0.0.1")).unwrap();
+        let _lb_stream = lb.another().unwrap();
+        assert_eq!(
+            lb.another().err(),
+            Some(Refused::Total),
+            "exempt: overall cap only"
+        );
+        drop(conn);
+        assert!(lb.another().is_ok());
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub struct Handler {
     pub own: Router,
     pub own_paths: OwnPaths,
     pub upstream: Box<Upstream>,
-    /// `Strict-Transport-Security`, when pbxgate terminates TLS and it is configured.
+    /// `Strict-Transport-Security` when configured; sent on TLS connections only.
     pub hsts: Option<HeaderValue>,
 }
 
@@ -37,14 +37,17 @@ pub struct ConnInfo {
     pub peer_value: HeaderValue,
     /// The connection's last accepted session.
     pub recent: Recent,
+    /// Its listener serves passthrough paths only.
+    pub passthrough_only: bool,
 }
 
 impl ConnInfo {
-    pub fn new(peer: Peer) -> Self {
+    pub fn new(peer: Peer, passthrough_only: bool) -> Self {
         Self {
             peer,
             peer_value: proxy::ip_header_value(peer.addr.ip()),
             recent: Default::default(),
+            passthrough_only,
         }
     }
 }
@@ -75,6 +78,9 @@ impl Handler {
             let own_route = self.own_paths.contains(req.uri().path());
             let span = tracing::info_span!("request", request_id = %id);
             let (class, mut res) = async {
+                if info.passthrough_only && (own_route || !self.is_passthrough(req.uri().path())) {
+                    return (RouteClass::Rejected, not_here(id));
+                }
                 if own_route {
                     let ext = req.extensions_mut();
                     ext.insert(info.peer);
@@ -105,7 +111,7 @@ impl Handler {
                 .observe_request(class, status, elapsed.as_secs_f64());
             let headers = res.headers_mut();
             headers.insert(proxy::X_REQUEST_ID, id_value.clone());
-            if let Some(hsts) = &self.hsts {
+            if let Some(hsts) = self.hsts.as_ref().filter(|_| info.peer.tls) {
                 headers.insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
             }
             if let Some((method, uri)) = logged {
@@ -122,6 +128,26 @@ impl Handler {
             res
         }
     }
+}
+
+impl Handler {
+    /// A `[pbx] passthrough` path.
+    fn is_passthrough(&self, path: &str) -> bool {
+        proxy::passthrough_prefix(path, &self.app.config.pbx.passthrough).is_some()
+    }
+}
+
+/// The answer on a passthrough-only listener to anything but a passthrough path: no
+/// sign-in, no 3CX page, no session cookie over plain HTTP.
+fn not_here(id: &str) -> Response<ResBody> {
+    crate::web::page(
+        Some(id),
+        RouteClass::Rejected,
+        http::StatusCode::NOT_FOUND,
+        "Not found",
+        "This address serves phone provisioning only.",
+    )
+    .map(Either::Right)
 }
 
 /// Paths without their query (which may carry credentials, e.g. `/ws/webclient?pass=`), and

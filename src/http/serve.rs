@@ -1,7 +1,7 @@
-//! Serving: one current-thread runtime per core, each accepting from the one listening
-//! socket, answering HTTP/1.1 (with upgrades) over TLS or plain TCP, with connection limits
-//! at accept, a deadline for request heads, an idle watchdog per connection and a graceful
-//! drain at shutdown.
+//! Serving: one current-thread runtime per core, each accepting from every listening socket,
+//! answering HTTP/1.1 (with upgrades) and HTTP/2 (chosen by ALPN over TLS; by the client's
+//! preface on a plain listener with `h2c`), with connection limits at accept, a deadline
+//! for request heads, an idle watchdog per connection and a graceful drain at shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -26,16 +27,48 @@ use super::conns::{Limits, Permit};
 use super::observe::{ConnInfo, Handler};
 use super::routes::{self, OwnPaths};
 use crate::app::App;
+use crate::gate::ResBody;
 use crate::proxy::{Peer, Upstream};
 
 /// The largest request head (request line and headers) read; larger ones get 431. Browsers
 /// send a few KB; hyper's default (~400 KB) let slow clients park that much per connection.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// How every connection is served; made once, shared by the serving threads.
+/// HTTP/2 streams open at once on one connection. The webclient loads a page with some 60
+/// parallel requests; RFC 9113 advises at least 100 so as not to limit parallelism. (Each
+/// open stream may hold a connection to 3CX, as an HTTP/1.1 connection does.)
+const H2_MAX_STREAMS: u32 = 100;
+
+/// The ALPN protocols a TLS listener offers, preferred first: HTTP/2, then HTTP/1.1 for
+/// clients without it (and for WebSockets, which browsers open over HTTP/1.1 when the
+/// server does not offer RFC 8441 — pbxgate does not).
+pub fn with_alpn(config: &rustls::ServerConfig) -> Arc<rustls::ServerConfig> {
+    let mut config = config.clone();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// One bound listener and how its connections are served.
+pub struct Listening {
+    pub listener: TcpListener,
+    pub side: Side,
+}
+
+/// What sets one listener's connections apart.
+#[derive(Clone)]
+pub struct Side {
+    /// TLS with ALPN `h2`/`http/1.1`, or plain TCP.
+    pub tls: Option<TlsAcceptor>,
+    /// Plain listeners: HTTP/2 with prior knowledge too.
+    pub h2c: bool,
+    /// Only passthrough paths are served (a plain LAN listener for provisioning).
+    pub passthrough_only: bool,
+}
+
+/// How every connection is served, whatever its listener; made once, shared by the serving
+/// threads.
 #[derive(Clone)]
 pub struct ConnSettings {
-    pub tls: Option<TlsAcceptor>,
     /// No byte in either direction for this long closes a connection.
     pub idle: Duration,
     /// A request head must be complete this long after accept (the first) or after the
@@ -45,14 +78,14 @@ pub struct ConnSettings {
 }
 
 /// Serves the gateway thread-per-core until `shutdown`: one current-thread runtime per
-/// core, each accepting from the same listening socket and proxying through its own
+/// core, each accepting from the same listening sockets and proxying through its own
 /// upstream pool, so that a request never hops between threads (as nginx's processes).
 /// On tokio's multi-thread runtime, a bare hyper forwarder reached 0.7-0.87x nginx's
 /// requests per second here; thread-per-core, 0.95-0.98x (examples/bare_proxy.rs,
 /// `BARE_PER_CORE=1`).
 pub async fn per_core(
     app: Arc<App>,
-    listener: TcpListener,
+    listeners: Vec<Listening>,
     settings: ConnSettings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Serving {
@@ -65,10 +98,14 @@ pub async fn per_core(
         release: release_tx,
         threads: Vec::new(),
     };
-    let listener = match listener.into_std() {
+    let listeners = match listeners
+        .into_iter()
+        .map(|l| Ok((l.listener.into_std()?, l.side)))
+        .collect::<std::io::Result<Vec<_>>>()
+    {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!(error = %e, "cannot hand the listener to the serving threads");
+            tracing::error!(error = %e, "cannot hand the listeners to the serving threads");
             return serving;
         }
     };
@@ -76,10 +113,14 @@ pub async fn per_core(
     // shared.
     let (own, own_paths) = routes::own(&app);
     for i in 0..cores {
-        let listener = match listener.try_clone() {
+        let shared = listeners
+            .iter()
+            .map(|(l, side)| Ok((l.try_clone()?, side.clone())))
+            .collect::<std::io::Result<Vec<_>>>();
+        let shared = match shared {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!(error = %e, "cannot share the listener");
+                tracing::error!(error = %e, "cannot share the listeners");
                 break;
             }
         };
@@ -94,13 +135,13 @@ pub async fn per_core(
         };
         let spawned = std::thread::Builder::new()
             .name(format!("pbxgate-serve-{i}"))
-            .spawn(move || thread.run(listener));
+            .spawn(move || thread.run(shared));
         match spawned {
             Ok(t) => serving.threads.push(t),
             Err(e) => tracing::error!(error = %e, "cannot start a serving thread"),
         }
     }
-    drop(listener);
+    drop(listeners);
     shutdown.await;
     let _ = stop_tx.send(true);
     // Each thread drains its connections (up to 10 s), then waits for `Serving::finish`.
@@ -125,7 +166,7 @@ struct Thread {
 }
 
 impl Thread {
-    fn run(self, listener: std::net::TcpListener) {
+    fn run(self, listeners: Vec<(std::net::TcpListener, Side)>) {
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -138,29 +179,36 @@ impl Thread {
             own,
             own_paths,
             settings,
-            mut stop,
+            stop,
             mut release,
             drained,
         } = self;
         rt.block_on(async move {
-            let (listener, upstream) = match (
-                TcpListener::from_std(listener),
-                Upstream::new(&app.config, app.metrics.clone()),
-            ) {
-                (Ok(l), Ok(u)) => (l, u),
-                _ => return tracing::error!("cannot start a serving thread"),
-            };
-            let handler = Handler {
-                hsts: hsts(&app, settings.tls.is_some()),
+            let listeners = listeners
+                .into_iter()
+                .map(|(l, side)| Ok((TcpListener::from_std(l)?, side)))
+                .collect::<std::io::Result<Vec<_>>>();
+            let (listeners, upstream) =
+                match (listeners, Upstream::new(&app.config, app.metrics.clone())) {
+                    (Ok(l), Ok(u)) => (l, u),
+                    _ => return tracing::error!("cannot start a serving thread"),
+                };
+            let handler = Arc::new(Handler {
+                hsts: hsts(&app),
                 app,
                 own,
                 own_paths,
                 upstream: Box::new(upstream),
-            };
-            let stopped = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            accept_loop(listener, settings, Arc::new(handler), stopped).await;
+            });
+            let settings = Arc::new(settings);
+            let loops = listeners.into_iter().map(|(listener, side)| {
+                let mut stop = stop.clone();
+                let stopped = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                accept_loop(listener, side, settings.clone(), handler.clone(), stopped)
+            });
+            futures_util::future::join_all(loops).await;
             let _ = drained.send(()).await;
             // Store, Graph and 3CX connections opened on this runtime live as long as it
             // does: keep it until the workers and the store are done.
@@ -189,28 +237,29 @@ impl Serving {
     }
 }
 
-/// `Strict-Transport-Security` for every answer when pbxgate terminates TLS itself and
-/// `[server] hsts_max_age` is not 0. Over plain HTTP the header would be ignored by browsers
-/// and the TLS in front (a load balancer) decides.
-fn hsts(app: &App, tls: bool) -> Option<http::HeaderValue> {
+/// `Strict-Transport-Security` for every answer on a TLS listener (the handler leaves it
+/// off plain ones) when `[server] hsts_max_age` is not 0. Over plain HTTP the header would
+/// be ignored by browsers and the TLS in front (a load balancer) decides.
+fn hsts(app: &App) -> Option<http::HeaderValue> {
     let max_age = app.config.server.hsts_max_age.get().as_secs();
-    (tls && max_age > 0)
+    (max_age > 0)
         .then(|| http::HeaderValue::try_from(format!("max-age={max_age}")).ok())
         .flatten()
 }
 
 /// Accepts connections until `shutdown`, then stops accepting and gives open connections
 /// 10 s to finish. A connection over a limit is closed at once, before any byte is read.
+/// The limits are shared by all listeners.
 async fn accept_loop(
     listener: TcpListener,
-    settings: ConnSettings,
+    side: Side,
+    settings: Arc<ConnSettings>,
     handler: Arc<Handler>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
-    let settings = Arc::new(settings);
-    let http = http_builder(&settings);
+    let http = Arc::new(Protocols::new(&settings));
     tokio::pin!(shutdown);
     loop {
         let (tcp, addr) = tokio::select! {
@@ -236,26 +285,37 @@ async fn accept_loop(
         let conn = Connection {
             peer: Peer {
                 addr,
-                tls: settings.tls.is_some(),
+                tls: side.tls.is_some(),
             },
+            passthrough_only: side.passthrough_only,
             handler: handler.clone(),
             http: http.clone(),
             idle: settings.idle,
             stop: stop_rx.clone(),
-            _permit: permit,
+            permit,
         };
-        let tls = settings.tls.clone();
+        let (tls, h2c) = (side.tls.clone(), side.h2c);
         conns.spawn(async move {
             tokio::pin!(deadline);
-            let Some(acceptor) = tls else {
-                return conn.serve(tcp, deadline).await;
-            };
-            tokio::select! {
-                accepted = acceptor.accept(tcp) => match accepted {
-                    Ok(stream) => conn.serve(stream, deadline).await,
-                    Err(e) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+            match tls {
+                Some(acceptor) => tokio::select! {
+                    accepted = acceptor.accept(tcp) => match accepted {
+                        Ok(stream) => {
+                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            conn.serve(stream, Version::of(h2), deadline).await
+                        }
+                        Err(e) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+                    },
+                    _ = &mut deadline => tracing::debug!(%addr, "TLS handshake timed out"),
                 },
-                _ = &mut deadline => tracing::debug!(%addr, "TLS handshake timed out"),
+                None if h2c => tokio::select! {
+                    sniffed = sniff_h2c(tcp) => match sniffed {
+                        Ok((h2, io)) => conn.serve(io, Version::of(h2), deadline).await,
+                        Err(e) => tracing::debug!(%addr, error = %e, "connection failed"),
+                    },
+                    _ = &mut deadline => tracing::debug!(%addr, "no request in time"),
+                },
+                None => conn.serve(tcp, Version::H1, deadline).await,
             }
         });
     }
@@ -274,62 +334,271 @@ async fn accept_loop(
     }
 }
 
-/// hyper's HTTP/1 settings for every connection: request heads limited in size (431 above)
-/// and in time (from when hyper starts reading each head).
-fn http_builder(settings: &ConnSettings) -> http1::Builder {
-    let mut b = http1::Builder::new();
-    b.timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        .max_header_size(MAX_HEADER_BYTES);
-    b
+/// The HTTP version a connection speaks, settled before hyper sees it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Version {
+    H1,
+    H2,
+}
+
+impl Version {
+    fn of(h2: bool) -> Self {
+        if h2 { Self::H2 } else { Self::H1 }
+    }
+}
+
+/// hyper's settings for every connection of a listener.
+struct Protocols {
+    /// Request heads limited in size (431 above) and in time (from when hyper starts
+    /// reading each head).
+    h1: http1::Builder,
+    /// The same head size limit (as `SETTINGS_MAX_HEADER_LIST_SIZE`; larger heads get
+    /// 431), [`H2_MAX_STREAMS`], no extended CONNECT (RFC 8441) and no keep-alive PINGs:
+    /// the idle watchdog closes a connection that moves no byte, and PINGs would keep an
+    /// idle one open forever. A dead peer is found by the same watchdog.
+    h2: http2::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new(settings: &ConnSettings) -> Self {
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(settings.header_read_timeout)
+            .max_header_size(MAX_HEADER_BYTES);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEADER_BYTES as u32)
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .keep_alive_interval(None);
+        Self { h1, h2 }
+    }
+}
+
+/// The HTTP/2 client preface (RFC 9113 §3.4), which an h2c client sends first.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads as much of the connection's first bytes as tells HTTP/2 with prior knowledge from
+/// HTTP/1.1 (one byte for the latter), and gives them back in front of the stream.
+async fn sniff_h2c<I: AsyncRead + Unpin>(mut io: I) -> std::io::Result<(bool, Prefixed<I>)> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut n = 0;
+    while n < buf.len() && buf[..n] == H2_PREFACE[..n] {
+        match io.read(&mut buf[n..]).await? {
+            0 => break,
+            read => n += read,
+        }
+    }
+    let h2 = buf[..n] == H2_PREFACE[..];
+    let prefix = bytes::Bytes::copy_from_slice(&buf[..n]);
+    Ok((h2, Prefixed { prefix, inner: io }))
+}
+
+/// A stream with bytes already read put back in front.
+struct Prefixed<I> {
+    prefix: bytes::Bytes,
+    inner: I,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.prefix.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.prefix.len().min(buf.remaining());
+        buf.put_slice(&self.prefix.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// One accepted client connection and what serving it needs.
 struct Connection {
     peer: Peer,
+    passthrough_only: bool,
     handler: Arc<Handler>,
-    http: http1::Builder,
+    http: Arc<Protocols>,
     idle: Duration,
     stop: watch::Receiver<bool>,
     /// Its place under the connection limits, given back when the connection ends.
-    _permit: Permit,
+    permit: Permit,
 }
 
 impl Connection {
     /// Serves the connection until it ends, it stalls (`idle`), its first request head is
     /// not complete at `deadline`, or the server stops. A connection that moves no byte in
     /// either direction for `idle` is closed: one coarse watchdog per connection.
-    /// hyper's header timer bounds each head from when hyper starts reading it; `deadline`
-    /// also counts the TLS handshake and the wait for the connection's first poll.
-    async fn serve<I>(self, io: I, deadline: Pin<&mut Sleep>)
+    /// hyper's HTTP/1 header timer bounds each head from when hyper starts reading it;
+    /// `deadline` also counts the TLS handshake and the wait for the connection's first
+    /// poll, and is all there is for HTTP/2 (whose later requests the idle watchdog bounds).
+    async fn serve<I>(self, io: I, version: Version, deadline: Pin<&mut Sleep>)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Self {
             peer,
+            passthrough_only,
             handler,
             http,
             idle,
             mut stop,
-            _permit,
+            permit,
         } = self;
         // Made once per connection; each request clones a reference to it.
-        let info = Arc::new(ConnInfo::new(peer));
+        let info = Arc::new(ConnInfo::new(peer, passthrough_only));
         let head_seen = Arc::new(AtomicBool::new(false));
         let seen = head_seen.clone();
-        let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-            let (handler, info) = (handler.clone(), info.clone());
-            seen.store(true, Ordering::Relaxed);
-            async move { Ok::<_, Infallible>(handler.call(&info, req).await) }
-        });
         let activity = Arc::new(AtomicU64::new(0));
         let io = Counted {
             inner: io,
             activity: activity.clone(),
         };
-        let conn = http
-            .serve_connection(TokioIo::new(io), service)
-            .with_upgrades();
+        let watch = Watch {
+            peer,
+            idle,
+            activity,
+            head_seen,
+            stop: &mut stop,
+        };
+        let io = TokioIo::new(io);
+        match version {
+            Version::H1 => {
+                let service = service_fn(move |req: http::Request<Incoming>| {
+                    let (handler, info) = (handler.clone(), info.clone());
+                    seen.store(true, Ordering::Relaxed);
+                    async move { Ok::<_, Infallible>(handler.call(&info, req).await) }
+                });
+                let conn = http.h1.serve_connection(io, service).with_upgrades();
+                watch.drive(conn, |c| c.graceful_shutdown(), deadline).await
+            }
+            Version::H2 => {
+                let conn_permit = Arc::new(permit);
+                let service = service_fn(move |req: http::Request<Incoming>| {
+                    let (handler, info) = (handler.clone(), info.clone());
+                    seen.store(true, Ordering::Relaxed);
+                    let place = conn_permit.another();
+                    async move {
+                        let Ok(permit) = place else {
+                            return Ok::<_, Infallible>(too_many_streams().map(Held::none));
+                        };
+                        let res = handler.call(&info, req).await;
+                        Ok(res.map(|body| Held::new(body, permit)))
+                    }
+                });
+                let conn = http.h2.serve_connection(io, service);
+                watch.drive(conn, |c| c.graceful_shutdown(), deadline).await
+            }
+        }
+    }
+}
+
+/// An HTTP/2 stream over the client's connection caps (each stream counts as a connection
+/// would): 503, and the client may try again once its other requests are answered.
+fn too_many_streams() -> http::Response<ResBody> {
+    let mut res = crate::web::page(
+        None,
+        crate::metrics::RouteClass::Rejected,
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "Too many requests at once",
+        "Too many requests are open from your address. Please try again.",
+    );
+    res.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    res.map(http_body_util::Either::Right)
+}
+
+/// An answer's body that holds its stream's place under the connection caps until it ends.
+struct Held {
+    body: ResBody,
+    _permit: Option<Permit>,
+}
+
+impl Held {
+    fn new(body: ResBody, permit: Permit) -> Self {
+        Self {
+            body,
+            _permit: Some(permit),
+        }
+    }
+    fn none(body: ResBody) -> Self {
+        Self {
+            body,
+            _permit: None,
+        }
+    }
+}
+
+impl hyper::body::Body for Held {
+    type Data = bytes::Bytes;
+    type Error = <ResBody as hyper::body::Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// What watches a connection while hyper serves it.
+struct Watch<'a> {
+    peer: Peer,
+    idle: Duration,
+    activity: Arc<AtomicU64>,
+    head_seen: Arc<AtomicBool>,
+    stop: &'a mut watch::Receiver<bool>,
+}
+
+impl Watch<'_> {
+    /// Runs `conn` until it ends, stalls, misses `deadline` for its first request head, or
+    /// the server stops (then `graceful` lets its open requests finish).
+    async fn drive<C>(self, conn: C, graceful: impl FnOnce(Pin<&mut C>), deadline: Pin<&mut Sleep>)
+    where
+        C: Future<Output = Result<(), hyper::Error>>,
+    {
+        let Self {
+            peer,
+            idle,
+            activity,
+            head_seen,
+            stop,
+        } = self;
         tokio::pin!(conn);
         let idle = async {
             let mut last = u64::MAX;
@@ -353,7 +622,7 @@ impl Connection {
             _ = idle => tracing::debug!(addr = %peer.addr, "closing idle connection"),
             _ = first_head => tracing::debug!(addr = %peer.addr, "no request head in time"),
             _ = async move { let _ = stop.wait_for(|s| *s).await; } => {
-                conn.as_mut().graceful_shutdown();
+                graceful(conn.as_mut());
                 log_conn_end(conn.await, peer);
             }
         }

@@ -13,6 +13,8 @@ mod connections;
 mod door;
 mod faults;
 mod forwarding;
+mod http2;
+mod listeners;
 mod oidc_provider;
 mod pbx;
 mod proxy;

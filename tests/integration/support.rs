@@ -877,3 +877,106 @@ impl Drop for StoreLink {
         self.cuts.send_modify(|n| *n += 1);
     }
 }
+
+// === listeners and HTTP versions (issue 16) ===
+
+/// A gateway certificate for `localhost` and `127.0.0.1` from a fresh test CA, written to a
+/// temporary directory (kept as long as the returned value).
+pub struct GatewayCert {
+    pub pki: TestPki,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl GatewayCert {
+    pub fn new() -> Self {
+        let pki = pki();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = pki
+            .leaf(&["localhost", "127.0.0.1"])
+            .unwrap()
+            .write(dir.path(), "gateway")
+            .unwrap();
+        Self {
+            pki,
+            cert,
+            key,
+            _dir: dir,
+        }
+    }
+
+    /// Sets `[server] tls_cert`/`tls_key` to this certificate.
+    pub fn configure(&self, c: &mut Config) {
+        c.server.tls_cert = Some(self.cert.clone());
+        c.server.tls_key = Some(self.key.clone());
+    }
+}
+
+/// One `[server] listen` entry on a free loopback port.
+pub fn listener(
+    tls: Option<bool>,
+    h2c: bool,
+    passthrough_only: bool,
+) -> pbxgate::config::ListenerConfig {
+    pbxgate::config::ListenerConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        tls,
+        h2c,
+        passthrough_only,
+    }
+}
+
+impl TestGateway {
+    /// A gateway with a fresh SQLite store and every listener's address, in `[server]
+    /// listen` order (`addr` is the first).
+    pub async fn start_listening(
+        upstream: &str,
+        edit: impl FnOnce(&mut Config),
+    ) -> (Self, Vec<SocketAddr>) {
+        init();
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(upstream, dir.path(), edit);
+        let clock = ManualClock::new(START);
+        let gateway = Gateway::bind(config, Arc::new(clock.clone()))
+            .await
+            .expect("gateway starts");
+        let addrs = gateway.local_addrs();
+        let app = gateway.app.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(gateway.run(async {
+            let _ = rx.await;
+        }));
+        let g = Self {
+            addr: addrs[0],
+            app,
+            clock,
+            stop: Some(tx),
+            task: Some(task),
+            _dir: Some(dir),
+        };
+        (g, addrs)
+    }
+}
+
+/// A client of a TLS listener trusting `ca_pem`: HTTP/2 by ALPN, or HTTP/1.1 only.
+pub fn tls_client(ca_pem: &str, http2: bool) -> reqwest::Client {
+    init();
+    let b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()]);
+    let b = if http2 { b } else { b.http1_only() };
+    b.build().unwrap()
+}
+
+/// A plain-HTTP client that speaks HTTP/2 with prior knowledge (h2c).
+pub fn h2c_client() -> reqwest::Client {
+    init();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
+}
