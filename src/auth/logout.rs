@@ -49,11 +49,13 @@ pub async fn confirm(State(s): State<Arc<SignIn>>, parts: Parts) -> Response {
     web::classed(RouteClass::Auth, res)
 }
 
-/// Whether a `POST` comes from pbxgate's own origin: its `Origin` is `public_url`'s, or,
-/// without one, the browser says `Sec-Fetch-Site: same-origin` (a header no page can set).
-/// `Origin: null` counts as none: browsers send it for a form on a page whose referrer
-/// policy is `no-referrer`. Anything else (another site, a client that says neither) is
-/// refused.
+/// Whether a `POST` comes from pbxgate's own origin: its `Origin` is `public_url`'s, or
+/// names `public_url`'s host on the port the request was sent to (the webclient may be open
+/// on another listener, 5001 as well as 443; a page elsewhere cannot send that `Origin`).
+/// Without an `Origin` the browser must say `Sec-Fetch-Site: same-origin` (a header no page
+/// can set). `Origin: null` counts as none: browsers send it for a form on a page whose
+/// referrer policy is `no-referrer`. Anything else (another site, a client that says
+/// neither) is refused.
 fn same_origin(parts: &Parts, public: &url::Origin) -> bool {
     match parts
         .headers
@@ -64,12 +66,28 @@ fn same_origin(parts: &Parts, public: &url::Origin) -> bool {
             .to_str()
             .ok()
             .and_then(|o| url::Url::parse(o).ok())
-            .is_some_and(|o| o.origin() == *public),
+            .is_some_and(|o| o.origin() == *public || is_this_listener(parts, &o, public)),
         None => parts
             .headers
             .get("sec-fetch-site")
             .is_some_and(|v| v.as_bytes() == b"same-origin"),
     }
+}
+
+/// `origin` is `public_url`'s host, on the authority this request was sent to (HTTP/2's
+/// `:authority`, else `Host`).
+fn is_this_listener(parts: &Parts, origin: &url::Url, public: &url::Origin) -> bool {
+    let url::Origin::Tuple(_, public_host, _) = public else {
+        return false;
+    };
+    let target = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
+        parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
+    origin.host().is_some_and(|h| h.to_owned() == *public_host)
+        && target.is_some_and(|t| t.eq_ignore_ascii_case(origin.authority()))
 }
 
 /// `POST /auth/logout`: ends the pbxgate session and the 3CX access behind it (the

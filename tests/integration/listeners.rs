@@ -106,3 +106,43 @@ async fn a_passthrough_only_listener_serves_provisioning_and_nothing_else() {
     let res = full.get(gw.url("/healthz")).send().await.unwrap();
     assert_eq!(res.status(), 200);
 }
+
+#[tokio::test]
+async fn a_sign_out_from_a_page_on_another_listener_is_same_origin() {
+    let up = Upstream::start().await;
+    let cert = GatewayCert::new();
+    let (gw, addrs) = TestGateway::start_listening(&up.url(), |c| {
+        cert.configure(c);
+        c.server.listen = Listeners(vec![
+            listener(None, false, false),
+            listener(Some(true), false, false),
+        ]);
+    })
+    .await;
+    let host = url::Url::parse(PUBLIC)
+        .unwrap()
+        .host_str()
+        .unwrap()
+        .to_string();
+    let second = addrs[1].port();
+    let post = async |origin: String| {
+        let id = gw.session_for("alice").await;
+        tls_client(&cert.pki.ca_pem, false)
+            .post(format!("https://{}/auth/logout", addrs[1]))
+            // What a browser on https://{public host}:{port}/ sends.
+            .header("host", format!("{host}:{second}"))
+            .header("cookie", cookie(&id))
+            .header("origin", origin)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // The webclient open on the second port (5001 at a real site) signs out from there.
+    assert_ne!(post(format!("https://{host}:{second}")).await, 403);
+    // The same host on a port pbxgate does not serve is another origin.
+    let other = if second == 1 { 2 } else { second - 1 };
+    assert_eq!(post(format!("https://{host}:{other}")).await, 403);
+}
