@@ -241,6 +241,12 @@ test('Alice signs in and lands on her extension', { timeout: TEST_TIMEOUT_MS }, 
     assert.match(me.text, /Alice Adams/);
     assert.match(me.text, /Extension 101/);
     assert.equal(page.url(), `${base}/`);
+    // The signed-in webclient came over HTTP/2 (ALPN on pbxgate's TLS listener).
+    assert.equal(
+      await page.evaluate(() => performance.getEntriesByType('navigation')[0].nextHopProtocol),
+      'h2',
+      'the webclient page is served over HTTP/2',
+    );
     // Which credential opened the 3CX session (pbxgate logs the service extension's sign-in).
     assert.equal(
       /signed in to 3CX as the service extension/.test(demoLog),
