@@ -20,10 +20,36 @@ impl HumanDuration {
     }
 }
 
-/// As the config writes it, e.g. "1m"; used by serialization and in error messages.
+/// As the config writes it, e.g. "1m"; used by serialization and in error messages. Whole
+/// days stay days ("365days"): humantime would write a year as "11months 30days 3h 50m 24s"
+/// (its months are 30.44 days).
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const DAY: u64 = 86_400;
+        let secs = self.0.as_secs();
+        if secs >= 28 * DAY && secs % DAY == 0 && self.0.subsec_nanos() == 0 {
+            return write!(f, "{}days", secs / DAY);
+        }
         humantime::format_duration(self.0).fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HumanDuration;
+
+    #[test]
+    fn whole_days_are_written_as_days_and_read_back() {
+        for (d, text) in [
+            (HumanDuration::secs(365 * 86_400), "365days"),
+            (HumanDuration::secs(30 * 86_400), "30days"),
+            (HumanDuration::secs(90), "1m 30s"),
+            (HumanDuration::secs(7 * 86_400), "7days"),
+        ] {
+            assert_eq!(d.to_string(), text);
+            let back: HumanDuration = serde_json::from_value(text.into()).unwrap();
+            assert_eq!(back, d);
+        }
     }
 }
 
