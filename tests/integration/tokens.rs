@@ -53,6 +53,30 @@ async fn failed_cleanly(
     );
 }
 
+/// The page for Entra ID unreachable during a sign-in, and for 3CX.
+const ENTRA_DOWN: (u16, &str) = (503, "Microsoft sign-in is unavailable");
+const PBX_DOWN: (u16, &str) = (502, "The phone system is not reachable");
+
+/// A fresh browser's sign-in as Alice fails with `expected`'s page and makes nothing.
+async fn sign_in_fails_cleanly(gw: &TestGateway, expected: (u16, &str)) {
+    let mut b = Browser::default();
+    let live = live_sessions(gw).await;
+    let res = b.sign_in(gw, ALICE).await;
+    failed_cleanly(gw, &b, res, expected, live).await;
+}
+
+/// `b`'s return to the callback `back` fails with `expected`'s page and makes nothing.
+async fn callback_fails_cleanly(
+    gw: &TestGateway,
+    b: &mut Browser,
+    back: &str,
+    expected: (u16, &str),
+) {
+    let live = live_sessions(gw).await;
+    let res = b.get(gw, back).await;
+    failed_cleanly(gw, b, res, expected, live).await;
+}
+
 async fn live_sessions(gw: &TestGateway) -> usize {
     gw.app.sessions.live_sessions().await.unwrap().len()
 }
@@ -187,17 +211,7 @@ async fn when_the_jwks_is_down_the_last_good_keys_are_kept() {
     // A token under a new key while the JWKS is down: Entra's outage, said as such.
     env.gw.clock.advance(31);
     env.sandbox.entra.rotate_key(1);
-    let mut b = Browser::default();
-    let live = live_sessions(&env.gw).await;
-    let res = b.sign_in(&env.gw, ALICE).await;
-    failed_cleanly(
-        &env.gw,
-        &b,
-        res,
-        (503, "Microsoft sign-in is unavailable"),
-        live,
-    )
-    .await;
+    sign_in_fails_cleanly(&env.gw, ENTRA_DOWN).await;
     // Back up: the next sign-in works.
     env.sandbox.entra.fail(Endpoint::Jwks, None);
     env.gw.clock.advance(31);
@@ -212,17 +226,7 @@ async fn the_jwks_down_at_the_first_sign_in_is_a_page_not_a_refusal() {
     env.sandbox
         .entra
         .fail(Endpoint::Jwks, Some(StatusCode::INTERNAL_SERVER_ERROR));
-    let mut b = Browser::default();
-    let live = live_sessions(&env.gw).await;
-    let res = b.sign_in(&env.gw, ALICE).await;
-    failed_cleanly(
-        &env.gw,
-        &b,
-        res,
-        (503, "Microsoft sign-in is unavailable"),
-        live,
-    )
-    .await;
+    sign_in_fails_cleanly(&env.gw, ENTRA_DOWN).await;
     env.sandbox.entra.fail(Endpoint::Jwks, None);
     env.gw.clock.advance(31);
     assert_eq!(sign_in_status(&env).await, 303);
@@ -237,16 +241,7 @@ async fn the_token_endpoint_down_during_a_sign_in_is_a_page() {
     env.sandbox
         .entra
         .fail(Endpoint::Token, Some(StatusCode::SERVICE_UNAVAILABLE));
-    let live = live_sessions(&env.gw).await;
-    let res = b.get(&env.gw, &back).await;
-    failed_cleanly(
-        &env.gw,
-        &b,
-        res,
-        (503, "Microsoft sign-in is unavailable"),
-        live,
-    )
-    .await;
+    callback_fails_cleanly(&env.gw, &mut b, &back, ENTRA_DOWN).await;
     env.sandbox.entra.fail(Endpoint::Token, None);
     assert_eq!(sign_in_status(&env).await, 303, "works again");
 
@@ -254,16 +249,7 @@ async fn the_token_endpoint_down_during_a_sign_in_is_a_page() {
     let mut b = Browser::default();
     let back = b.walk_to_callback(&env.gw, ALICE, "/").await;
     drop(env.sandbox.entra_server);
-    let live = live_sessions(&env.gw).await;
-    let res = b.get(&env.gw, &back).await;
-    failed_cleanly(
-        &env.gw,
-        &b,
-        res,
-        (503, "Microsoft sign-in is unavailable"),
-        live,
-    )
-    .await;
+    callback_fails_cleanly(&env.gw, &mut b, &back, ENTRA_DOWN).await;
 }
 
 // === 3b. 3CX down during a sign-in ===
@@ -273,17 +259,7 @@ async fn three_cx_failing_at_the_session_step_leaves_nothing_half_made() {
     let env = sandbox_env(|_| {}).await;
     // Failing when pbxgate signs in as the service extension...
     env.sandbox.pbx.fail_sessions(Some(503));
-    let mut b = Browser::default();
-    let live = live_sessions(&env.gw).await;
-    let res = b.sign_in(&env.gw, ALICE).await;
-    failed_cleanly(
-        &env.gw,
-        &b,
-        res,
-        (502, "The phone system is not reachable"),
-        live,
-    )
-    .await;
+    sign_in_fails_cleanly(&env.gw, PBX_DOWN).await;
     let service = env.gw.app.store.service_session(DEMO_SERVICE_EXTENSION);
     assert!(
         service.await.unwrap().is_none(),
@@ -297,17 +273,7 @@ async fn three_cx_failing_at_the_session_step_leaves_nothing_half_made() {
         303
     );
     env.sandbox.pbx.fail_sessions(Some(500));
-    let mut b = Browser::default();
-    let live = live_sessions(&env.gw).await;
-    let res = b.sign_in(&env.gw, ALICE).await;
-    failed_cleanly(
-        &env.gw,
-        &b,
-        res,
-        (502, "The phone system is not reachable"),
-        live,
-    )
-    .await;
+    sign_in_fails_cleanly(&env.gw, PBX_DOWN).await;
     // 3CX back: the next attempt works.
     env.sandbox.pbx.fail_sessions(None);
     let mut b = Browser::default();
@@ -323,17 +289,7 @@ async fn three_cx_failing_in_managed_password_mode_leaves_nothing_half_made() {
     })
     .await;
     env.sandbox.pbx.fail_sessions(Some(503));
-    let mut b = Browser::default();
-    let live = live_sessions(&env.gw).await;
-    let res = b.sign_in(&env.gw, ALICE).await;
-    failed_cleanly(
-        &env.gw,
-        &b,
-        res,
-        (502, "The phone system is not reachable"),
-        live,
-    )
-    .await;
+    sign_in_fails_cleanly(&env.gw, PBX_DOWN).await;
     assert_eq!(env.sandbox.pbx.live_webclient_sessions("101"), 0);
     env.sandbox.pbx.fail_sessions(None);
     let mut b = Browser::default();
@@ -349,16 +305,7 @@ async fn three_cx_unreachable_during_a_sign_in_then_back() {
     let mut b = Browser::default();
     let back = b.walk_to_callback(&env.gw, ALICE, "/").await;
     drop(env.sandbox.pbx_server);
-    let live = live_sessions(&env.gw).await;
-    let res = b.get(&env.gw, &back).await;
-    failed_cleanly(
-        &env.gw,
-        &b,
-        res,
-        (502, "The phone system is not reachable"),
-        live,
-    )
-    .await;
+    callback_fails_cleanly(&env.gw, &mut b, &back, PBX_DOWN).await;
     env.sandbox.pbx_server = restart_pbx(env.sandbox.pbx.clone(), addr).await;
     let mut b = Browser::default();
     assert_eq!(b.sign_in(&env.gw, ALICE).await.status(), 303);
