@@ -127,17 +127,10 @@ async fn slow_request_heads_are_cut_off_at_the_header_deadline() {
 #[tokio::test]
 async fn the_header_deadline_covers_the_tls_handshake() {
     let up = Upstream::start().await;
-    let pki = pki();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = pki
-        .leaf(&["localhost", "127.0.0.1"])
-        .unwrap()
-        .write(dir.path(), "gateway")
-        .unwrap();
+    let cert = GatewayCert::new();
     let gw = TestGateway::start(&up.url(), |c| {
         header_timeout(c);
-        c.server.tls_cert = Some(cert);
-        c.server.tls_key = Some(key);
+        cert.configure(c);
     })
     .await;
     // A ClientHello record header announcing 16 KB, then a byte every 200 ms.
@@ -275,24 +268,17 @@ async fn hsts_of(client: &reqwest::Client, gw: &TestGateway) -> [Option<String>;
 #[tokio::test]
 async fn hsts_is_sent_on_every_answer_when_pbxgate_terminates_tls() {
     let up = Upstream::start().await;
-    let pki = pki();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = pki
-        .leaf(&["localhost", "127.0.0.1"])
-        .unwrap()
-        .write(dir.path(), "gateway")
-        .unwrap();
+    let cert = GatewayCert::new();
     let tls = |max_age: Option<u64>| {
-        let (cert, key) = (cert.clone(), key.clone());
+        let cert = &cert;
         move |c: &mut pbxgate::config::Config| {
-            c.server.tls_cert = Some(cert);
-            c.server.tls_key = Some(key);
+            cert.configure(c);
             if let Some(secs) = max_age {
                 c.server.hsts_max_age = HumanDuration::secs(secs);
             }
         }
     };
-    let client = client_trusting(&pki.ca_pem);
+    let client = client_trusting(&cert.pki.ca_pem);
     let gw = TestGateway::start(&up.url(), tls(None)).await;
     let year = Some("max-age=31536000".to_string());
     assert_eq!(

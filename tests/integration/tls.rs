@@ -5,22 +5,16 @@ use crate::support::*;
 #[tokio::test]
 async fn terminates_tls_with_the_configured_certificate() {
     let up = Upstream::start().await;
-    let pki = pki();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = pki
-        .leaf(&["localhost", "127.0.0.1"])
-        .unwrap()
-        .write(dir.path(), "gateway")
-        .unwrap();
-    let gw = TestGateway::start(&up.url(), |c| {
-        c.server.tls_cert = Some(cert);
-        c.server.tls_key = Some(key);
-    })
-    .await;
+    let cert = GatewayCert::new();
+    let gw = TestGateway::start(&up.url(), |c| cert.configure(c)).await;
     let url = gw.url("/provisioning/a/b");
     assert!(url.starts_with("https://"));
 
-    let res = client_trusting(&pki.ca_pem).get(&url).send().await.unwrap();
+    let res = client_trusting(&cert.pki.ca_pem)
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
     let echo = echoed(res).await;
     assert_eq!(seen(&echo, "x-forwarded-proto"), vec!["https"]);
 
