@@ -11,6 +11,7 @@ use crate::auth::{self, SignIn};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::directory::{Directory, ManagedPasswords, PasswordError, Revoker, WebPasswords};
+use crate::doctor::Doctor;
 use crate::graph::{GraphClient, GraphError};
 use crate::metrics::Metrics;
 use crate::oidc::{OidcError, Provider};
@@ -35,6 +36,8 @@ pub struct App {
     pub workers: Arc<Workers>,
     /// Ends a user's sessions and 3CX access (sign-out, recheck, sync, admin).
     pub revoker: Arc<Revoker>,
+    /// The last live check of every credential (`/readyz`, `/admin`).
+    pub doctor: Arc<Doctor>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +130,7 @@ impl App {
             sign_in,
             workers,
             revoker,
+            doctor: Arc::new(Doctor::default()),
         }))
     }
 }

@@ -20,6 +20,7 @@ pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod directory;
+pub mod doctor;
 pub mod errors;
 pub mod gate;
 pub mod graph;
