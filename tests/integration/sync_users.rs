@@ -27,6 +27,7 @@ pub async fn sync_env(edit: impl FnOnce(&mut Config)) -> SyncEnv {
     let registration = registration();
     let sandbox = sandbox(&registration, &clock).await;
     let graph = Arc::new(GraphSim::new(Arc::new(clock.clone())));
+    graph.trust(sandbox.entra.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let graph_server =
         pbxgate_sandbox::spawn(listener, graph::router(graph.clone()), None).unwrap();

@@ -2,8 +2,10 @@
 //! describes them: discovery, JWKS, authorize (a page listing the demo users, or automatic
 //! sign-in with `login_hint`), the token endpoint (authorization code with PKCE S256; client
 //! secret, HTTP Basic or certificate assertion; client credentials) with Entra's error shape,
-//! and end-session. Tests can rotate the signing key, tamper with ID tokens, make the JWKS
-//! or token endpoint fail or the JWKS slow, and count JWKS requests.
+//! and end-session. App-only tokens are JWTs for Graph carrying the app's granted `roles`,
+//! which the Graph simulator verifies ([`EntraSim::verify_app_token`]). Tests can rotate the
+//! signing key, tamper with ID tokens, make the JWKS or token endpoint fail or the JWKS slow,
+//! and count JWKS requests.
 
 // Handler helpers return the error response itself; boxing it would only add noise here.
 #![allow(clippy::result_large_err)]
@@ -87,6 +89,9 @@ pub struct SimApp {
     pub certificate: Option<(Vec<u8>, String, String)>,
     pub redirect_uris: Vec<String>,
     pub post_logout_redirect_uris: Vec<String>,
+    /// Application permissions granted (admin-consented) on Microsoft Graph, by value such as
+    /// "User.Read.All": the `roles` of the app's client-credentials tokens.
+    pub roles: Vec<String>,
 }
 
 /// A user of the simulated tenant.
@@ -333,6 +338,100 @@ impl EntraSim {
                 )
             }
         }
+    }
+}
+
+/// Seconds an app-only token lives (Entra: 60–90 minutes; the sim says 3599 as Entra's
+/// answer usually does).
+const APP_TOKEN_LIFETIME: i64 = 3599;
+
+/// Audiences a Graph token may carry: the resource URI or Graph's app id.
+pub const GRAPH_AUDIENCES: [&str; 2] = [
+    "https://graph.microsoft.com",
+    "00000003-0000-0000-c000-000000000000",
+];
+
+/// What a resource learns from a verified app-only token.
+#[derive(Clone, Debug)]
+pub struct AppToken {
+    pub appid: String,
+    pub roles: Vec<String>,
+}
+
+impl EntraSim {
+    /// The issuer of app-only (v1.0) tokens for Graph: `https://sts.windows.net/{tid}/`.
+    fn sts_issuer(&self) -> String {
+        format!("https://sts.windows.net/{}/", self.tenant_id)
+    }
+
+    /// An app-only access token for Microsoft Graph as Entra issues one for the client
+    /// credentials grant: a JWT signed with the current key, `aud` Graph, the app's granted
+    /// `roles` (left out when none, as Entra does), `appid`, `tid`, `exp`. The sim simulates
+    /// one resource only: any `{resource}/.default` scope yields a Graph token.
+    fn app_token_of(&self, app: &SimApp, lifetime: i64) -> String {
+        let now = self.clock.now();
+        let mut claims = json!({
+            "aud": GRAPH_AUDIENCES[0],
+            "iss": self.sts_issuer(),
+            "iat": now,
+            "nbf": now,
+            "exp": now + lifetime,
+            "appid": app.client_id,
+            "idtyp": "app",
+            "tid": self.tenant_id,
+            "oid": format!("sp-{}", app.client_id),
+            "sub": format!("sp-{}", app.client_id),
+            "ver": "1.0",
+        });
+        if !app.roles.is_empty() {
+            claims["roles"] = json!(app.roles);
+        }
+        let key = self.current_key();
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&h, &claims, &key.encoding).unwrap_or_default()
+    }
+
+    /// A Graph token for a registered app, lasting `lifetime` seconds (for tests that talk
+    /// to the Graph simulator directly).
+    pub fn app_token(&self, client_id: &str, lifetime: i64) -> Option<String> {
+        let app = self.app(Some(client_id))?;
+        Some(self.app_token_of(&app, lifetime))
+    }
+
+    /// Checks an app-only token as Graph does: signed by one of this tenant's keys, for
+    /// Graph, from this tenant's issuer, not expired (by the sim's clock). The error is the
+    /// message Graph answers with its 401.
+    pub fn verify_app_token(&self, token: &str) -> Result<AppToken, String> {
+        let invalid = || "Access token validation failure. Invalid audience.".to_string();
+        let header = jsonwebtoken::decode_header(token).map_err(|_| {
+            "IDX14100: JWT is not well formed, there are no dots (.).".to_string()
+        })?;
+        let key = header
+            .kid
+            .and_then(|kid| {
+                let keys = self.keys.read().ok()?;
+                keys.iter().find(|k| k.kid == kid).cloned()
+            })
+            .ok_or_else(|| "Signing key not found.".to_string())?;
+        let decoding = DecodingKey::from_rsa_components(&key.n, &key.e).map_err(|_| invalid())?;
+        let mut v = Validation::new(Algorithm::RS256);
+        v.set_audience(&GRAPH_AUDIENCES);
+        v.set_issuer(&[self.sts_issuer()]);
+        v.validate_exp = false;
+        let claims = jsonwebtoken::decode::<Value>(token, &decoding, &v)
+            .map_err(|_| invalid())?
+            .claims;
+        if claims["exp"].as_i64().unwrap_or(0) <= self.clock.now() {
+            return Err("Lifetime validation failed, the token is expired.".into());
+        }
+        Ok(AppToken {
+            appid: claims["appid"].as_str().unwrap_or_default().to_string(),
+            roles: claims["roles"]
+                .as_array()
+                .map(|r| r.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                .unwrap_or_default(),
+        })
     }
 }
 
@@ -602,9 +701,9 @@ async fn token(
             }
             axum::Json(json!({
                 "token_type": "Bearer",
-                "expires_in": 3599,
-                "ext_expires_in": 3599,
-                "access_token": format!("app-{}", ids::hex(&ids::random::<16>().unwrap_or([2; 16]))),
+                "expires_in": APP_TOKEN_LIFETIME,
+                "ext_expires_in": APP_TOKEN_LIFETIME,
+                "access_token": sim.app_token_of(&app, APP_TOKEN_LIFETIME),
             }))
             .into_response()
         }

@@ -7,8 +7,13 @@
 //! and read request counters.
 //!
 //! Wire formats, all Graph's:
-//! - Every request needs `Authorization: Bearer app-…` (what the Entra simulator issues for
-//!   client credentials); otherwise 401 `InvalidAuthenticationToken`.
+//! - Every request needs `Authorization: Bearer <JWT>`, an app-only token the trusted Entra
+//!   simulator issued ([`GraphSim::trust`]; none trusted: every token is refused); otherwise
+//!   401 `InvalidAuthenticationToken`. Each endpoint needs an application permission in the
+//!   token's `roles` (the least-privileged one of notes §2.8 or a higher one); without it 403
+//!   `Authorization_RequestDenied` "Insufficient privileges to complete the operation."
+//!   (entra-setup notes §2.8). UNCONFIRMED: the Outlook resources (contacts, calendar) may
+//!   answer a missing permission with `ErrorAccessDenied` instead; the sim answers alike.
 //! - Errors: `{"error":{"code","message","innerError":{"date","request-id","client-request-id"}}}`.
 //! - Collections: `{"@odata.context","value":[…],"@odata.nextLink"?}`; a delta round's last page
 //!   carries `@odata.deltaLink` instead. Links are absolute, on [`GraphSim::set_base`] or else
@@ -43,7 +48,10 @@ use pbxgate_wire::graph::{ErrorBody, InnerError};
 use pbxgate_wire::ids;
 
 mod contacts;
+mod permissions;
 pub use contacts::{MailboxAccess, SimContact};
+
+use crate::entra::EntraSim;
 
 /// Members one JSON batch may hold (concepts/json-batching.md).
 pub const MAX_BATCH: usize = 20;
@@ -310,6 +318,8 @@ impl GraphState {
 
 /// What the simulated Graph knows, and the knobs tests turn.
 pub struct GraphSim {
+    /// Whose tokens are accepted.
+    issuer: RwLock<Option<Arc<EntraSim>>>,
     contacts: Mutex<contacts::ContactsState>,
     base: RwLock<String>,
     clock: Arc<dyn Clock>,
@@ -319,6 +329,7 @@ pub struct GraphSim {
 impl GraphSim {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
+            issuer: RwLock::new(None),
             contacts: Mutex::default(),
             base: RwLock::new(String::new()),
             clock,
@@ -327,6 +338,35 @@ impl GraphSim {
                 ..Default::default()
             }),
         }
+    }
+
+    /// Accepts the app-only tokens `entra` issues (and no others).
+    pub fn trust(&self, entra: Arc<EntraSim>) {
+        if let Ok(mut i) = self.issuer.write() {
+            *i = Some(entra);
+        }
+    }
+
+    /// The token's roles, or Graph's 401.
+    fn authenticate(&self, headers: &HeaderMap) -> Result<Vec<String>, Failure> {
+        let token = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("")
+            .trim();
+        let verified = if token.is_empty() {
+            Err("Access token is empty.".to_string())
+        } else {
+            match self.issuer.read().ok().and_then(|i| i.clone()) {
+                Some(entra) => entra.verify_app_token(token),
+                None => Err("Access token validation failure. Invalid audience.".to_string()),
+            }
+        };
+        verified.map(|t| t.roles).map_err(|message| {
+            Failure::new(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", message)
+                .header(WWW_AUTHENTICATE, r#"Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000""#)
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut GraphState) -> T) -> T {
@@ -604,23 +644,17 @@ impl GraphSim {
             s.batches += usize::from(envelope);
             *s.by_path.entry(path.to_string()).or_default() += 1;
         });
-        let token = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("")
-            .trim();
-        if !token.starts_with("app-") {
-            let message = if token.is_empty() {
-                "Access token is empty."
-            } else {
-                "Access token validation failure. Invalid audience."
-            };
-            return Err(Failure::new(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", message)
-                .header(WWW_AUTHENTICATE, r#"Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000""#));
-        }
+        let roles = self.authenticate(headers)?;
         if envelope {
             return Ok(None);
+        }
+        let needed = permissions::needed(path);
+        if !needed.is_empty() && !roles.iter().any(|r| needed.contains(&r.as_str())) {
+            return Err(Failure::new(
+                StatusCode::FORBIDDEN,
+                "Authorization_RequestDenied",
+                "Insufficient privileges to complete the operation.",
+            ));
         }
         let fault = self.with(|s| {
             if s.throttle.0 > 0 {
@@ -1295,6 +1329,24 @@ fn title_case(name: &str) -> String {
         .join("-")
 }
 
+/// For unit tests: makes `sim` trust a new Entra sim whose app holds every role, and returns
+/// a bearer header with that app's token (valid for a year of the sim's clock).
+#[cfg(test)]
+pub(crate) fn test_token(sim: &GraphSim, clock: &pbxgate_wire::clock::ManualClock) -> HeaderValue {
+    let app = crate::entra::SimApp {
+        client_id: "graph-test".into(),
+        secret: Some("s".into()),
+        certificate: None,
+        redirect_uris: Vec::new(),
+        post_logout_redirect_uris: Vec::new(),
+        roles: crate::PBXGATE_ROLES.iter().map(|r| r.to_string()).collect(),
+    };
+    let entra = Arc::new(EntraSim::new("t", vec![app], Vec::new(), Arc::new(clock.clone())));
+    sim.trust(entra.clone());
+    let token = entra.app_token("graph-test", 365 * 86_400).unwrap_or_default();
+    HeaderValue::from_str(&format!("Bearer {token}")).expect("a JWT is a header value")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1328,10 +1380,7 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let server = spawn(listener, router(sim.clone()), None).unwrap();
             let mut h = reqwest::header::HeaderMap::new();
-            h.insert(
-                AUTHORIZATION,
-                HeaderValue::from_static("Bearer app-0123456789abcdef"),
-            );
+            h.insert(AUTHORIZATION, test_token(&sim, &clock));
             let http = reqwest::Client::builder()
                 .default_headers(h)
                 .build()
@@ -1768,6 +1817,58 @@ mod tests {
             1,
             "the batch's member never ran"
         );
+    }
+
+    #[tokio::test]
+    async fn tokens_need_the_endpoints_role_and_the_trusted_issuers_signature() {
+        let f = Fixture::start(1).await;
+        let app = crate::entra::SimApp {
+            client_id: "contacts-only".into(),
+            secret: None,
+            certificate: None,
+            redirect_uris: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
+            roles: vec!["Contacts.Read".into()],
+        };
+        let clock = Arc::new(f.clock.clone());
+        let other = EntraSim::new("other-tenant", vec![app], Vec::new(), clock);
+        let token = other.app_token("contacts-only", 600).unwrap();
+        // Not the trusted issuer's token (it is signed with the same pooled key, but another
+        // tenant's issuer): refused.
+        let r = reqwest::Client::new()
+            .get(f.url("/users"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+        let other = Arc::new(other);
+        f.sim.trust(other.clone());
+        let get = |path: &'static str| {
+            let token = token.clone();
+            let url = f.url(path);
+            async move {
+                let r = reqwest::Client::new()
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap())
+            }
+        };
+        let (status, body) = get("/users?$top=1").await;
+        assert_eq!(status, 403);
+        assert_eq!(body["error"]["code"], "Authorization_RequestDenied");
+        assert_eq!(
+            body["error"]["message"],
+            "Insufficient privileges to complete the operation."
+        );
+        let (status, _) = get("/users/user000@contoso.com/contactFolders").await;
+        assert_ne!(status, 403, "Contacts.Read reads contact folders");
+        f.clock.advance(601);
+        let (status, body) = get("/users/user000@contoso.com/contactFolders").await;
+        assert_eq!(status, 401, "{body}");
     }
 }
 

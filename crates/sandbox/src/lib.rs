@@ -219,6 +219,15 @@ pub fn demo_contacts(g: &graph::GraphSim) {
     g.set_mailbox_access("emil.ek@contoso.com", MailboxAccess::NoMailbox);
 }
 
+/// The Graph application permissions pbxgate's features use (users and the session
+/// recheck, presence, contacts, the groups overage): what the sandbox's app is granted.
+pub const PBXGATE_ROLES: [&str; 4] = [
+    "User.Read.All",
+    "Calendars.ReadBasic.All",
+    "Contacts.Read",
+    "GroupMember.Read.All",
+];
+
 /// The application registration the gateway will use.
 pub struct Registration {
     pub client_id: String,
@@ -237,6 +246,7 @@ impl Registration {
             certificate: self.certificate.clone(),
             redirect_uris: vec![format!("{base}/auth/callback")],
             post_logout_redirect_uris: vec![format!("{base}/auth/signed-out")],
+            roles: PBXGATE_ROLES.iter().map(|r| r.to_string()).collect(),
         }
     }
 }
@@ -261,6 +271,7 @@ impl Sandbox {
         let entra_server = spawn(listener, entra::router(entra.clone()), None)?;
         entra.set_base(&entra_server.url());
         let graph = Arc::new(graph::GraphSim::new(clock.clone()));
+        graph.trust(entra.clone());
         for u in demo_directory() {
             graph.add_user(u);
         }

@@ -554,13 +554,14 @@ mod tests {
 
     async fn start() -> (Arc<GraphSim>, Running, reqwest::Client) {
         crate::pki::crypto();
-        let sim = Arc::new(GraphSim::new(Arc::new(ManualClock::new(1_767_225_600))));
+        let clock = ManualClock::new(1_767_225_600);
+        let sim = Arc::new(GraphSim::new(Arc::new(clock.clone())));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = spawn(listener, router(sim.clone()), None).unwrap();
         let mut h = reqwest::header::HeaderMap::new();
         h.insert(
             http::header::AUTHORIZATION,
-            http::HeaderValue::from_static("Bearer app-test"),
+            crate::graph::test_token(&sim, &clock),
         );
         let http = reqwest::Client::builder()
             .default_headers(h)
