@@ -11,7 +11,7 @@ use crate::auth::{self, SignIn};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::directory::{Directory, ManagedPasswords, PasswordError, Revoker, WebPasswords};
-use crate::doctor::Doctor;
+use crate::doctor::{self, Doctor};
 use crate::graph::{GraphClient, GraphError};
 use crate::metrics::Metrics;
 use crate::oidc::{OidcError, Provider};
@@ -119,6 +119,13 @@ impl App {
                 clock: clock.clone(),
             },
         ));
+        let doctor = Arc::new(Doctor::new(doctor::Deps {
+            config: config.clone(),
+            clock: clock.clone(),
+            store: Some(store.clone()),
+            pbx: Some(pbx.clone()),
+            metrics: Some(metrics.clone()),
+        }));
         Ok(Arc::new(App {
             config,
             clock,
@@ -130,7 +137,7 @@ impl App {
             sign_in,
             workers,
             revoker,
-            doctor: Arc::new(Doctor::default()),
+            doctor,
         }))
     }
 }

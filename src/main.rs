@@ -64,6 +64,15 @@ enum Command {
         #[arg(long, env = config::CONFIG_ENV, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Check every credential and permission against Entra ID, Graph, 3CX and the store;
+    /// exit 0 when every enabled feature can work, 1 when not, 2 for an unusable config.
+    Doctor {
+        /// Also sign in to 3CX as this extension (impersonation), as a user's sign-in would.
+        #[arg(long = "as", value_name = "EXTENSION")]
+        as_extension: Option<String>,
+        #[arg(long, env = config::CONFIG_ENV, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// Work on the store.
     Store {
         #[command(subcommand)]
@@ -107,6 +116,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     pbxgate::tls::provider();
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
+        Command::Doctor {
+            as_extension,
+            config,
+        } => doctor(&config, as_extension.as_deref()),
         Command::Store {
             command: StoreCommand::Backup { path, config },
         } => {
@@ -181,6 +194,29 @@ async fn sync_once(
         report.status
     );
     Ok(())
+}
+
+/// `pbxgate doctor`: prints the checklist and exits 0 (every enabled feature can work), 1
+/// (something to fix) or 2 (the config cannot be used at all).
+fn doctor(path: &Path, as_extension: Option<&str>) -> anyhow::Result<()> {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pbxgate: {e}");
+            std::process::exit(2);
+        }
+    };
+    let deps = pbxgate::doctor::Deps {
+        config,
+        clock: Arc::new(SystemClock),
+        store: None,
+        pbx: None,
+        metrics: None,
+    };
+    let report = runtime()?.block_on(pbxgate::doctor::run(&deps, as_extension, true));
+    println!("pbxgate doctor: {}", path.display());
+    print!("{}", report.render());
+    std::process::exit(if report.ok() { 0 } else { 1 });
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -142,6 +142,14 @@ pub struct Metrics {
     connections_refused: Family<ReasonLabels, Counter>,
     // --- TLS certificates (issue 16: certificate reload) ---
     tls_certificate_expiry: Family<CertLabels, Gauge>,
+    // --- credential checks (issue 18: doctor) ---
+    credential_checks: Family<CheckLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    /// The doctor check's stable id, e.g. `graph.roles`.
+    id: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -245,7 +253,15 @@ impl Default for Metrics {
             "When the served TLS certificate expires (notAfter, Unix seconds), by certificate file",
             tls_certificate_expiry.clone(),
         );
+        // --- credential checks (issue 18: doctor) ---
+        let credential_checks = Family::<CheckLabels, Gauge>::default();
+        registry.register(
+            "credential_check",
+            "The last background doctor run, by check id: 1 passed or warned, 0 failed",
+            credential_checks.clone(),
+        );
         Self {
+            credential_checks,
             tls_certificate_expiry,
             connections_open,
             connections_refused,
@@ -386,4 +402,15 @@ pub const BUILD_COMMIT: &str = env!("PBXGATE_BUILD_COMMIT");
 struct BuildLabels {
     version: String,
     commit: String,
+}
+
+// --- credential checks (issue 18: doctor) ---
+impl Metrics {
+    /// Records one doctor check: 1 when it passed or warned, 0 when it failed (skipped
+    /// checks are left out).
+    pub fn credential_check(&self, id: &str, ok: bool) {
+        self.credential_checks
+            .get_or_create(&CheckLabels { id: id.into() })
+            .set(i64::from(ok));
+    }
 }

@@ -26,10 +26,12 @@ use crate::tls::{self, TlsError};
 mod api_token;
 mod contacts;
 mod impersonation;
+mod probe;
 mod service;
 mod totp;
 mod webclient;
 pub use contacts::{Book, ContactFields, OWNED_TAG_PREFIX, PbxContact};
+pub use probe::{Reach, SystemStatus};
 pub use webclient::WebclientLogin;
 
 /// The name of the webclient's refresh-token cookie (undocumented; §2.1 of the research).

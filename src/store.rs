@@ -22,6 +22,7 @@ mod contacts;
 mod directory;
 mod leases;
 mod login_attempts;
+mod probe;
 mod runs;
 mod service_session;
 mod sessions;
@@ -117,6 +118,13 @@ fn migrator() -> Migrator {
 impl Store {
     /// Opens (creating an SQLite file and its directory if needed) and migrates the store.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let store = Self::connect(url).await?;
+        migrator().run(&store.pool).await?;
+        Ok(store)
+    }
+
+    /// Opens the store without migrating it (`doctor` reports pending migrations instead).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
         install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -158,7 +166,6 @@ impl Store {
             .connect(&url)
             .await
             .map_err(StoreError::Connect)?;
-        migrator().run(&pool).await?;
         Ok(Self { pool, backend })
     }
 

@@ -21,6 +21,10 @@ pub struct EntraConfig {
     /// A file holding `client_secret` (read at start, one trailing newline dropped).
     #[serde(default)]
     pub client_secret_file: Option<PathBuf>,
+    /// When the client secret expires (the date Entra showed when it was made), so that
+    /// `doctor` warns 30 days ahead; optional (doctor asks Graph when it may).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_expires: Option<ExpiryDate>,
     #[serde(default)]
     pub client_certificate: Option<PathBuf>,
     #[serde(default)]
@@ -69,6 +73,45 @@ impl EntraConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// A calendar date such as `2027-06-30`, written as a TOML date or a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiryDate(pub jiff::civil::Date);
+
+impl ExpiryDate {
+    /// The start of the day in UTC, in Unix seconds.
+    pub fn unix(self) -> i64 {
+        self.0
+            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+            .map(|z| z.timestamp().as_second())
+            .unwrap_or(i64::MAX)
+    }
+}
+
+impl<'de> Deserialize<'de> for ExpiryDate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Toml(toml::value::Datetime),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Text(t) => t,
+            Raw::Toml(t) => t.to_string(),
+        };
+        text.trim()
+            .parse::<jiff::civil::Date>()
+            .map(ExpiryDate)
+            .map_err(|e| serde::de::Error::custom(format!("not a date like 2027-06-30: {e}")))
+    }
+}
+
+impl Serialize for ExpiryDate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
     }
 }
 

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use directory::{DirectoryConfig, DirectoryOverride};
 pub use duration::HumanDuration;
-pub use entra::EntraConfig;
+pub use entra::{EntraConfig, ExpiryDate};
 pub use error::ConfigError;
 pub use modes::{LooseFile, loose_mode};
 pub use pbx::{

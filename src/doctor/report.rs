@@ -56,3 +56,54 @@ impl Report {
         self.checks.iter().all(|c| c.status != Status::Fail)
     }
 }
+
+impl Check {
+    fn new(area: Area, id: &'static str, title: &str, status: Status, detail: String) -> Self {
+        Self {
+            area,
+            id,
+            title: title.to_string(),
+            status,
+            detail,
+            fix: None,
+        }
+    }
+
+    pub fn pass(area: Area, id: &'static str, title: &str, detail: impl Into<String>) -> Self {
+        Self::new(area, id, title, Status::Pass, detail.into())
+    }
+
+    pub fn warn(area: Area, id: &'static str, title: &str, detail: impl Into<String>) -> Self {
+        Self::new(area, id, title, Status::Warn, detail.into())
+    }
+
+    pub fn fail(area: Area, id: &'static str, title: &str, detail: impl Into<String>) -> Self {
+        Self::new(area, id, title, Status::Fail, detail.into())
+    }
+
+    pub fn skip(area: Area, id: &'static str, title: &str, detail: impl Into<String>) -> Self {
+        Self::new(area, id, title, Status::Skip, detail.into())
+    }
+
+    /// Adds what the admin should do.
+    pub fn fix(mut self, fix: impl Into<String>) -> Self {
+        self.fix = Some(fix.into());
+        self
+    }
+}
+
+impl Report {
+    /// The ids of the checks that failed (`/readyz`, the metric's alerts).
+    pub fn failing(&self) -> Vec<&'static str> {
+        self.checks
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .map(|c| c.id)
+            .collect()
+    }
+
+    /// The check with `id`, if it ran.
+    pub fn get(&self, id: &str) -> Option<&Check> {
+        self.checks.iter().find(|c| c.id == id)
+    }
+}

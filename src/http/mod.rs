@@ -105,6 +105,11 @@ impl Gateway {
         let reloads = tls::spawn_watcher(self.certs.clone(), app.metrics.clone(), self.tls_poll);
         let (stop_tx, stop_rx) = watch::channel(false);
         let schedules = app.workers.spawn(&app.config, stop_rx);
+        let doctor = tokio::spawn(
+            app.doctor
+                .clone()
+                .refresh_every(crate::doctor::FIRST_REFRESH, crate::doctor::REFRESH_EVERY),
+        );
         let server = &app.config.server;
         let settings = serve::ConnSettings {
             idle: server.idle_timeout.get(),
@@ -129,6 +134,7 @@ impl Gateway {
         let serving = serve::per_core(app.clone(), self.listeners, settings, shutdown).await;
         purge.abort();
         reloads.abort();
+        doctor.abort();
         // A sync run in progress finishes its current item and records itself interrupted.
         let _ = stop_tx.send(true);
         for schedule in schedules {

@@ -1,5 +1,6 @@
 //! The operator's routes: `/healthz` (liveness), `/readyz` (readiness with per-dependency
-//! detail) and `/metrics` (Prometheus text, from `[server] metrics_allow` only).
+//! detail, plus the last credential check, which does not decide readiness) and `/metrics`
+//! (Prometheus text, from `[server] metrics_allow` only).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -88,7 +89,7 @@ async fn readyz(app: Arc<App>, readiness: &Readiness) -> Response {
     let ready = store["ok"] == true && pbx["ok"] == true;
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "not ready" },
-        "checks": { "store": store, "pbx": pbx },
+        "checks": { "store": store, "pbx": pbx, "credentials": credentials(&app) },
         "ms": started.elapsed().as_millis() as u64,
     });
     let status = if ready {
@@ -100,6 +101,23 @@ async fn readyz(app: Arc<App>, readiness: &Readiness) -> Response {
 }
 
 const PROBE_LIMIT: Duration = Duration::from_secs(2);
+
+/// The last background `doctor` run (never a new one: it takes seconds and signs in to 3CX).
+/// It does not decide readiness: phones and API clients use passthrough routes that need no
+/// Entra ID or Graph, so a missing Graph permission must not take every replica out of the
+/// load balancer. `ok: false` here (and `pbxgate_credential_check`) is for alerting.
+fn credentials(app: &App) -> serde_json::Value {
+    match app.doctor.latest() {
+        Some(r) => serde_json::json!({
+            "ok": r.ok(),
+            "failing": r.failing(),
+            "checked_at": r.checked_at,
+        }),
+        None => {
+            serde_json::json!({ "ok": null, "pending": "the first check runs a minute after start" })
+        }
+    }
+}
 
 async fn check_store(app: &App) -> serde_json::Value {
     match tokio::time::timeout(PROBE_LIMIT, app.store.ping()).await {

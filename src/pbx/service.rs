@@ -211,6 +211,19 @@ impl PbxClient {
         }
     }
 
+    /// Signs the service extension in anew and stores its session (`doctor`: proves the
+    /// password and 2FA secret work today, not just that an old session still does). `None`
+    /// when impersonation does not go through a service extension.
+    pub async fn check_service_sign_in(&self) -> Result<Option<String>, PbxError> {
+        let Some(svc) = &self.service else {
+            return Ok(None);
+        };
+        let _one = svc.in_flight.lock().await;
+        let version = svc.stored().await?.map(|s| s.version);
+        self.service_sign_in(svc, version).await?;
+        Ok(Some(svc.extension().to_string()))
+    }
+
     /// Signs the service extension in (with a TOTP code when 3CX asks for one) and stores its
     /// cookie in place of version `expected`.
     async fn service_sign_in(

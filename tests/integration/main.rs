@@ -10,6 +10,7 @@ mod backup;
 mod binary;
 mod config_env;
 mod connections;
+mod doctor;
 mod door;
 mod faults;
 mod forwarding;

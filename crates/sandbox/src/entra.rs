@@ -404,9 +404,8 @@ impl EntraSim {
     /// message Graph answers with its 401.
     pub fn verify_app_token(&self, token: &str) -> Result<AppToken, String> {
         let invalid = || "Access token validation failure. Invalid audience.".to_string();
-        let header = jsonwebtoken::decode_header(token).map_err(|_| {
-            "IDX14100: JWT is not well formed, there are no dots (.).".to_string()
-        })?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| "IDX14100: JWT is not well formed, there are no dots (.).".to_string())?;
         let key = header
             .kid
             .and_then(|kid| {
@@ -429,7 +428,11 @@ impl EntraSim {
             appid: claims["appid"].as_str().unwrap_or_default().to_string(),
             roles: claims["roles"]
                 .as_array()
-                .map(|r| r.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default(),
         })
     }

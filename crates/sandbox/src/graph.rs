@@ -1341,9 +1341,16 @@ pub(crate) fn test_token(sim: &GraphSim, clock: &pbxgate_wire::clock::ManualCloc
         post_logout_redirect_uris: Vec::new(),
         roles: crate::PBXGATE_ROLES.iter().map(|r| r.to_string()).collect(),
     };
-    let entra = Arc::new(EntraSim::new("t", vec![app], Vec::new(), Arc::new(clock.clone())));
+    let entra = Arc::new(EntraSim::new(
+        "t",
+        vec![app],
+        Vec::new(),
+        Arc::new(clock.clone()),
+    ));
     sim.trust(entra.clone());
-    let token = entra.app_token("graph-test", 365 * 86_400).unwrap_or_default();
+    let token = entra
+        .app_token("graph-test", 365 * 86_400)
+        .unwrap_or_default();
     HeaderValue::from_str(&format!("Bearer {token}")).expect("a JWT is a header value")
 }
 

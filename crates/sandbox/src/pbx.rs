@@ -313,6 +313,7 @@ pub fn router(sim: Arc<PbxSim>) -> Router {
         .route("/webclient/api/Logout", post(tokens::logout))
         .route("/xapi/v1/Users", get(list_users).post(create_user))
         .route("/xapi/v1/MyUser", get(my_user))
+        .route("/xapi/v1/SystemStatus", get(system_status))
         .route(
             "/xapi/v1/Users/Pbx.GetFirstAvailableExtensionNumber()",
             get(first_available_number),
@@ -537,6 +538,32 @@ async fn my_user(State(sim): State<Arc<PbxSim>>, headers: HeaderMap) -> Response
         },
         _ => StatusCode::UNAUTHORIZED.into_response(),
     }
+}
+
+/// `GET /xapi/v1/SystemStatus` (the `Pbx.SystemStatus` singleton of the XAPI description),
+/// for the API client. Some of its fields; the values are the simulator's own (the product
+/// code's format on a real licence is not known here).
+async fn system_status(
+    State(sim): State<Arc<PbxSim>>,
+    headers: HeaderMap,
+    Query(q): Query<ODataQuery>,
+) -> Response {
+    if let Err(r) = xapi_guard(&sim, &headers) {
+        return r;
+    }
+    let status = json!({
+        "Id": 1,
+        "FQDN": sim.fqdn,
+        "Version": "20.0.10.523",
+        "ProductCode": "3CXPSENT-SANDBOX",
+        "Activated": true,
+        "LicenseActive": true,
+        "ExpirationDate": null,
+        "MaintenanceExpiresAt": "2027-12-31T00:00:00Z",
+        "MaxSimCalls": 16,
+        "ExtensionsTotal": sim.with(|s| s.extensions.len()),
+    });
+    axum::Json(project(status, q.select.as_deref())).into_response()
 }
 
 /// The bearer must be the API client, and the simulated PBX up.

@@ -53,7 +53,9 @@ mod tests {
             needed("/v1.0/users/abc/contactFolders/x/contacts/delta"),
             super::CONTACTS
         );
-        assert!(needed("/v1.0/users/abc/calendar/getSchedule").contains(&"Calendars.ReadBasic.All"));
+        assert!(
+            needed("/v1.0/users/abc/calendar/getSchedule").contains(&"Calendars.ReadBasic.All")
+        );
         assert!(needed("/v1.0/users/abc/checkMemberGroups").contains(&"GroupMember.Read.All"));
         assert!(!needed("/v1.0/users/abc/contacts").contains(&"User.Read.All"));
         assert!(needed("/v1.0/me").is_empty());
