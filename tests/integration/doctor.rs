@@ -335,3 +335,51 @@ async fn readyz_shows_the_last_credential_check_without_failing_readiness() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn an_untrusted_3cx_certificate_is_told_apart_from_a_refused_connection() {
+    let env = Env::start().await;
+    let pki = pki();
+    let (cert, key) = pki
+        .leaf(&["127.0.0.1"])
+        .unwrap()
+        .write(env.dir.path(), "pbx")
+        .unwrap();
+    let ca = env.dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let tls = tokio_rustls::TlsAcceptor::from(pbxgate::tls::server_config(&cert, &key).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pbx = sandbox::spawn(
+        listener,
+        sandbox::pbx::router(env.sandbox.pbx.clone()),
+        Some(tls),
+    )
+    .unwrap();
+    let plain = env.sandbox.pbx_server.url();
+    let run = |ca_file: Option<&Path>| {
+        let text = std::fs::read_to_string(env.config(|t| t.replace(&plain, &pbx.url()))).unwrap();
+        let mut config = pbxgate::config::Config::parse(&text, "doctor.toml", []).unwrap();
+        config.pbx.ca_file = ca_file.map(Path::to_path_buf);
+        let deps = pbxgate::doctor::Deps {
+            config,
+            clock: std::sync::Arc::new(SystemClock),
+            store: None,
+            pbx: None,
+            metrics: None,
+        };
+        async move { pbxgate::doctor::run(&deps, None, false).await }
+    };
+    let report = run(None).await;
+    let out = report.render();
+    assert!(!report.ok(), "{out}");
+    assert_mark(&out, "pbx.reachable", "✔");
+    assert_mark(&out, "pbx.tls", "✘");
+    assert!(
+        line(&out, "pbx.tls").to_lowercase().contains("certificate"),
+        "{out}"
+    );
+    let report = run(Some(&ca)).await;
+    let out = report.render();
+    assert_mark(&out, "pbx.tls", "✔");
+    assert_mark(&out, "pbx.api", "✔");
+}
