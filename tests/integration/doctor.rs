@@ -383,3 +383,80 @@ async fn an_untrusted_3cx_certificate_is_told_apart_from_a_refused_connection() 
     assert_mark(&out, "pbx.tls", "✔");
     assert_mark(&out, "pbx.api", "✔");
 }
+
+#[tokio::test]
+async fn a_certificate_credential_expiring_within_30_days_is_a_warning() {
+    let env = Env::start().await;
+    let key = sandbox::entra::signing_key(7);
+    let kp =
+        rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&key.private_pem, &rcgen::PKCS_RSA_SHA256)
+            .unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    let soon = pbxgate::clock::format_utc(SystemClock.now() + 10 * 86_400);
+    let ymd: Vec<i32> = soon[..10].split('-').map(|p| p.parse().unwrap()).collect();
+    params.not_after = rcgen::date_time_ymd(ymd[0], ymd[1] as u8, ymd[2] as u8);
+    let cert = params.self_signed(&kp).unwrap();
+    let (cert_path, key_path) = (
+        env.dir.path().join("entra.pem"),
+        env.dir.path().join("entra.key"),
+    );
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, &key.private_pem).unwrap();
+    let mut app = registration().app();
+    app.secret = None;
+    app.certificate = Some((cert.der().to_vec(), key.n.clone(), key.e.clone()));
+    env.sandbox.entra.register_app(app);
+    let path = env.config(|t| {
+        t.replace(
+            "client_secret = \"entra-secret-value\"",
+            &format!(
+                "client_certificate = \"{}\"\nclient_private_key = \"{}\"",
+                cert_path.display(),
+                key_path.display()
+            ),
+        )
+    });
+    let (code, out) = doctor(&path, &[]).await;
+    assert_eq!(code, 0, "a warning still exits 0: {out}");
+    assert_mark(&out, "entra.credential", "✔");
+    assert!(
+        line(&out, "entra.credential").contains("certificate"),
+        "{out}"
+    );
+    assert_mark(&out, "entra.expiry", "!");
+    assert!(line(&out, "entra.expiry").contains(&soon[..10]), "{out}");
+}
+
+#[tokio::test]
+async fn a_store_serve_never_migrated_fails_the_schema_line() {
+    let env = Env::start().await;
+    let fresh = env.dir.path().join("fresh.db");
+    let path = env.config(|t| {
+        let sqlite = t
+            .lines()
+            .find(|l| l.starts_with("url = \"sqlite:"))
+            .unwrap();
+        t.replace(sqlite, &format!("url = \"sqlite://{}\"", fresh.display()))
+    });
+    let text = std::fs::read_to_string(path).unwrap();
+    let deps = pbxgate::doctor::Deps {
+        config: pbxgate::config::Config::parse(&text, "doctor.toml", []).unwrap(),
+        clock: std::sync::Arc::new(SystemClock),
+        store: None,
+        pbx: None,
+        metrics: None,
+    };
+    let out = pbxgate::doctor::run(&deps, None, true).await.render();
+    assert_mark(&out, "store.reachable", "✔");
+    assert_mark(&out, "store.migrations", "✘");
+    assert!(
+        line(&out, "store.migrations").contains("not applied"),
+        "{out}"
+    );
+    assert_mark(&out, "store.writable", "–");
+    // Doctor does not migrate: the store is as it found it.
+    let store = pbxgate::store::Store::connect(&format!("sqlite://{}", fresh.display()))
+        .await
+        .unwrap();
+    assert!(!store.migrations().await.unwrap().pending.is_empty());
+}
