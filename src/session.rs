@@ -322,9 +322,15 @@ impl Sessions {
     }
 
     /// The live sessions with their [`SessionMeta`], for the admin console.
-    pub async fn listed(&self, limit: i64) -> Result<Vec<crate::store::AdminSessionRow>, SessionError> {
+    pub async fn listed(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<crate::store::AdminSessionRow>, SessionError> {
         let now = self.clock.now();
-        Ok(self.store.admin_sessions(now, now - self.idle, limit).await?)
+        Ok(self
+            .store
+            .admin_sessions(now, now - self.idle, limit)
+            .await?)
     }
 
     /// Ends every session of a user (disabled in Entra, or an admin's decision).

@@ -91,16 +91,18 @@ fn sign_in(parts: &Parts) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"));
     if parts.method == http::Method::GET && html {
-        let here = parts
-            .uri
-            .path_and_query()
-            .map_or("/admin", |p| p.as_str());
+        let here = parts.uri.path_and_query().map_or("/admin", |p| p.as_str());
         let to: String = url::form_urlencoded::byte_serialize(here.as_bytes()).collect();
         let mut res = Redirect::to(&format!("/auth/login?return_to={to}")).into_response();
         web::security_headers(res.headers_mut());
         return web::classed(RouteClass::Ops, res);
     }
-    refuse(parts, Lang::of(&parts.headers), StatusCode::UNAUTHORIZED, None)
+    refuse(
+        parts,
+        Lang::of(&parts.headers),
+        StatusCode::UNAUTHORIZED,
+        None,
+    )
 }
 
 /// A short page in the admin's language with the correlation id. `cross_site` picks the

@@ -151,7 +151,8 @@ pub async fn add_override(
         && extension.len() <= 16
         && extension.bytes().all(|b| b.is_ascii_digit());
     if !valid {
-        c.audit(&who, "override.add", &upn, "refused: invalid").await;
+        c.audit(&who, "override.add", &upn, "refused: invalid")
+            .await;
         return done(Section::Directory, "override_invalid");
     }
     match c.app.pbx.user_by_number(&extension).await {

@@ -130,7 +130,10 @@ pub fn console_headers(h: &mut http::HeaderMap) {
 pub async fn stylesheet() -> Response {
     let mut res = CSS.into_response();
     let h = res.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
     console_headers(h);
     h.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
     web::classed(RouteClass::Ops, res)

@@ -88,7 +88,10 @@ pub fn routes(app: &Arc<App>) -> Vec<(&'static str, MethodRouter)> {
             "/admin/sync/{worker}/dry-run",
             post(sync::dry_run).with_state(c()),
         ),
-        ("/admin/sync/{worker}/run", post(sync::run_now).with_state(c())),
+        (
+            "/admin/sync/{worker}/run",
+            post(sync::run_now).with_state(c()),
+        ),
         ("/admin/directory", get(directory::page).with_state(c())),
         (
             "/admin/directory/overrides",

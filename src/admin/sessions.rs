@@ -96,14 +96,20 @@ pub async fn revoke(
         return done(Section::Sessions, key);
     }
     let Some(oid) = object_id_of(&form.user, tenant) else {
-        c.audit(&who, "session.revoke_user", &form.user, "refused: unknown user")
-            .await;
+        c.audit(
+            &who,
+            "session.revoke_user",
+            &form.user,
+            "refused: unknown user",
+        )
+        .await;
         return done(Section::Sessions, "revoke_failed");
     };
     let (detail, key) = match revoker.revoke_user(oid, Reason::Admin).await {
         Ok(n) => (format!("{n} sessions ended"), "revoked_all"),
         Err(e) => (format!("failed: {e}"), "revoke_failed"),
     };
-    c.audit(&who, "session.revoke_user", &form.user, &detail).await;
+    c.audit(&who, "session.revoke_user", &form.user, &detail)
+        .await;
     done(Section::Sessions, key)
 }

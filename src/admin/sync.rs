@@ -21,6 +21,8 @@ use crate::sync::{ItemError, Mode, RunReport, SyncError};
 
 /// How many runs per worker the page lists.
 const RUNS_SHOWN: i64 = 5;
+/// The scheduler's first run waits this long after start (`sync::schedule`).
+const FIRST_RUN_DELAY: i64 = 30;
 /// How long "run now" waits for the run before it answers "started" (it goes on).
 const RUN_WAIT: Duration = Duration::from_secs(3);
 
@@ -75,8 +77,9 @@ impl Which {
         }
     }
 
-    /// When the schedule runs the worker next, from its last scheduled (not dry) run.
-    fn next_run(self, app: &App, runs: &[RunRow]) -> Option<i64> {
+    /// When the schedule runs the worker next, from its last scheduled (not dry) run, or
+    /// the first run's delay after start.
+    fn next_run(self, app: &App, started: i64, runs: &[RunRow]) -> Option<i64> {
         if !self.enabled(app) {
             return None;
         }
@@ -87,8 +90,11 @@ impl Which {
             Which::Contacts => s.contacts.interval.get(),
             Which::Presence => return Some(app.workers.presence.next_due(now)),
         };
-        let last = runs.iter().find(|r| !r.dry_run)?;
-        Some((last.started_at + interval.as_secs() as i64).max(now))
+        let next = match runs.iter().find(|r| !r.dry_run) {
+            Some(last) => last.started_at + interval.as_secs() as i64,
+            None => started + FIRST_RUN_DELAY,
+        };
+        Some(next.max(now))
     }
 }
 
@@ -139,7 +145,7 @@ fn worker(c: &Console, who: &Admin, which: Which, runs: Option<&[RunRow]>) -> Ma
             dl.facts {
                 dt { (t.schedule) } dd { (which.schedule(&c.app, lang)) }
                 dt { (t.next_run) } dd {
-                    (runs.and_then(|r| which.next_run(&c.app, r)).map_or("—".into(), when))
+                    (runs.and_then(|r| which.next_run(&c.app, c.started_at, r)).map_or("—".into(), when))
                 }
             }
             div.actions {
@@ -277,7 +283,12 @@ pub async fn run_now(
     let task = tokio::spawn(async move { run(&app, which, false).await });
     let (detail, key) = match tokio::time::timeout(RUN_WAIT, task).await {
         Ok(Ok(Ok(r))) => (
-            format!("{}: applied {}, {} errors", r.status, counts(&serde_json::to_string(&r.applied).unwrap_or_default()), r.errors.len()),
+            format!(
+                "{}: applied {}, {} errors",
+                r.status,
+                counts(&serde_json::to_string(&r.applied).unwrap_or_default()),
+                r.errors.len()
+            ),
             "run_done",
         ),
         Ok(Ok(Err(SyncError::Busy(_)))) => ("busy".to_string(), "busy"),

@@ -123,7 +123,9 @@ impl Store {
         .bind(id_hash)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| meta_of(&r, 0)).transpose().map_err(StoreError::from)
+        row.map(|r| meta_of(&r, 0))
+            .transpose()
+            .map_err(StoreError::from)
     }
 
     /// The live sessions (not revoked or expired, used since `seen_since`), by UPN, newest

@@ -47,7 +47,10 @@ async fn page(env: &SandboxEnv, b: &Browser, path: &str, lang: &str) -> (u16, St
 
 /// The CSRF token in a console page's forms.
 fn csrf_of(html: &str) -> String {
-    let at = html.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
     html[at..].split('"').next().unwrap().to_string()
 }
 
@@ -94,7 +97,12 @@ async fn admins_get_the_console_others_403_and_strangers_sign_in() {
     let (status, html) = page(&env, &alice, "/admin", "en").await;
     assert_eq!(status, 200, "{html}");
     assert!(html.contains("Installation status"), "{html}");
-    for section in ["/admin/sync", "/admin/directory", "/admin/sessions", "/admin/audit"] {
+    for section in [
+        "/admin/sync",
+        "/admin/directory",
+        "/admin/sessions",
+        "/admin/audit",
+    ] {
         assert!(html.contains(&format!("href=\"{section}\"")), "{section}");
         let (status, _) = page(&env, &alice, section, "en").await;
         assert_eq!(status, 200, "{section}");
@@ -126,7 +134,10 @@ async fn admins_get_the_console_others_403_and_strangers_sign_in() {
         .await
         .unwrap();
     let csp = res.headers()["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("default-src 'none'") && csp.contains("style-src 'self'"), "{csp}");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("style-src 'self'"),
+        "{csp}"
+    );
     assert!(!csp.contains("unsafe-inline"), "{csp}");
 }
 
@@ -138,7 +149,14 @@ async fn posts_need_the_same_origin_and_the_sessions_csrf_token_and_are_audited(
     let (_, html) = page(&env, &alice, "/admin", "en").await;
     let token = csrf_of(&html);
 
-    let res = post(&env, &alice, "/admin/check", "https://evil.example", &[("csrf", &token)]).await;
+    let res = post(
+        &env,
+        &alice,
+        "/admin/check",
+        "https://evil.example",
+        &[("csrf", &token)],
+    )
+    .await;
     assert_eq!(res.status(), 403, "cross-site");
     let res = post(&env, &alice, "/admin/check", PUBLIC, &[]).await;
     assert_eq!(res.status(), 403, "no CSRF token");
@@ -148,12 +166,22 @@ async fn posts_need_the_same_origin_and_the_sessions_csrf_token_and_are_audited(
     let mut alice2 = signed_in(&env, ALICE).await;
     let (_, other) = page(&env, &alice2, "/admin", "en").await;
     assert_ne!(csrf_of(&other), token);
-    let res = post(&env, &alice, "/admin/check", PUBLIC, &[("csrf", &csrf_of(&other))]).await;
+    let res = post(
+        &env,
+        &alice,
+        "/admin/check",
+        PUBLIC,
+        &[("csrf", &csrf_of(&other))],
+    )
+    .await;
     assert_eq!(res.status(), 403, "another session's token");
     // A non-admin with a same-origin POST and any token: 403 too.
     let res = post(&env, &bob, "/admin/check", PUBLIC, &[("csrf", &token)]).await;
     assert_eq!(res.status(), 403, "not an admin");
-    assert!(audit_actions(&env).await.is_empty(), "nothing refused was done");
+    assert!(
+        audit_actions(&env).await.is_empty(),
+        "nothing refused was done"
+    );
 
     let res = post(&env, &alice, "/admin/check", PUBLIC, &[("csrf", &token)]).await;
     assert_eq!(res.status(), 303);
@@ -161,10 +189,17 @@ async fn posts_need_the_same_origin_and_the_sessions_csrf_token_and_are_audited(
     assert!(env.gw.app.doctor.latest().is_some(), "the check ran");
     assert_eq!(
         audit_actions(&env).await,
-        vec![(ALICE_UPN.to_string(), "doctor.check".into(), "installation".into())]
+        vec![(
+            ALICE_UPN.to_string(),
+            "doctor.check".into(),
+            "installation".into()
+        )]
     );
     let (_, html) = page(&env, &alice, "/admin/audit", "en").await;
-    assert!(html.contains("doctor.check") && html.contains(ALICE_UPN), "{html}");
+    assert!(
+        html.contains("doctor.check") && html.contains(ALICE_UPN),
+        "{html}"
+    );
     alice2.cookies.clear();
 }
 
@@ -177,31 +212,62 @@ async fn a_dry_run_changes_nothing_and_run_now_runs() {
     let extensions = env.sandbox.pbx.extensions().len();
     let rows = env.gw.app.store.directory_users(DEMO_TENANT).await.unwrap();
 
-    let res = post(&env, &alice, "/admin/sync/users/dry-run", PUBLIC, &[("csrf", &token)]).await;
+    let res = post(
+        &env,
+        &alice,
+        "/admin/sync/users/dry-run",
+        PUBLIC,
+        &[("csrf", &token)],
+    )
+    .await;
     assert_eq!(res.status(), 200);
     let html = res.text().await.unwrap();
     assert!(html.contains("<table class=\"plan\">"), "{html}");
     assert!(html.contains(CAROL), "Carol would get an extension: {html}");
-    assert_eq!(env.sandbox.pbx.extensions().len(), extensions, "3CX unchanged");
+    assert_eq!(
+        env.sandbox.pbx.extensions().len(),
+        extensions,
+        "3CX unchanged"
+    );
     assert_eq!(
         env.gw.app.store.directory_users(DEMO_TENANT).await.unwrap(),
         rows,
         "directory unchanged"
     );
 
-    let res = post(&env, &alice, "/admin/sync/users/run", PUBLIC, &[("csrf", &token)]).await;
+    let res = post(
+        &env,
+        &alice,
+        "/admin/sync/users/run",
+        PUBLIC,
+        &[("csrf", &token)],
+    )
+    .await;
     assert_eq!(res.status(), 303);
     assert_eq!(location(&res), "/admin/sync?done=run_done");
-    assert!(env.sandbox.pbx.extensions().len() > extensions, "the run created extensions");
+    assert!(
+        env.sandbox.pbx.extensions().len() > extensions,
+        "the run created extensions"
+    );
     let (_, html) = page(&env, &alice, "/admin/sync?done=run_done", "en").await;
     assert!(html.contains("The run has finished."), "{html}");
-    assert!(html.contains("succeeded"), "the run record is listed: {html}");
+    assert!(
+        html.contains("succeeded"),
+        "the run record is listed: {html}"
+    );
 
     let actions = audit_actions(&env).await;
     assert!(actions.contains(&(ALICE_UPN.into(), "sync.dry_run".into(), "users".into())));
     assert!(actions.contains(&(ALICE_UPN.into(), "sync.run".into(), "users".into())));
     // A disabled worker cannot be run now.
-    let res = post(&env, &alice, "/admin/sync/contacts/run", PUBLIC, &[("csrf", &token)]).await;
+    let res = post(
+        &env,
+        &alice,
+        "/admin/sync/contacts/run",
+        PUBLIC,
+        &[("csrf", &token)],
+    )
+    .await;
     assert_eq!(res.status(), 404);
 }
 
@@ -218,9 +284,18 @@ async fn overrides_are_added_and_removed_and_decide_the_next_sign_in() {
             location(&post(env, alice, "/admin/directory/overrides", PUBLIC, &form).await)
         }
     };
-    assert_eq!(add("carol", "103").await, "/admin/directory?done=override_invalid");
-    assert_eq!(add(CAROL, "777").await, "/admin/directory?done=override_no_extension");
-    assert_eq!(add("Carol.Clark@Contoso.com", "103").await, "/admin/directory?done=override_added");
+    assert_eq!(
+        add("carol", "103").await,
+        "/admin/directory?done=override_invalid"
+    );
+    assert_eq!(
+        add(CAROL, "777").await,
+        "/admin/directory?done=override_no_extension"
+    );
+    assert_eq!(
+        add("Carol.Clark@Contoso.com", "103").await,
+        "/admin/directory?done=override_added"
+    );
 
     // Carol, who has no extension of her own, now signs in as 103.
     let mut carol = signed_in(&env, CAROL).await;
@@ -230,12 +305,23 @@ async fn overrides_are_added_and_removed_and_decide_the_next_sign_in() {
     assert!(!html.contains(BOB), "the search narrows: {html}");
 
     let form = [("csrf", token.as_str()), ("upn", CAROL)];
-    let res = post(&env, &alice, "/admin/directory/overrides/remove", PUBLIC, &form).await;
+    let res = post(
+        &env,
+        &alice,
+        "/admin/directory/overrides/remove",
+        PUBLIC,
+        &form,
+    )
+    .await;
     assert_eq!(location(&res), "/admin/directory?done=override_removed");
     assert!(env.gw.app.store.overrides().await.unwrap().is_empty());
     let mut again = Browser::default();
     let res = again.sign_in(&env.gw, CAROL).await;
-    assert_ne!(res.status(), 303, "without the override Carol has no extension again");
+    assert_ne!(
+        res.status(),
+        303,
+        "without the override Carol has no extension again"
+    );
 
     let actions = audit_actions(&env).await;
     let adds = actions.iter().filter(|a| a.1 == "override.add").count();
@@ -258,7 +344,10 @@ async fn revoking_ends_the_session_and_its_3cx_access() {
     let form = [("csrf", token.as_str()), ("session", bobs.id_hash.as_str())];
     let res = post(&env, &alice, "/admin/sessions/revoke", PUBLIC, &form).await;
     assert_eq!(location(&res), "/admin/sessions?done=revoked");
-    assert!(bob.webclient_extension(&env.gw).await.is_err(), "no 3CX token any more");
+    assert!(
+        bob.webclient_extension(&env.gw).await.is_err(),
+        "no 3CX token any more"
+    );
     let res = bob.get(&env.gw, "/webclient/").await;
     assert!(location(&res).starts_with("/auth/login"), "signed out");
 
@@ -274,8 +363,14 @@ async fn revoking_ends_the_session_and_its_3cx_access() {
     assert_eq!(status, 200, "the admin's own session stays");
 
     let actions = audit_actions(&env).await;
-    assert!(actions.iter().any(|a| a.1 == "session.revoke"), "{actions:?}");
-    assert!(actions.iter().any(|a| a.1 == "session.revoke_user"), "{actions:?}");
+    assert!(
+        actions.iter().any(|a| a.1 == "session.revoke"),
+        "{actions:?}"
+    );
+    assert!(
+        actions.iter().any(|a| a.1 == "session.revoke_user"),
+        "{actions:?}"
+    );
 }
 
 #[tokio::test]
@@ -284,10 +379,16 @@ async fn the_console_speaks_german_or_english_by_accept_language() {
     let alice = signed_in(&env, ALICE).await;
     let bob = signed_in(&env, BOB).await;
     let (_, de) = page(&env, &alice, "/admin", "de-DE,de;q=0.9,en;q=0.8").await;
-    assert!(de.contains("<html lang=\"de\">") && de.contains("Übersicht"), "{de}");
+    assert!(
+        de.contains("<html lang=\"de\">") && de.contains("Übersicht"),
+        "{de}"
+    );
     assert!(de.contains("Jetzt prüfen"));
     let (_, en) = page(&env, &alice, "/admin", "en-GB,en;q=0.9,de;q=0.5").await;
-    assert!(en.contains("<html lang=\"en\">") && en.contains("Overview"), "{en}");
+    assert!(
+        en.contains("<html lang=\"en\">") && en.contains("Overview"),
+        "{en}"
+    );
     assert!(!en.contains("Übersicht"));
     let (status, de) = page(&env, &bob, "/admin", "de").await;
     assert_eq!(status, 403);
