@@ -394,3 +394,35 @@ async fn the_console_speaks_german_or_english_by_accept_language() {
     assert_eq!(status, 403);
     assert!(de.contains("Nur für Administratoren"), "{de}");
 }
+
+#[tokio::test]
+async fn in_managed_password_mode_revoking_rotates_the_extensions_password_at_3cx() {
+    let env = env(|c| {
+        use base64::Engine;
+        c.pbx.session_mode = pbxgate::config::SessionMode::ManagedPassword;
+        c.pbx.password_key = Some(
+            base64::engine::general_purpose::STANDARD
+                .encode([7u8; 32])
+                .into(),
+        );
+    })
+    .await;
+    let alice = signed_in(&env, ALICE).await;
+    let _bob = signed_in(&env, BOB).await;
+    let password = || env.sandbox.pbx.extension("102").unwrap().access_password;
+    let before = password();
+    assert!(before.is_some(), "Bob's sign-in set a managed password");
+    let (_, html) = page(&env, &alice, "/admin/sessions", "en").await;
+    let token = csrf_of(&html);
+    let listed = env.gw.app.sessions.listed(100).await.unwrap();
+    let bobs = listed.iter().find(|s| s.upn == BOB).unwrap();
+
+    let form = [("csrf", token.as_str()), ("session", bobs.id_hash.as_str())];
+    let res = post(&env, &alice, "/admin/sessions/revoke", PUBLIC, &form).await;
+    assert_eq!(location(&res), "/admin/sessions?done=revoked");
+    assert_ne!(
+        password(),
+        before,
+        "3CX's sessions of 102 end with its password"
+    );
+}
