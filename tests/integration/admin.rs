@@ -426,3 +426,56 @@ async fn in_managed_password_mode_revoking_rotates_the_extensions_password_at_3c
         "3CX's sessions of 102 end with its password"
     );
 }
+
+/// The console's store queries on PostgreSQL (the tests above run on SQLite): heartbeats,
+/// the directory search with how a user was matched and the last sign-in, overrides,
+/// sessions with their client, and the audit log.
+#[tokio::test]
+async fn the_console_works_on_postgresql() {
+    let pg = PgDatabase::create().await;
+    let env = env(|c| {
+        c.store.url = pg.url.clone();
+        c.sync.users.enabled = true;
+    })
+    .await;
+    let alice = signed_in(&env, ALICE).await;
+    let _carol = signed_in(&env, CAROL).await; // no extension yet: provisioned at sign-in
+
+    let (status, html) = page(&env, &alice, "/admin", "en").await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains(" ◀"),
+        "this replica's heartbeat is listed: {html}"
+    );
+    let (_, html) = page(&env, &alice, "/admin/directory?q=CLARK", "en").await;
+    assert!(
+        html.contains(CAROL) && html.contains("provisioned at sign-in"),
+        "{html}"
+    );
+    assert!(
+        !html.contains(">never<"),
+        "Carol's sign-in is recorded: {html}"
+    );
+    let (_, html) = page(&env, &alice, "/admin/directory?q=10_", "en").await;
+    assert!(
+        html.contains("No user matches."),
+        "`_` is no wildcard: {html}"
+    );
+
+    let token = csrf_of(&html);
+    let form = [
+        ("csrf", token.as_str()),
+        ("upn", "dora.diaz@contoso.com"),
+        ("extension", "103"),
+    ];
+    let res = post(&env, &alice, "/admin/directory/overrides", PUBLIC, &form).await;
+    assert_eq!(location(&res), "/admin/directory?done=override_added");
+    let (_, html) = page(&env, &alice, "/admin/sessions", "en").await;
+    assert!(html.contains(CAROL) && html.contains("127.0.0.1"), "{html}");
+    let (_, html) = page(&env, &alice, "/admin/audit", "en").await;
+    assert!(
+        html.contains("override.add") && html.contains("dora.diaz@contoso.com"),
+        "{html}"
+    );
+    env.gw.stop().await;
+}
