@@ -116,11 +116,6 @@ fn refuse(parts: &Parts, lang: Lang, status: StatusCode, cross_site: Option<()>)
         }
         _ => (t.forbidden_title, t.store_error),
     };
-    web::page(
-        web::correlation(parts).as_deref(),
-        RouteClass::Ops,
-        status,
-        title,
-        message,
-    )
+    let id = web::correlation(parts);
+    super::layout::short_page(lang, status, title, message, id.as_deref())
 }

@@ -159,7 +159,7 @@ catalogue! {
     forbidden: "The admin console is for members of the admin groups. Your account is not in one.", "Die Verwaltung ist Mitgliedern der Administratorgruppen vorbehalten. Ihr Konto ist in keiner.";
     cross_site_title: "Request refused", "Anfrage abgelehnt";
     cross_site: "This change did not come from the admin console itself and was not made.", "Diese Änderung kam nicht aus der Verwaltung selbst und wurde nicht ausgeführt.";
-    reference: "Reference", "Referenz";
+    reference: "If you contact your IT department, give them this reference", "Wenn Sie sich an Ihre IT-Abteilung wenden, nennen Sie diese Referenz";
     store_error: "The store could not be read or written; see the log.", "Der Speicher war nicht les- oder schreibbar; siehe Log.";
 }
 

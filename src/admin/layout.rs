@@ -106,6 +106,35 @@ impl Frame<'_> {
     }
 }
 
+/// A short page in the admin's language without the console's navigation (refusals), with
+/// the correlation id that is also in the log line.
+pub fn short_page(
+    lang: Lang,
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    reference: Option<&str>,
+) -> Response {
+    let t = lang.t();
+    let body = html! {
+        (DOCTYPE)
+        html lang=(lang.code()) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · " (t.console) }
+                link rel="stylesheet" href="/admin/admin.css";
+            }
+            body { main {
+                h1 { (title) }
+                p { (message) }
+                @if let Some(id) = reference { p.muted { (t.reference) ": " code { (id) } } }
+            } }
+        }
+    };
+    respond(status, body.into_string())
+}
+
 /// An HTML answer with the console's headers.
 pub fn respond(status: StatusCode, html: String) -> Response {
     let mut res = (status, html).into_response();

@@ -393,6 +393,10 @@ async fn the_console_speaks_german_or_english_by_accept_language() {
     let (status, de) = page(&env, &bob, "/admin", "de").await;
     assert_eq!(status, 403);
     assert!(de.contains("Nur für Administratoren"), "{de}");
+    assert!(
+        de.contains("<html lang=\"de\">") && de.contains("Referenz"),
+        "{de}"
+    );
 }
 
 #[tokio::test]
