@@ -33,6 +33,8 @@ command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs np
 # The browser test drives the real binary through `pbxgate demo`.
 cargo build --locked --bin pbxgate
 (cd tests/e2e && node --test browser.test.mjs)
+# The admin console: screenshots of each page go to tests/e2e/artifacts/.
+(cd tests/e2e && node --test admin.test.mjs)
 # Again with the unverified API-client impersonation variant, which the demo then allows.
 (cd tests/e2e && PBXGATE__PBX__IMPERSONATION_CREDENTIAL=api-client node --test browser.test.mjs)
 

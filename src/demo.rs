@@ -149,6 +149,8 @@ client_id = "pbxgate-demo"
 client_secret = "{entra_secret}"
 authority = "{authority}"
 graph_url = "{graph_url}"
+# Members of this group (Alice) may open the admin console at /admin.
+admin_groups = ["{admin_group}"]
 
 [pbx]
 url = "{pbx_url}"
@@ -180,6 +182,7 @@ interval = "1m"
         gw_cert = gw_cert.display().to_string(),
         gw_key = gw_key.display().to_string(),
         tenant = DEMO_TENANT,
+        admin_group = pbxgate_sandbox::DEMO_ADMIN_GROUP,
         service_extension = DEMO_SERVICE_EXTENSION,
         shared = DEMO_SHARED_MAILBOX,
         authority = sandbox.entra_server.url(),
@@ -231,6 +234,8 @@ impl Demo {
             format!("{pad}Carol has no extension yet: she gets one when she signs in (or from"),
             format!("{pad}the user sync, 30 s after start). Gina is a guest; guests get none,"),
             format!("{pad}so she sees the page that says so."),
+            format!("{pad}Alice is in the admin group: she may open the admin console at"),
+            format!("{pad}{url}admin (the others get \"Admins only\")."),
             format!("{pad}Calendar: Alice has a meeting from minute 2 to 12 (her status turns"),
             format!("{pad}Do Not Disturb, then back); Bob is out of office today (Away)."),
             format!(

@@ -14,6 +14,7 @@
 
 pub use pbxgate_wire::{clock, ids};
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod config;

@@ -16,7 +16,7 @@ use ring::digest::{SHA256, digest};
 
 use crate::clock::{Clock, UnixTime};
 use crate::config::Config;
-use crate::store::{LiveSession, SessionRow, Store, StoreError};
+use crate::store::{LiveSession, SessionMeta, SessionRow, Store, StoreError};
 pub use pbxgate_wire::cookie::{cookie_pairs, pairs_of};
 
 /// How long a looked-up session (or a miss) is trusted without asking the store again.
@@ -137,6 +137,15 @@ impl Sessions {
 
     /// Starts a session; returns the id to put in the cookie (never stored as such).
     pub async fn create(&self, new: NewSession) -> Result<String, SessionError> {
+        self.create_with(new, SessionMeta::default()).await
+    }
+
+    /// [`Self::create`], keeping the admin decision and the browser's address and user agent.
+    pub async fn create_with(
+        &self,
+        new: NewSession,
+        meta: SessionMeta,
+    ) -> Result<String, SessionError> {
         let raw = crate::ids::random::<32>().map_err(|_| SessionError::Random)?;
         let id = URL_SAFE_NO_PAD.encode(raw);
         let now = self.clock.now();
@@ -152,7 +161,7 @@ impl Sessions {
             revoked_at: None,
             login_hint: new.login_hint,
         };
-        self.store.insert_session(&row).await?;
+        self.store.insert_session_with(&row, &meta).await?;
         self.cache.insert(digest_id(&id), Some(Arc::new(row)));
         Ok(id)
     }
@@ -290,6 +299,38 @@ impl Sessions {
         self.cache.invalidate(&key);
         self.revoked();
         Ok(found?)
+    }
+
+    /// What the sign-in recorded beside session `id` (the admin decision, the browser).
+    pub async fn meta(&self, id: &str) -> Result<Option<SessionMeta>, SessionError> {
+        if !looks_like_id(id) {
+            return Ok(None);
+        }
+        Ok(self.store.session_meta(&hash_id(id)).await?)
+    }
+
+    /// Ends the session stored under `id_hash` (the admin console names sessions by it);
+    /// returns whether a live one was found.
+    pub async fn revoke_hash(&self, id_hash: &str) -> Result<bool, SessionError> {
+        let found = self.store.revoke_session(id_hash, self.clock.now()).await;
+        let owned = id_hash.to_string();
+        let _ = self
+            .cache
+            .invalidate_entries_if(move |_, v| v.as_ref().is_some_and(|r| r.id_hash == owned));
+        self.revoked();
+        Ok(found?)
+    }
+
+    /// The live sessions with their [`SessionMeta`], for the admin console.
+    pub async fn listed(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<crate::store::AdminSessionRow>, SessionError> {
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .admin_sessions(now, now - self.idle, limit)
+            .await?)
     }
 
     /// Ends every session of a user (disabled in Entra, or an admin's decision).

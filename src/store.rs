@@ -17,24 +17,30 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 mod api_token;
+mod audit;
 pub mod backup;
 mod contacts;
 mod directory;
 mod leases;
 mod login_attempts;
+mod overrides;
 mod probe;
+mod replicas;
 mod runs;
 mod service_session;
 mod sessions;
 mod sync_state;
 
 pub use api_token::ApiTokenRow;
+pub use audit::AuditRow;
 pub use contacts::ContactLink;
-pub use directory::DirectoryRow;
+pub use directory::{DirectoryEntry, DirectoryRow};
 pub use login_attempts::LoginAttempt;
+pub use overrides::OverrideRow;
+pub use replicas::ReplicaRow;
 pub use runs::RunRow;
 pub use service_session::ServiceSessionRow;
-pub use sessions::{LiveSession, SessionRow};
+pub use sessions::{AdminSessionRow, LiveSession, SessionMeta, SessionRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -110,6 +116,7 @@ fn migrator() -> Migrator {
                 "pbx api token",
                 include_str!("../migrations/0007_pbx_api_token.sql"),
             ),
+            m(9, "admin", include_str!("../migrations/0009_admin.sql")),
         ]),
         ..Migrator::DEFAULT
     }

@@ -18,7 +18,7 @@ use crate::ids;
 use crate::metrics::RouteClass;
 use crate::oidc::IdClaims;
 use crate::session::{NewSession, cookie_pairs};
-use crate::store::{DirectoryRow, LoginAttempt};
+use crate::store::{DirectoryRow, LoginAttempt, SessionMeta};
 use crate::web;
 
 #[derive(Deserialize)]
@@ -60,6 +60,7 @@ async fn finish(s: &SignIn, parts: &Parts) -> Result<Response, AuthError> {
         .await
         .map_err(|e| AuthError::from_oidc(e, AuthError::IdToken))?;
     check_groups(s, &claims).await?;
+    let is_admin = super::admin::is_admin(s, &claims).await;
     let identity = Identity {
         tenant_id: claims.tid.clone().unwrap_or_default(),
         object_id: claims.oid.clone().unwrap_or_default(),
@@ -67,7 +68,7 @@ async fn finish(s: &SignIn, parts: &Parts) -> Result<Response, AuthError> {
         display_name: claims.name.clone().unwrap_or_default(),
     };
     check_guest(s, &identity).await?;
-    let person = resolve(s, &identity).await?;
+    let (person, provisioned) = resolve(s, &identity).await?;
     s.web_passwords
         .randomize_or_log(person.pbx_user_id, &person.extension)
         .await;
@@ -76,15 +77,34 @@ async fn finish(s: &SignIn, parts: &Parts) -> Result<Response, AuthError> {
         .map_err(|source| AuthError::from_pbx(&person.extension, source))?;
     let id = s
         .sessions
-        .create(NewSession {
-            user_key: user_key(&identity.tenant_id, &identity.object_id),
-            upn: identity.upn.clone(),
-            extension: person.extension.clone(),
-            idp_sid: claims.sid.clone(),
-            login_hint: claims.login_hint.clone(),
-        })
+        .create_with(
+            NewSession {
+                user_key: user_key(&identity.tenant_id, &identity.object_id),
+                upn: identity.upn.clone(),
+                extension: person.extension.clone(),
+                idp_sid: claims.sid.clone(),
+                login_hint: claims.login_hint.clone(),
+            },
+            SessionMeta {
+                is_admin,
+                client_addr: Some(s.client_ip(parts).to_string()),
+                user_agent: super::admin::user_agent(parts),
+            },
+        )
         .await?;
-    tracing::info!(upn = %identity.upn, extension = %person.extension, "signed in");
+    if let Err(e) = s
+        .store
+        .record_sign_in(
+            &person.tenant_id,
+            &person.object_id,
+            s.clock.now(),
+            provisioned,
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "last sign-in not recorded");
+    }
+    tracing::info!(upn = %identity.upn, extension = %person.extension, is_admin, "signed in");
     let mut res = Redirect::to(&attempt.return_to).into_response();
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&s.sessions.set_cookie(&id)) {
@@ -119,17 +139,17 @@ async fn take_attempt(s: &SignIn, parts: &Parts, state: &str) -> Result<LoginAtt
 }
 
 /// The user's extension: from the directory, else provisioned on the spot; refused when
-/// the directory says this user may not have it.
-async fn resolve(s: &SignIn, who: &Identity) -> Result<DirectoryRow, AuthError> {
+/// the directory says this user may not have it. The flag says it was provisioned just now.
+async fn resolve(s: &SignIn, who: &Identity) -> Result<(DirectoryRow, bool), AuthError> {
     let upn = match s.directory.resolve(who).await? {
-        Resolution::Found(p) => return Ok(p),
+        Resolution::Found(p) => return Ok((p, false)),
         Resolution::Refused(r) => return Err(AuthError::refused(&who.upn, r)),
         Resolution::NotAssigned { upn } => upn,
     };
     if let Some(row) = provision(s, who, &upn).await {
         // What the sync just linked passes the same checks as what it linked before.
         return match s.directory.admit(row).await? {
-            Resolution::Found(p) => Ok(p),
+            Resolution::Found(p) => Ok((p, true)),
             Resolution::Refused(r) => Err(AuthError::refused(&who.upn, r)),
             Resolution::NotAssigned { .. } => Err(AuthError::NotAssigned {
                 upn,

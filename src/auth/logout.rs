@@ -56,7 +56,7 @@ pub async fn confirm(State(s): State<Arc<SignIn>>, parts: Parts) -> Response {
 /// can set). `Origin: null` counts as none: browsers send it for a form on a page whose
 /// referrer policy is `no-referrer`. Anything else (another site, a client that says
 /// neither) is refused.
-fn same_origin(parts: &Parts, public: &url::Origin) -> bool {
+pub fn same_origin(parts: &Parts, public: &url::Origin) -> bool {
     match parts
         .headers
         .get(ORIGIN)

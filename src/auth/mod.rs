@@ -6,6 +6,7 @@
 //! [`SignIn`] state, never the app or the server. Every failure is an [`AuthError`], which
 //! renders a short page with the request id; the reason goes to the log.
 
+mod admin;
 mod callback;
 mod error;
 mod login;
@@ -35,6 +36,7 @@ use crate::web;
 
 pub use error::{AuthError, PbxSessionError, StartError};
 pub use login::safe_return_to;
+pub use logout::same_origin;
 use rate_limit::RateLimiter;
 
 /// A sign-in must come back within this long.
@@ -78,6 +80,8 @@ struct Settings {
     public_origin: url::Origin,
     login_cookie: String,
     allowed_groups: Vec<String>,
+    /// Members of these are admins (the console at `/admin`); decided at sign-in.
+    admin_groups: Vec<String>,
     session_mode: SessionMode,
     trusted_proxies: Vec<IpNet>,
     /// `[sync.users] include_guests`: sign-in refuses guests as the sync leaves them out.
@@ -105,6 +109,7 @@ impl SignIn {
                 public_origin: config.server.public_url.origin(),
                 login_cookie: format!("{}-login", deps.sessions.cookie_name()),
                 allowed_groups: config.entra.allowed_groups.clone(),
+                admin_groups: config.entra.admin_groups.clone(),
                 session_mode: config.pbx.session_mode,
                 trusted_proxies: config.server.trusted_proxies.clone(),
                 include_guests: users.include_guests,

@@ -105,9 +105,19 @@ impl Directory {
     }
 
     /// The extension of `who`, or why there is none (or why they may not have it).
+    /// UPN suffix aliases, lower case (the admin console canonicalises overrides with them).
+    pub fn aliases(&self) -> &BTreeMap<String, String> {
+        &self.aliases
+    }
+
     pub async fn resolve(&self, who: &Identity) -> Result<Resolution, DirectoryError> {
         let canonical = canonical_upn(&who.upn, &self.aliases);
-        if let Some(extension) = self.overrides.get(&canonical) {
+        // The config file's overrides win over those added in the admin console.
+        let overridden = match self.overrides.get(&canonical) {
+            Some(extension) => Some(extension.clone()),
+            None => self.store.override_of(&canonical).await?,
+        };
+        if let Some(extension) = &overridden {
             let user = self.pbx.user_by_number(extension).await?.ok_or_else(|| {
                 DirectoryError::MissingOverrideExtension {
                     upn: who.upn.clone(),

@@ -208,6 +208,21 @@ impl Revoker {
         Ok(n)
     }
 
+    /// One session, named by its stored hash (the admin console), and the 3CX access of its
+    /// extension: in managed-password mode that rotates the password, which ends every 3CX
+    /// webclient session of the extension (the module doc says why). Returns whether a live
+    /// session ended.
+    pub async fn revoke_session(&self, id_hash: &str, reason: Reason) -> Result<bool, RevokeError> {
+        let Some(row) = self.store.session(id_hash).await? else {
+            return Ok(false);
+        };
+        let ended = self.sessions.revoke_hash(id_hash).await?;
+        self.count(reason, u64::from(ended));
+        self.end_pbx_access(&row.user_key, std::slice::from_ref(&row.extension))
+            .await?;
+        Ok(ended)
+    }
+
     /// The sessions of a user that started before `before` (Entra's "revoke sessions"),
     /// and the 3CX access behind them. Later sessions stay.
     pub async fn revoke_user_before(

@@ -49,6 +49,10 @@ pub fn own(app: &Arc<App>) -> (Router, OwnPaths) {
         paths.add(path);
         router = router.route(path, route.with_state(app.sign_in.clone()));
     }
+    for (path, route) in crate::admin::routes(app) {
+        paths.add(path);
+        router = router.route(path, route);
+    }
     (router.fallback(not_found), paths)
 }
 

@@ -47,7 +47,79 @@ impl FromRow<'_, AnyRow> for DirectoryRow {
     }
 }
 
+/// A directory row as the admin console lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryEntry {
+    pub row: DirectoryRow,
+    pub last_sign_in_at: Option<UnixTime>,
+    /// The extension was created when the user first signed in (`provision_on_login`).
+    pub provisioned_at_sign_in: bool,
+}
+
 impl Store {
+    /// Rows whose UPN, display name or extension contains `query` (case-insensitive), by
+    /// extension, at most `limit`.
+    pub async fn search_directory(
+        &self,
+        tenant_id: &str,
+        query: &str,
+        limit: i64,
+    ) -> Result<Vec<DirectoryEntry>, StoreError> {
+        let escaped: String = query
+            .trim()
+            .to_lowercase()
+            .chars()
+            .flat_map(|c| match c {
+                '%' | '_' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        let sql = format!(
+            "SELECT {DIRECTORY_COLUMNS}, last_sign_in_at, provisioned_at_sign_in \
+             FROM directory_users WHERE tenant_id = $1 AND (LOWER(upn) LIKE $2 ESCAPE '\\' \
+             OR LOWER(display_name) LIKE $2 ESCAPE '\\' OR extension LIKE $2 ESCAPE '\\') \
+             ORDER BY extension, upn LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant_id)
+            .bind(format!("%{escaped}%"))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DirectoryEntry {
+                    row: DirectoryRow::from_row(r)?,
+                    last_sign_in_at: r.try_get(11)?,
+                    provisioned_at_sign_in: r.try_get::<i64, _>(12)? != 0,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Records a sign-in of the user (and that it provisioned their extension, if it did).
+    pub async fn record_sign_in(
+        &self,
+        tenant_id: &str,
+        object_id: &str,
+        now: UnixTime,
+        provisioned: bool,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE directory_users SET last_sign_in_at = $3, \
+             provisioned_at_sign_in = CASE WHEN $4 = 1 THEN 1 ELSE provisioned_at_sign_in END \
+             WHERE tenant_id = $1 AND object_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(object_id)
+        .bind(now)
+        .bind(provisioned as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub async fn directory_user(
         &self,
         tenant_id: &str,

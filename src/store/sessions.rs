@@ -30,6 +30,27 @@ pub struct LiveSession {
     pub created_at: UnixTime,
 }
 
+/// What a session keeps beside its [`SessionRow`]: the admin decision made at sign-in and
+/// where the browser signed in from (shown on the admin console's sessions page).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionMeta {
+    pub is_admin: bool,
+    pub client_addr: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// A live session as the admin console lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSessionRow {
+    pub id_hash: String,
+    pub user_key: String,
+    pub upn: String,
+    pub extension: String,
+    pub created_at: UnixTime,
+    pub last_seen_at: UnixTime,
+    pub meta: SessionMeta,
+}
+
 /// The columns of `sessions`, in the order [`SessionRow::from_row`] reads them.
 const SESSION_COLUMNS: &str = "id_hash, user_key, upn, extension, idp_sid, created_at, \
      last_seen_at, expires_at, revoked_at, login_hint";
@@ -53,9 +74,18 @@ impl FromRow<'_, AnyRow> for SessionRow {
 
 impl Store {
     pub async fn insert_session(&self, s: &SessionRow) -> Result<(), StoreError> {
+        self.insert_session_with(s, &SessionMeta::default()).await
+    }
+
+    /// [`Self::insert_session`] with what the sign-in knew about the browser and the user.
+    pub async fn insert_session_with(
+        &self,
+        s: &SessionRow,
+        meta: &SessionMeta,
+    ) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO sessions ({SESSION_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            "INSERT INTO sessions ({SESSION_COLUMNS}, is_admin, client_addr, user_agent) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         );
         sqlx::query(&sql)
             .bind(&s.id_hash)
@@ -68,6 +98,9 @@ impl Store {
             .bind(s.expires_at)
             .bind(s.revoked_at)
             .bind(&s.login_hint)
+            .bind(meta.is_admin as i64)
+            .bind(&meta.client_addr)
+            .bind(&meta.user_agent)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -80,6 +113,54 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row)
+    }
+
+    /// The [`SessionMeta`] of a session.
+    pub async fn session_meta(&self, id_hash: &str) -> Result<Option<SessionMeta>, StoreError> {
+        let row = sqlx::query(
+            "SELECT is_admin, client_addr, user_agent FROM sessions WHERE id_hash = $1",
+        )
+        .bind(id_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| meta_of(&r, 0))
+            .transpose()
+            .map_err(StoreError::from)
+    }
+
+    /// The live sessions (not revoked or expired, used since `seen_since`), by UPN, newest
+    /// first, at most `limit`.
+    pub async fn admin_sessions(
+        &self,
+        now: UnixTime,
+        seen_since: UnixTime,
+        limit: i64,
+    ) -> Result<Vec<AdminSessionRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id_hash, user_key, upn, extension, created_at, last_seen_at, is_admin, \
+             client_addr, user_agent FROM sessions \
+             WHERE revoked_at IS NULL AND expires_at > $1 AND last_seen_at > $2 \
+             ORDER BY upn, created_at DESC LIMIT $3",
+        )
+        .bind(now)
+        .bind(seen_since)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AdminSessionRow {
+                    id_hash: r.try_get(0)?,
+                    user_key: r.try_get(1)?,
+                    upn: r.try_get(2)?,
+                    extension: r.try_get(3)?,
+                    created_at: r.try_get(4)?,
+                    last_seen_at: r.try_get(5)?,
+                    meta: meta_of(r, 6)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
     }
 
     /// Moves `last_seen_at` forward (never back, whichever replica writes last).
@@ -222,4 +303,13 @@ impl Store {
         .await?;
         Ok(r.rows_affected())
     }
+}
+
+/// The three [`SessionMeta`] columns from `at` on.
+fn meta_of(r: &AnyRow, at: usize) -> Result<SessionMeta, sqlx::Error> {
+    Ok(SessionMeta {
+        is_admin: r.try_get::<i64, _>(at)? != 0,
+        client_addr: r.try_get(at + 1)?,
+        user_agent: r.try_get(at + 2)?,
+    })
 }

@@ -5,6 +5,7 @@
     reason = "tests measure how long things take"
 )]
 
+mod admin;
 mod auth;
 mod backup;
 mod binary;

@@ -63,6 +63,9 @@ pub fn spawn(
 /// The demo tenant: who can sign in, and which extensions 3CX has.
 pub const DEMO_TENANT: &str = "8f1c3a52-6b7d-4e0a-9c21-5d3e7f9a1b04";
 
+/// The object id of the demo tenant's "pbxgate admins" group (`[entra] admin_groups`).
+pub const DEMO_ADMIN_GROUP: &str = "5e1d7c3a-2b4f-4c6e-9a8d-0f1e2d3c4b5a";
+
 pub fn demo_users() -> Vec<SimUser> {
     let user = |oid: &str, upn: &str, name: &str| SimUser {
         oid: oid.into(),
@@ -72,11 +75,15 @@ pub fn demo_users() -> Vec<SimUser> {
     };
     vec![
         // Mixed case on purpose: Entra keeps the case an admin typed; 3CX has lower case.
-        user(
-            "3f2504e0-4f89-41d3-9a0c-0305e82c3301",
-            "Alice.Adams@Contoso.com",
-            "Alice Adams",
-        ),
+        // Alice is in the demo's admin group: she may open the admin console.
+        SimUser {
+            groups: vec![DEMO_ADMIN_GROUP.into()],
+            ..user(
+                "3f2504e0-4f89-41d3-9a0c-0305e82c3301",
+                "Alice.Adams@Contoso.com",
+                "Alice Adams",
+            )
+        },
         user(
             "6ba7b810-9dad-41d1-80b4-00c04fd430c8",
             "bob.baker@contoso.com",
@@ -146,6 +153,7 @@ pub fn demo_directory() -> Vec<graph::DirectoryUser> {
             let (given, surname) = u.name.split_once(' ').unwrap_or((&u.name, ""));
             let mut g = graph::DirectoryUser::member(&u.upn, given, surname);
             g.id = u.oid;
+            g.member_of = u.groups.clone();
             if u.upn.ends_with("@fabrikam.com") {
                 g.user_type = "Guest".into();
             }
