@@ -42,8 +42,12 @@ use pbxgate_wire::clock::{Clock, UnixTime};
 use pbxgate_wire::graph::{ErrorBody, InnerError};
 use pbxgate_wire::ids;
 
+mod applications;
 mod contacts;
+mod directory;
+mod grants;
 pub use contacts::{MailboxAccess, SimContact};
+pub use directory::{GRAPH_APP_ID, GRAPH_APP_ROLES, GRAPH_SCOPES};
 
 /// Members one JSON batch may hold (concepts/json-batching.md).
 pub const MAX_BATCH: usize = 20;
@@ -314,6 +318,8 @@ pub struct GraphSim {
     base: RwLock<String>,
     clock: Arc<dyn Clock>,
     state: Mutex<GraphState>,
+    /// Applications, service principals and grants (`graph/directory.rs`).
+    directory: directory::Directory,
 }
 
 impl GraphSim {
@@ -326,6 +332,7 @@ impl GraphSim {
                 page_size: 100,
                 ..Default::default()
             }),
+            directory: directory::Directory::default(),
         }
     }
 
@@ -836,7 +843,8 @@ pub fn router(sim: Arc<GraphSim>) -> Router {
             members: members.clone(),
         })
         .layer(gate);
-    members.merge(envelope)
+    let directory = middleware::from_fn_with_state(sim.clone(), directory::intercept);
+    members.merge(envelope).layer(directory)
 }
 
 /// Every request and batch member: counted and admitted (see [`GraphSim::admit`]), then delayed

@@ -237,6 +237,7 @@ impl Registration {
             certificate: self.certificate.clone(),
             redirect_uris: vec![format!("{base}/auth/callback")],
             post_logout_redirect_uris: vec![format!("{base}/auth/signed-out")],
+            roles: Vec::new(),
         }
     }
 }
@@ -261,6 +262,7 @@ impl Sandbox {
         let entra_server = spawn(listener, entra::router(entra.clone()), None)?;
         entra.set_base(&entra_server.url());
         let graph = Arc::new(graph::GraphSim::new(clock.clone()));
+        graph.link_entra(entra.clone());
         for u in demo_directory() {
             graph.add_user(u);
         }
