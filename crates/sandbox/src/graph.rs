@@ -817,6 +817,7 @@ fn new_token() -> String {
 
 pub fn router(sim: Arc<GraphSim>) -> Router {
     let gate = middleware::from_fn_with_state(sim.clone(), gate);
+    let directory = middleware::from_fn_with_state(sim.clone(), directory::intercept);
     let members = Router::new()
         .merge(contacts::routes())
         .route("/v1.0/users", get(list_users))
@@ -843,7 +844,6 @@ pub fn router(sim: Arc<GraphSim>) -> Router {
             members: members.clone(),
         })
         .layer(gate);
-    let directory = middleware::from_fn_with_state(sim.clone(), directory::intercept);
     members.merge(envelope).layer(directory)
 }
 

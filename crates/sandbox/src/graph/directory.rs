@@ -197,17 +197,6 @@ impl DirState {
         self.sps.iter().find(|s| s["appId"] == json!(app_id))
     }
 
-    pub(super) fn sp_by_id(&self, id: &str) -> Option<&Map<String, Value>> {
-        self.sps.iter().find(|s| s["id"] == json!(id))
-    }
-
-    pub(super) fn graph_sp_id(&self) -> String {
-        self.sp_by_app_id(GRAPH_APP_ID)
-            .and_then(|s| s["id"].as_str())
-            .unwrap_or_default()
-            .to_string()
-    }
-
     fn roles_of(&self, app_id: &str) -> Vec<String> {
         let Some(sp) = self.sp_by_app_id(app_id).map(|s| s["id"].clone()) else {
             return Vec::new();
