@@ -96,7 +96,7 @@ pub fn refused(error: &str, description: &str) -> SetupError {
              Access, security defaults or consent): use `pbxgate setup --print` and the \
              admin-consent URL, or `--client-id` with a public client of your own"
         } else {
-            "see the Entra error above"
+            "check [entra] tenant_id and authority, and --client-id"
         },
     }
 }
