@@ -152,7 +152,7 @@ mod tests {
         );
         assert_eq!(
             out,
-            "# pbxgate\n[server]\npublic_url = \"https://pbx.example.com\" # ours\n\n[entra]\n# the tenant\ntenant_id = \"new-tenant\"\nclient_secret = \"s\"\nclient_id = \"app \\\"1\\\"\"\n\n# 3CX below\n[pbx]\nurl = \"https://pbx\"\n"
+            "# pbxgate\n[server]\npublic_url = \"https://pbx.example.com\" # ours\n\n[entra]\n# the tenant\ntenant_id = \"new-tenant\"\nclient_secret = \"s\"\nclient_id = 'app \"1\"'\n\n# 3CX below\n[pbx]\nurl = \"https://pbx\"\n"
         );
     }
 
