@@ -185,10 +185,10 @@ async fn a_declined_or_expired_code_ends_setup_and_changes_nothing() {
     let before = t.text();
     let out = t.setup(Admin::Declines).await;
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("declined"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the sign-in was declined"), "{}", stderr(&out));
     let out = t.setup(Admin::LetsItExpire).await;
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("expired"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the code expired"), "{}", stderr(&out));
     assert_eq!(t.text(), before);
     assert_eq!(t.sandbox.graph.directory_writes(), 0);
     assert!(!t.dir.path().join("entra-app.key").exists());
