@@ -31,8 +31,14 @@ impl AppCertificate {
     pub fn obtain(c: &Config, config_path: &Path, now: UnixTime) -> Result<Self, SetupError> {
         let dir = config_path.parent().unwrap_or(Path::new("."));
         let candidates = [
-            (c.entra.client_certificate.clone(), c.entra.client_private_key.clone()),
-            (Some(dir.join("entra-app.crt")), Some(dir.join("entra-app.key"))),
+            (
+                c.entra.client_certificate.clone(),
+                c.entra.client_private_key.clone(),
+            ),
+            (
+                Some(dir.join("entra-app.crt")),
+                Some(dir.join("entra-app.key")),
+            ),
         ];
         for (cert, key) in candidates {
             if let (Some(cert), Some(key)) = (cert, key)
@@ -43,7 +49,12 @@ impl AppCertificate {
                     .map_err(|e| SetupError::Certificate(e.to_string()))?
                     .remove(0)
                     .to_vec();
-                return Ok(Self { cert_path: cert, key_path: key, der, created: false });
+                return Ok(Self {
+                    cert_path: cert,
+                    key_path: key,
+                    der,
+                    created: false,
+                });
             }
         }
         let host = c.server.public_url.host_str().unwrap_or("localhost");
@@ -51,7 +62,12 @@ impl AppCertificate {
         let (cert_path, key_path) = (dir.join("entra-app.crt"), dir.join("entra-app.key"));
         write_new(&key_path, key_pem.as_bytes(), 0o600)?;
         write_new(&cert_path, cert_pem.as_bytes(), 0o644)?;
-        Ok(Self { cert_path, key_path, der, created: true })
+        Ok(Self {
+            cert_path,
+            key_path,
+            der,
+            created: true,
+        })
     }
 
     /// SHA-1 thumbprint, upper-case hex, as the Entra portal shows it.
@@ -98,11 +114,17 @@ fn generate(subject: &str, now: UnixTime) -> Result<(String, String, Vec<u8>), S
     let pair = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&key_pem, &rcgen::PKCS_RSA_SHA256)
         .map_err(|e| err(&e))?;
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| err(&e))?;
-    params.distinguished_name.push(rcgen::DnType::CommonName, subject);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, subject);
     let day = |t: UnixTime| -> Result<_, SetupError> {
         let ts = jiff::Timestamp::from_second(t).map_err(|e| err(&e))?;
         let d = jiff::tz::TimeZone::UTC.to_datetime(ts).date();
-        Ok(rcgen::date_time_ymd(i32::from(d.year()), d.month() as u8, d.day() as u8))
+        Ok(rcgen::date_time_ymd(
+            i32::from(d.year()),
+            d.month() as u8,
+            d.day() as u8,
+        ))
     };
     params.not_before = day(now)?;
     params.not_after = day(now + 364 * 86_400)?;

@@ -20,21 +20,27 @@ const UNSET_SECRET: &str = "pbxgate-setup-placeholder";
 /// `client_id` was there.
 pub fn load(path: &Path) -> Result<(Config, bool), SetupError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| SetupError::Config(format!("{file}: {e}")))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| SetupError::Config(format!("{file}: {e}")))?;
     let mut table: toml::Table =
         toml::from_str(&text).map_err(|e| SetupError::Config(format!("{file}: {e}")))?;
     let entra = table
         .entry("entra")
         .or_insert_with(|| toml::Value::Table(Default::default()));
     let Some(entra) = entra.as_table_mut() else {
-        return Err(SetupError::Config(format!("{file}: `entra` must be a table")));
+        return Err(SetupError::Config(format!(
+            "{file}: `entra` must be a table"
+        )));
     };
     let known = entra
         .get("client_id")
         .and_then(|v| v.as_str())
         .is_some_and(|s| !s.is_empty() && s != UNSET_CLIENT_ID);
     let mut fill = |key: &str, value: &str| {
-        let empty = entra.get(key).and_then(|v| v.as_str()).is_none_or(str::is_empty);
+        let empty = entra
+            .get(key)
+            .and_then(|v| v.as_str())
+            .is_none_or(str::is_empty);
         if empty {
             entra.insert(key.into(), toml::Value::String(value.into()));
         }
@@ -45,7 +51,10 @@ pub fn load(path: &Path) -> Result<(Config, bool), SetupError> {
         .iter()
         .any(|k| entra.contains_key(*k));
     if !has_credential {
-        entra.insert("client_secret".into(), toml::Value::String(UNSET_SECRET.into()));
+        entra.insert(
+            "client_secret".into(),
+            toml::Value::String(UNSET_SECRET.into()),
+        );
     }
     let text = toml::to_string(&table).map_err(|e| SetupError::Config(e.to_string()))?;
     let config = Config::parse(&text, &file, std::env::vars())
@@ -111,8 +120,10 @@ fn is_header(line: &str, name: Option<&str>) -> bool {
 fn key_of(line: &str) -> Option<&str> {
     let (k, _) = line.split_once('=')?;
     let k = k.trim();
-    (!k.is_empty() && !k.starts_with('#') && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-        .then_some(k)
+    (!k.is_empty()
+        && !k.starts_with('#')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    .then_some(k)
 }
 
 /// Writes the keys into the file at `path`, checking the result first.
@@ -125,7 +136,9 @@ pub fn write(path: &Path, keys: &[(&str, String)]) -> Result<(), SetupError> {
         .map_err(|e| SetupError::Config(format!("{file}: the edited file does not parse: {e}")))?;
     for (k, v) in keys {
         if table["entra"].get(*k).and_then(|x| x.as_str()) != Some(v.as_str()) {
-            return Err(SetupError::Config(format!("{file}: could not set entra.{k}")));
+            return Err(SetupError::Config(format!(
+                "{file}: could not set entra.{k}"
+            )));
         }
     }
     let tmp = path.with_extension("toml.setup-tmp");

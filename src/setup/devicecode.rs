@@ -85,9 +85,15 @@ pub fn next_step(error: &str, description: &str, interval: u64) -> Step {
 /// An error from Entra, with a pointer to `--print` where the tenant refuses the flow.
 pub fn refused(error: &str, description: &str) -> SetupError {
     let first = description.lines().next().unwrap_or("").trim();
-    let blocked = ["AADSTS53003", "AADSTS530035", "AADSTS65001", "AADSTS65002", "AADSTS7000218"]
-        .iter()
-        .any(|c| description.contains(c));
+    let blocked = [
+        "AADSTS53003",
+        "AADSTS530035",
+        "AADSTS65001",
+        "AADSTS65002",
+        "AADSTS7000218",
+    ]
+    .iter()
+    .any(|c| description.contains(c));
     SetupError::SignIn {
         error: error.to_string(),
         description: first.to_string(),
@@ -149,7 +155,11 @@ pub async fn poll(
                 .await
                 .map_err(|e| SetupError::Unreachable(format!("token answer: {e}")))?;
             let claims = t.id_token.as_deref().and_then(id_token_claims);
-            let claim = |k: &str| claims.as_ref().and_then(|c| c[k].as_str().map(String::from));
+            let claim = |k: &str| {
+                claims
+                    .as_ref()
+                    .and_then(|c| c[k].as_str().map(String::from))
+            };
             return Ok(AdminToken {
                 access_token: SecretString::from(t.access_token),
                 tenant_id: claim("tid"),
@@ -186,8 +196,14 @@ mod tests {
     fn pending_waits_slow_down_adds_five_seconds_the_rest_stops() {
         assert_eq!(next_step("authorization_pending", "", 5), Step::Wait(5));
         assert_eq!(next_step("slow_down", "", 5), Step::Wait(10));
-        assert_eq!(next_step("authorization_declined", "", 5), Step::Stop(SetupError::Declined));
-        assert_eq!(next_step("expired_token", "", 5), Step::Stop(SetupError::Expired));
+        assert_eq!(
+            next_step("authorization_declined", "", 5),
+            Step::Stop(SetupError::Declined)
+        );
+        assert_eq!(
+            next_step("expired_token", "", 5),
+            Step::Stop(SetupError::Expired)
+        );
         let Step::Stop(e) = next_step("invalid_grant", "AADSTS53003: Blocked by CA.\r\nTrace", 5)
         else {
             panic!("must stop")

@@ -87,7 +87,12 @@ impl AdminGraph {
     }
 
     /// A GET whose 404 means "not there".
-    pub async fn get(&mut self, path: &str, query: &[(&str, &str)], what: &str) -> Result<Option<Value>, SetupError> {
+    pub async fn get(
+        &mut self,
+        path: &str,
+        query: &[(&str, &str)],
+        what: &str,
+    ) -> Result<Option<Value>, SetupError> {
         match self.call(Method::GET, path, query, None, false).await? {
             Ok(v) => Ok(Some(v)),
             Err(f) if f.status == 404 => Ok(None),

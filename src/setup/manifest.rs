@@ -14,7 +14,11 @@ pub fn unique_name(c: &Config) -> String {
 }
 
 fn base(c: &Config) -> String {
-    c.server.public_url.as_str().trim_end_matches('/').to_string()
+    c.server
+        .public_url
+        .as_str()
+        .trim_end_matches('/')
+        .to_string()
 }
 
 /// The redirect URIs: the sign-in callback and the signed-out page (post-logout redirect).
@@ -90,7 +94,10 @@ pub fn changes(c: &Config, existing: &Value) -> serde_json::Map<String, Value> {
         .cloned()
         .unwrap_or_default();
     let before = access.clone();
-    let graph = match access.iter().position(|r| r["resourceAppId"] == GRAPH_APP_ID) {
+    let graph = match access
+        .iter()
+        .position(|r| r["resourceAppId"] == GRAPH_APP_ID)
+    {
         Some(i) => i,
         None => {
             access.push(json!({"resourceAppId": GRAPH_APP_ID, "resourceAccess": []}));
@@ -99,9 +106,10 @@ pub fn changes(c: &Config, existing: &Value) -> serde_json::Map<String, Value> {
     };
     for want in graph_access(c) {
         let list = &mut access[graph]["resourceAccess"];
-        let has = list
-            .as_array()
-            .is_some_and(|l| l.iter().any(|a| a["id"] == want["id"] && a["type"] == want["type"]));
+        let has = list.as_array().is_some_and(|l| {
+            l.iter()
+                .any(|a| a["id"] == want["id"] && a["type"] == want["type"])
+        });
         if !has && let Some(l) = list.as_array_mut() {
             l.push(want);
         }

@@ -90,7 +90,10 @@ pub fn print(c: &Config, client_known: bool) -> String {
     } else {
         let mut c = c.clone();
         c.entra.client_id = "<application (client) id>".into();
-        consent_url(&c).replace("%3Capplication+%28client%29+id%3E", "<application-client-id>")
+        consent_url(&c).replace(
+            "%3Capplication+%28client%29+id%3E",
+            "<application-client-id>",
+        )
     };
     format!(
         "# The app registration pbxgate needs (Microsoft Graph `application` JSON, for\n\
@@ -137,11 +140,25 @@ pub async fn run(
         let _ = out.flush();
     };
     let prompt = code.message.clone().unwrap_or_else(|| {
-        format!("Open {} and enter the code {}.", code.verification_uri, code.user_code)
+        format!(
+            "Open {} and enter the code {}.",
+            code.verification_uri, code.user_code
+        )
     });
-    say(out, &format!("{prompt}\nSign in as an Entra administrator (Privileged Role Administrator or Global Administrator grants everything)."));
+    say(
+        out,
+        &format!(
+            "{prompt}\nSign in as an Entra administrator (Privileged Role Administrator or Global Administrator grants everything)."
+        ),
+    );
     let token = devicecode::poll(&http, &login, &opts.public_client, &code).await?;
-    say(out, &format!("Signed in as {}.", token.username.as_deref().unwrap_or("the administrator")));
+    say(
+        out,
+        &format!(
+            "Signed in as {}.",
+            token.username.as_deref().unwrap_or("the administrator")
+        ),
+    );
     let tenant = token
         .tenant_id
         .clone()
@@ -173,21 +190,33 @@ pub async fn run(
     }
     if let Err(e) = granted {
         if e == SetupError::NeedsPrivilegedRole {
-            say(out, &format!(
-                "\nThe app registration, its certificate and the sign-in consent are in place and {} is written,\n\
+            say(
+                out,
+                &format!(
+                    "\nThe app registration, its certificate and the sign-in consent are in place and {} is written,\n\
                  but the application permissions are not granted. Someone with Privileged Role Administrator\n\
                  or Global Administrator can run `pbxgate setup` again, or open this admin-consent URL\n\
                  (also shown by `pbxgate setup --print`):\n{}",
-                opts.config_path.display(),
-                consent_url(&written)
-            ));
+                    opts.config_path.display(),
+                    consent_url(&written)
+                ),
+            );
         }
         return Err(e);
     }
     if log.is_empty() {
-        say(out, "Nothing changed: the app registration, its certificate, the consent and the permissions already match this config.");
+        say(
+            out,
+            "Nothing changed: the app registration, its certificate, the consent and the permissions already match this config.",
+        );
     } else {
-        say(out, &format!("Done: app {app_id} in tenant {tenant}, certificate {}.", cert.thumbprint()));
+        say(
+            out,
+            &format!(
+                "Done: app {app_id} in tenant {tenant}, certificate {}.",
+                cert.thumbprint()
+            ),
+        );
     }
     Ok(log)
 }
@@ -202,7 +231,8 @@ fn write_config(
 ) -> Result<(), SetupError> {
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let (cert_path, key_path) = (abs(&cert.cert_path), abs(&cert.key_path));
-    let same_path = |p: &Option<PathBuf>, want: &Path| p.as_deref().map(abs).as_deref() == Some(want);
+    let same_path =
+        |p: &Option<PathBuf>, want: &Path| p.as_deref().map(abs).as_deref() == Some(want);
     let mut keys = Vec::new();
     if before.entra.tenant_id != after.entra.tenant_id {
         keys.push(("tenant_id", after.entra.tenant_id.clone()));
@@ -221,7 +251,11 @@ fn write_config(
     }
     config_file::write(path, &keys)?;
     let names: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
-    log.push(format!("wrote [entra] {} into {}", names.join(", "), path.display()));
+    log.push(format!(
+        "wrote [entra] {} into {}",
+        names.join(", "),
+        path.display()
+    ));
     Ok(())
 }
 

@@ -32,7 +32,13 @@ pub async fn application(
         let mut body = manifest::manifest(c);
         body["keyCredentials"] = json!([cert.key_credential()?]);
         let created = g
-            .write(Method::PATCH, &path, &body, true, "creating the app registration")
+            .write(
+                Method::PATCH,
+                &path,
+                &body,
+                true,
+                "creating the app registration",
+            )
             .await?;
         let app_id = created["appId"].as_str().unwrap_or_default().to_string();
         log.push(format!(
@@ -43,7 +49,10 @@ pub async fn application(
     };
     let app_id = app["appId"].as_str().unwrap_or_default().to_string();
     let mut patch = manifest::changes(c, &app);
-    let keys = app["keyCredentials"].as_array().cloned().unwrap_or_default();
+    let keys = app["keyCredentials"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     if !keys.iter().any(|k| k["key"] == json!(cert.base64())) {
         // A PATCH replaces the collection: send the certificates already there as well.
         let mut all = keys;
@@ -55,7 +64,10 @@ pub async fn application(
     }
     let id = app["id"].as_str().unwrap_or_default();
     let changed: Vec<&str> = patch.keys().map(String::as_str).collect();
-    let line = format!("updated the app registration {name}: {}", changed.join(", "));
+    let line = format!(
+        "updated the app registration {name}: {}",
+        changed.join(", ")
+    );
     g.write(
         Method::PATCH,
         &format!("/applications/{id}"),
@@ -79,7 +91,13 @@ pub async fn service_principal(
         return Ok(sp);
     }
     let sp = g
-        .write(Method::PATCH, &path, &json!({}), true, "creating the service principal")
+        .write(
+            Method::PATCH,
+            &path,
+            &json!({}),
+            true,
+            "creating the service principal",
+        )
         .await?;
     log.push("created the service principal (the app in this tenant)".into());
     Ok(sp)
@@ -88,14 +106,18 @@ pub async fn service_principal(
 /// Microsoft Graph's service principal, with its app roles.
 pub async fn graph(g: &mut AdminGraph) -> Result<Value, SetupError> {
     let path = format!("/servicePrincipals(appId='{GRAPH_APP_ID}')");
-    g.get(&path, &[("$select", "id,appId,appRoles,oauth2PermissionScopes")], "reading Microsoft Graph's service principal")
-        .await?
-        .ok_or_else(|| SetupError::Graph {
-            what: "reading Microsoft Graph's service principal".into(),
-            status: 404,
-            code: "Request_ResourceNotFound".into(),
-            message: "this tenant has no Microsoft Graph service principal".into(),
-        })
+    g.get(
+        &path,
+        &[("$select", "id,appId,appRoles,oauth2PermissionScopes")],
+        "reading Microsoft Graph's service principal",
+    )
+    .await?
+    .ok_or_else(|| SetupError::Graph {
+        what: "reading Microsoft Graph's service principal".into(),
+        status: 404,
+        code: "Request_ResourceNotFound".into(),
+        message: "this tenant has no Microsoft Graph service principal".into(),
+    })
 }
 
 /// `openid profile email` for every user, as one `AllPrincipals` grant (created or widened).
@@ -111,15 +133,23 @@ pub async fn sign_in_grant(
         .get("/oauth2PermissionGrants", &[("$filter", &filter)], what)
         .await?
         .unwrap_or(Value::Null);
-    let existing = list["value"]
-        .as_array()
-        .and_then(|l| l.iter().find(|x| x["resourceId"] == json!(graph_id)).cloned());
+    let existing = list["value"].as_array().and_then(|l| {
+        l.iter()
+            .find(|x| x["resourceId"] == json!(graph_id))
+            .cloned()
+    });
     let want: Vec<&str> = SIGN_IN_SCOPES.iter().map(|(v, _)| *v).collect();
     let Some(grant) = existing else {
         let body = json!({"clientId": sp_id, "consentType": "AllPrincipals",
                           "resourceId": graph_id, "scope": want.join(" ")});
-        with_replication_retry(g, Method::POST, "/oauth2PermissionGrants", &body, "granting sign-in for all users")
-            .await?;
+        with_replication_retry(
+            g,
+            Method::POST,
+            "/oauth2PermissionGrants",
+            &body,
+            "granting sign-in for all users",
+        )
+        .await?;
         log.push("granted openid profile email for all users".into());
         return Ok(());
     };
@@ -129,7 +159,10 @@ pub async fn sign_in_grant(
         .split_whitespace()
         .map(String::from)
         .collect();
-    let missing: Vec<&str> = want.into_iter().filter(|w| !scopes.iter().any(|s| s == w)).collect();
+    let missing: Vec<&str> = want
+        .into_iter()
+        .filter(|w| !scopes.iter().any(|s| s == w))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -164,7 +197,8 @@ pub async fn app_roles(
         .unwrap_or(Value::Null);
     let has = |id: &str| {
         assigned["value"].as_array().is_some_and(|l| {
-            l.iter().any(|a| a["appRoleId"] == json!(id) && a["resourceId"] == json!(graph_id))
+            l.iter()
+                .any(|a| a["appRoleId"] == json!(id) && a["resourceId"] == json!(graph_id))
         })
     };
     for (value, id) in roles.iter().filter(|(_, id)| !has(id)) {
@@ -181,9 +215,13 @@ pub async fn app_roles(
         }
         let body = json!({"principalId": sp_id, "resourceId": graph_id, "appRoleId": id});
         let path = format!("/servicePrincipals/{graph_id}/appRoleAssignedTo");
-        match with_replication_retry(g, Method::POST, &path, &body, &format!("granting {value}")).await {
+        match with_replication_retry(g, Method::POST, &path, &body, &format!("granting {value}"))
+            .await
+        {
             Ok(()) => log.push(format!("granted the application permission {value}")),
-            Err(SetupError::Graph { status: 403, .. }) => return Err(SetupError::NeedsPrivilegedRole),
+            Err(SetupError::Graph { status: 403, .. }) => {
+                return Err(SetupError::NeedsPrivilegedRole);
+            }
             Err(e) => return Err(e),
         }
     }

@@ -40,8 +40,14 @@ async fn fresh_tenant(extra: &str) -> Tenant {
         .replace(TENANT, DEMO_TENANT)
         .replace("client_id = \"app-client-id\"\n", "")
         .replace("client_secret = \"entra-secret-value\"\n", "")
-        .replace("http://127.0.0.1:9\"\ngraph_url", &format!("{}\"\ngraph_url", sandbox.entra_server.url()))
-        .replace("graph_url = \"http://127.0.0.1:9\"", &format!("graph_url = \"{}\"", sandbox.graph_server.url()));
+        .replace(
+            "http://127.0.0.1:9\"\ngraph_url",
+            &format!("{}\"\ngraph_url", sandbox.entra_server.url()),
+        )
+        .replace(
+            "graph_url = \"http://127.0.0.1:9\"",
+            &format!("graph_url = \"{}\"", sandbox.graph_server.url()),
+        );
     assert!(!text.contains("127.0.0.1:9\""), "{text}");
     let config = dir.path().join("pbxgate.toml");
     std::fs::write(&config, format!("# kept by setup\n{text}")).unwrap();
@@ -79,13 +85,21 @@ impl Tenant {
             }
             if waiting.is_finished() {
                 let out = waiting.await.unwrap().unwrap();
-                panic!("setup ended before showing a code: {}\n{}", stdout(&out), stderr(&out));
+                panic!(
+                    "setup ended before showing a code: {}\n{}",
+                    stdout(&out),
+                    stderr(&out)
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         match admin {
             Admin::SignsIn(role) => {
-                assert!(self.sandbox.entra.approve_device_code(&code, ADMIN, &[role]));
+                assert!(
+                    self.sandbox
+                        .entra
+                        .approve_device_code(&code, ADMIN, &[role])
+                );
             }
             Admin::Declines => assert!(self.sandbox.entra.decline_device_code(&code)),
             Admin::LetsItExpire => self.clock.advance(901),
@@ -114,7 +128,11 @@ async fn a_fresh_tenant_ends_with_sign_in_and_sync_and_a_second_run_changes_noth
     let t = fresh_tenant("[sync.users]\nenabled = true\nextension_start = \"200\"\n").await;
     let out = t.setup(Admin::SignsIn(GLOBAL_ADMINISTRATOR)).await;
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("created the app registration"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("created the app registration"),
+        "{}",
+        stdout(&out)
+    );
     assert!(t.text().starts_with("# kept by setup\n"), "comments stay");
     let config = Config::load(&t.config).unwrap();
     let app_id = config.entra.client_id.clone();
@@ -124,7 +142,10 @@ async fn a_fresh_tenant_ends_with_sign_in_and_sync_and_a_second_run_changes_noth
     assert_eq!(mode(&key), 0o600);
     let graph = &t.sandbox.graph;
     assert_eq!(graph.granted_roles(&app_id), vec!["User.Read.All"]);
-    assert_eq!(graph.delegated_scope(&app_id).as_deref(), Some("openid profile email"));
+    assert_eq!(
+        graph.delegated_scope(&app_id).as_deref(),
+        Some("openid profile email")
+    );
 
     // What setup wrote is all the gateway needs: a user signs in, the users sync runs.
     let gw = TestGateway::start_with_clock(config, t.clock.clone()).await;
@@ -133,7 +154,11 @@ async fn a_fresh_tenant_ends_with_sign_in_and_sync_and_a_second_run_changes_noth
     assert!(b.has_session());
     let (_tx, stop) = tokio::sync::watch::channel(false);
     let w = &gw.app.workers;
-    let report = w.runner.run(w.users.as_ref(), Mode::Full, false, &stop).await.unwrap();
+    let report = w
+        .runner
+        .run(w.users.as_ref(), Mode::Full, false, &stop)
+        .await
+        .unwrap();
     assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
 
     // A second identical run writes nothing to Graph or to the file.
@@ -145,14 +170,24 @@ async fn a_fresh_tenant_ends_with_sign_in_and_sync_and_a_second_run_changes_noth
     assert_eq!(t.text(), text);
 
     // Enabling a feature adds just its permission.
-    std::fs::write(&t.config, format!("{text}\n[sync.contacts]\nenabled = true\n")).unwrap();
+    std::fs::write(
+        &t.config,
+        format!("{text}\n[sync.contacts]\nenabled = true\n"),
+    )
+    .unwrap();
     let out = t.setup(Admin::SignsIn(GLOBAL_ADMINISTRATOR)).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let said = stdout(&out);
-    assert!(said.contains("granted the application permission Contacts.Read"), "{said}");
+    assert!(
+        said.contains("granted the application permission Contacts.Read"),
+        "{said}"
+    );
     assert!(!said.contains("User.Read.All"), "{said}");
     assert_eq!(graph.directory_writes(), writes + 2, "{said}");
-    assert_eq!(graph.granted_roles(&app_id), vec!["User.Read.All", "Contacts.Read"]);
+    assert_eq!(
+        graph.granted_roles(&app_id),
+        vec!["User.Read.All", "Contacts.Read"]
+    );
     gw.stop().await;
 }
 
@@ -164,19 +199,37 @@ fn mode(path: &Path) -> u32 {
 #[tokio::test]
 async fn an_admin_without_the_privileged_role_is_told_which_role_and_the_consent_url() {
     let t = fresh_tenant("").await;
-    let out = t.setup(Admin::SignsIn(CLOUD_APPLICATION_ADMINISTRATOR)).await;
+    let out = t
+        .setup(Admin::SignsIn(CLOUD_APPLICATION_ADMINISTRATOR))
+        .await;
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("Privileged Role Administrator or Global Administrator"), "{err}");
+    assert!(
+        err.contains("Privileged Role Administrator or Global Administrator"),
+        "{err}"
+    );
     let config = Config::load(&t.config).unwrap();
     let said = stdout(&out);
     assert!(
-        said.contains(&format!("/{DEMO_TENANT}/adminconsent?client_id={}", config.entra.client_id)),
+        said.contains(&format!(
+            "/{DEMO_TENANT}/adminconsent?client_id={}",
+            config.entra.client_id
+        )),
         "{said}"
     );
-    assert!(t.sandbox.graph.granted_roles(&config.entra.client_id).is_empty());
+    assert!(
+        t.sandbox
+            .graph
+            .granted_roles(&config.entra.client_id)
+            .is_empty()
+    );
     // What a Cloud Application Administrator may do is done.
-    assert!(t.sandbox.graph.delegated_scope(&config.entra.client_id).is_some());
+    assert!(
+        t.sandbox
+            .graph
+            .delegated_scope(&config.entra.client_id)
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -185,10 +238,18 @@ async fn a_declined_or_expired_code_ends_setup_and_changes_nothing() {
     let before = t.text();
     let out = t.setup(Admin::Declines).await;
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("the sign-in was declined"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the sign-in was declined"),
+        "{}",
+        stderr(&out)
+    );
     let out = t.setup(Admin::LetsItExpire).await;
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("the code expired"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the code expired"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(t.text(), before);
     assert_eq!(t.sandbox.graph.directory_writes(), 0);
     assert!(!t.dir.path().join("entra-app.key").exists());
@@ -217,8 +278,14 @@ async fn print_shows_the_permissions_by_guid_and_the_admin_consent_url() {
     ] {
         assert!(said.contains(guid), "{guid}: {said}");
     }
-    assert!(!said.contains("089fe4d0-434a-44c5-8827-41ba8a0b17f5"), "contacts are off");
-    assert!(said.contains("https://pbx.example.com/auth/frontchannel-logout"), "{said}");
+    assert!(
+        !said.contains("089fe4d0-434a-44c5-8827-41ba8a0b17f5"),
+        "contacts are off"
+    );
+    assert!(
+        said.contains("https://pbx.example.com/auth/frontchannel-logout"),
+        "{said}"
+    );
     assert!(said.contains("\"groups\""), "{said}");
     let url = format!(
         "{}/{DEMO_TENANT}/adminconsent?client_id=6b1b7bd2-0000-4000-8000-00000000c1e7&redirect_uri=https%3A%2F%2Fpbx.example.com%2Fauth%2Fcallback",

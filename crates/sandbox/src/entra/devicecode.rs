@@ -219,6 +219,13 @@ fn public_client(sim: &EntraSim, client_id: &str) -> Result<(), Response> {
     ))
 }
 
+/// `slow_down` is about how fast a client polls in wall time; the simulator's clock (manual in
+/// tests) does not move between polls.
+#[allow(clippy::disallowed_methods, reason = "polling rate is measured in wall time")]
+fn wall_now() -> Instant {
+    Instant::now()
+}
+
 /// One poll of the token endpoint with a device code.
 pub(super) fn redeem(sim: &EntraSim, f: &TokenForm) -> Response {
     let client_id = f.client_id.clone().unwrap_or_default();
@@ -244,7 +251,7 @@ pub(super) fn redeem(sim: &EntraSim, f: &TokenForm) -> Response {
         let too_fast = p
             .last_poll
             .is_some_and(|t| t.elapsed().as_secs_f64() + 0.2 < interval as f64);
-        p.last_poll = Some(Instant::now());
+        p.last_poll = Some(wall_now());
         match &p.decision {
             _ if too_fast => Err(err(
                 "slow_down",
