@@ -294,3 +294,137 @@ async fn print_shows_the_permissions_by_guid_and_the_admin_consent_url() {
     assert!(said.contains(&url), "{said}");
     assert_eq!(t.sandbox.graph.directory_writes(), 0);
 }
+
+/// The simulated Graph is as strict as the descriptions it follows (so that setup cannot pass
+/// by sending what real Graph refuses).
+#[tokio::test]
+async fn the_simulated_graph_refuses_what_graph_refuses() {
+    let t = fresh_tenant("").await;
+    let entra = t.sandbox.entra_server.url();
+    let http = client();
+    let form = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={}", urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    };
+    let start: serde_json::Value = http
+        .post(format!("{entra}/{DEMO_TENANT}/oauth2/v2.0/devicecode"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("client_id", pbxgate::setup::DEFAULT_PUBLIC_CLIENT),
+            (
+                "scope",
+                "https://graph.microsoft.com/Application.ReadWrite.All openid",
+            ),
+        ]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let user_code = start["user_code"].as_str().unwrap();
+    assert!(t.sandbox.entra.approve_device_code(user_code, ADMIN, &[]));
+    let token: serde_json::Value = http
+        .post(format!("{entra}/{DEMO_TENANT}/oauth2/v2.0/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("client_id", pbxgate::setup::DEFAULT_PUBLIC_CLIENT),
+            ("device_code", start["device_code"].as_str().unwrap()),
+        ]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bearer = token["access_token"].as_str().unwrap().to_string();
+    let graph = format!("{}/v1.0", t.sandbox.graph_server.url());
+    let send = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        let req = http
+            .request(method, format!("{graph}{path}"))
+            .bearer_auth(&bearer)
+            .header("Prefer", "create-if-missing")
+            .json(&body);
+        async move {
+            let res = req.send().await.unwrap();
+            let status = res.status().as_u16();
+            let body: serde_json::Value = res.json().await.unwrap_or_default();
+            (
+                status,
+                body["error"]["code"].as_str().unwrap_or("").to_string(),
+            )
+        }
+    };
+    let web =
+        |uris: &[&str]| serde_json::json!({"displayName": "x", "web": {"redirectUris": uris}});
+    let cb = "https://pbx.example.com/auth/callback";
+    let patch = reqwest::Method::PATCH;
+    assert_eq!(
+        send(
+            patch.clone(),
+            "/applications(uniqueName='a')",
+            web(&[cb, cb])
+        )
+        .await,
+        (400, "Request_BadRequest".into()),
+        "a redirect URI twice"
+    );
+    assert_eq!(
+        send(
+            patch.clone(),
+            "/applications(uniqueName='a')",
+            web(&["http://pbx.example.com/cb"])
+        )
+        .await
+        .0,
+        400,
+        "http redirect URI"
+    );
+    assert_eq!(
+        send(
+            patch.clone(),
+            "/applications(uniqueName='a')",
+            serde_json::json!({"displayName": "x", "color": 1})
+        )
+        .await
+        .0,
+        400,
+        "unknown property"
+    );
+    assert_eq!(
+        send(patch.clone(), "/applications(uniqueName='a')", web(&[cb]))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        send(
+            patch.clone(),
+            "/applications/00000000-0000-4000-8000-000000000000",
+            web(&[cb])
+        )
+        .await,
+        (404, "Request_ResourceNotFound".into())
+    );
+    // The token lacks AppRoleAssignment.ReadWrite.All (and the user every admin role).
+    assert_eq!(
+        send(
+            reqwest::Method::POST,
+            "/oauth2PermissionGrants",
+            serde_json::json!({})
+        )
+        .await,
+        (403, "Authorization_RequestDenied".into())
+    );
+    let res = http
+        .get(format!("{graph}/applications(uniqueName='a')"))
+        .bearer_auth("app-not-delegated")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "app-only tokens do not manage apps here");
+}

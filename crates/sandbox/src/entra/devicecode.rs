@@ -221,7 +221,10 @@ fn public_client(sim: &EntraSim, client_id: &str) -> Result<(), Response> {
 
 /// `slow_down` is about how fast a client polls in wall time; the simulator's clock (manual in
 /// tests) does not move between polls.
-#[allow(clippy::disallowed_methods, reason = "polling rate is measured in wall time")]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "polling rate is measured in wall time"
+)]
 fn wall_now() -> Instant {
     Instant::now()
 }
