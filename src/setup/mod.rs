@@ -289,4 +289,17 @@ service_password = "p"
              ?client_id=app&redirect_uri=https%3A%2F%2Fpbx.example.com%2Fauth%2Fcallback"
         );
     }
+
+    #[test]
+    fn print_without_an_app_yet_shows_where_the_client_id_goes() {
+        let out = print(&config(), false);
+        assert!(
+            out.contains("/adminconsent?client_id=<application-client-id>&redirect_uri="),
+            "{out}"
+        );
+        assert!(
+            out.contains("df021288-bdef-4463-88db-98f22de89214"),
+            "{out}"
+        );
+    }
 }
