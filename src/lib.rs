@@ -33,6 +33,7 @@ pub mod pbx;
 pub mod proxy;
 pub mod seal;
 pub mod session;
+pub mod setup;
 pub mod store;
 pub mod sync;
 pub mod tls;

@@ -73,6 +73,18 @@ enum Command {
         #[arg(long, env = config::CONFIG_ENV, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Register pbxgate in Entra ID (device-code sign-in of an administrator), or with
+    /// `--print` show the registration and the admin-consent URL for doing it by hand.
+    Setup {
+        /// Print the app registration and the admin-consent URL; change nothing.
+        #[arg(long)]
+        print: bool,
+        /// The public client the administrator signs in with (device code).
+        #[arg(long, default_value = pbxgate::setup::DEFAULT_PUBLIC_CLIENT)]
+        client_id: String,
+        #[arg(long, env = config::CONFIG_ENV, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// Work on the store.
     Store {
         #[command(subcommand)]
@@ -120,6 +132,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             as_extension,
             config,
         } => doctor(&config, as_extension.as_deref()),
+        Command::Setup {
+            print,
+            client_id,
+            config,
+        } => setup(print, client_id, config),
         Command::Store {
             command: StoreCommand::Backup { path, config },
         } => {
@@ -217,6 +234,21 @@ fn doctor(path: &Path, as_extension: Option<&str>) -> anyhow::Result<()> {
     println!("pbxgate doctor: {}", path.display());
     print!("{}", report.render());
     std::process::exit(if report.ok() { 0 } else { 1 });
+}
+
+fn setup(print: bool, client_id: String, config: PathBuf) -> anyhow::Result<()> {
+    if print {
+        let (config, client_known) = pbxgate::setup::load(&config)?;
+        print!("{}", pbxgate::setup::print(&config, client_known));
+        return Ok(());
+    }
+    let opts = pbxgate::setup::Options {
+        config_path: config,
+        public_client: client_id,
+    };
+    let mut out = std::io::stdout();
+    runtime()?.block_on(pbxgate::setup::run(&opts, &SystemClock, &mut out))?;
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -19,12 +19,10 @@ use crate::doctor::{Area, Check, Report, Status};
 /// Replicas that wrote a heartbeat this recently are listed.
 const REPLICAS_SEEN: i64 = 300;
 
-/// The admin-consent URL to show when a Graph permission is missing.
-// TODO(merge): return `crate::setup::consent_url(config)` once the setup helper's branch is
-// merged; this is the console's only call site for it.
+/// The admin-consent URL to show when a Graph permission is missing (the same link
+/// `pbxgate setup --print` prints).
 pub fn consent_url(config: &Config) -> Option<String> {
-    let _ = config;
-    None
+    Some(crate::setup::consent_url(config))
 }
 
 /// `GET /admin`.

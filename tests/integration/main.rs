@@ -22,6 +22,7 @@ mod pbx;
 mod proxy;
 mod replicas;
 mod revocation;
+mod setup;
 mod signout;
 mod store;
 mod support;

@@ -30,6 +30,8 @@ use pbxgate_wire::clock::{Clock, UnixTime};
 use pbxgate_wire::html::escape;
 use pbxgate_wire::ids;
 
+pub mod devicecode;
+
 /// An RSA signing key with its JWKS entry.
 pub struct SigningKey {
     pub kid: String,
@@ -156,6 +158,8 @@ pub struct EntraSim {
     jwks_delay: RwLock<std::time::Duration>,
     /// `logout_hint`s received at end-session, for tests.
     pub logouts: Mutex<Vec<Option<String>>>,
+    /// The device code flow (`entra/devicecode.rs`).
+    device: Mutex<devicecode::DeviceCodes>,
 }
 
 impl EntraSim {
@@ -179,6 +183,7 @@ impl EntraSim {
             failing: RwLock::new(HashMap::new()),
             jwks_delay: RwLock::new(std::time::Duration::ZERO),
             logouts: Mutex::new(Vec::new()),
+            device: Mutex::default(),
         }
     }
 
@@ -447,6 +452,10 @@ pub fn router(sim: Arc<EntraSim>) -> Router {
         .route("/{tenant}/discovery/v2.0/keys", get(jwks))
         .route("/{tenant}/oauth2/v2.0/authorize", get(authorize))
         .route("/{tenant}/oauth2/v2.0/token", axum::routing::post(token))
+        .route(
+            "/{tenant}/oauth2/v2.0/devicecode",
+            axum::routing::post(devicecode::start),
+        )
         .route("/{tenant}/oauth2/v2.0/logout", get(logout))
         .with_state(sim)
 }
@@ -671,6 +680,7 @@ struct TokenForm {
     redirect_uri: Option<String>,
     code_verifier: Option<String>,
     scope: Option<String>,
+    device_code: Option<String>,
 }
 
 async fn token(
@@ -686,6 +696,9 @@ async fn token(
     }
     if let Some(r) = sim.failure(Endpoint::Token) {
         return r;
+    }
+    if f.grant_type.as_deref() == Some(devicecode::GRANT_TYPE) {
+        return devicecode::redeem(&sim, &f);
     }
     let app = match authenticate_client(&sim, &headers, &f) {
         Ok(a) => a,

@@ -47,9 +47,13 @@ use pbxgate_wire::clock::{Clock, UnixTime};
 use pbxgate_wire::graph::{ErrorBody, InnerError};
 use pbxgate_wire::ids;
 
+mod applications;
 mod contacts;
+mod directory;
+mod grants;
 mod permissions;
 pub use contacts::{MailboxAccess, SimContact};
+pub use directory::{GRAPH_APP_ID, GRAPH_APP_ROLES, GRAPH_SCOPES};
 
 use crate::entra::EntraSim;
 
@@ -324,6 +328,8 @@ pub struct GraphSim {
     base: RwLock<String>,
     clock: Arc<dyn Clock>,
     state: Mutex<GraphState>,
+    /// Applications, service principals and grants (`graph/directory.rs`).
+    directory: directory::Directory,
 }
 
 impl GraphSim {
@@ -337,6 +343,7 @@ impl GraphSim {
                 page_size: 100,
                 ..Default::default()
             }),
+            directory: directory::Directory::default(),
         }
     }
 
@@ -844,6 +851,7 @@ fn new_token() -> String {
 
 pub fn router(sim: Arc<GraphSim>) -> Router {
     let gate = middleware::from_fn_with_state(sim.clone(), gate);
+    let directory = middleware::from_fn_with_state(sim.clone(), directory::intercept);
     let members = Router::new()
         .merge(contacts::routes())
         .route("/v1.0/users", get(list_users))
@@ -870,7 +878,7 @@ pub fn router(sim: Arc<GraphSim>) -> Router {
             members: members.clone(),
         })
         .layer(gate);
-    members.merge(envelope)
+    members.merge(envelope).layer(directory)
 }
 
 /// Every request and batch member: counted and admitted (see [`GraphSim::admit`]), then delayed

@@ -280,6 +280,7 @@ impl Sandbox {
         entra.set_base(&entra_server.url());
         let graph = Arc::new(graph::GraphSim::new(clock.clone()));
         graph.trust(entra.clone());
+        graph.link_entra(entra.clone());
         for u in demo_directory() {
             graph.add_user(u);
         }
