@@ -142,6 +142,9 @@ pub struct Metrics {
     connections_refused: Family<ReasonLabels, Counter>,
     // --- TLS certificates (issue 16: certificate reload) ---
     tls_certificate_expiry: Family<CertLabels, Gauge>,
+    // --- serving runtimes (issue 17: both cores busy) ---
+    serving_connections: Family<RuntimeLabels, Counter>,
+    serving_requests: Family<RuntimeLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -245,7 +248,22 @@ impl Default for Metrics {
             "When the served TLS certificate expires (notAfter, Unix seconds), by certificate file",
             tls_certificate_expiry.clone(),
         );
+        // --- serving runtimes (issue 17: both cores busy) ---
+        let serving_connections = Family::<RuntimeLabels, Counter>::default();
+        let serving_requests = Family::<RuntimeLabels, Counter>::default();
+        registry.register(
+            "serving_connections",
+            "Client connections served, by serving runtime (one per core)",
+            serving_connections.clone(),
+        );
+        registry.register(
+            "serving_requests",
+            "Requests served, by serving runtime (one per core)",
+            serving_requests.clone(),
+        );
         Self {
+            serving_connections,
+            serving_requests,
             tls_certificate_expiry,
             connections_open,
             connections_refused,
@@ -386,4 +404,32 @@ pub const BUILD_COMMIT: &str = env!("PBXGATE_BUILD_COMMIT");
 struct BuildLabels {
     version: String,
     commit: String,
+}
+
+// --- serving runtimes (issue 17: both cores busy) ---
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuntimeLabels {
+    /// The serving runtime's index (`pbxgate-serve-N`).
+    runtime: String,
+}
+
+/// One serving runtime's counters, resolved once when it starts: counting a request is
+/// then one atomic add on a counter only that runtime's thread writes (no label lookup).
+#[derive(Clone)]
+pub struct RuntimeCounters {
+    pub connections: Counter,
+    pub requests: Counter,
+}
+
+impl Metrics {
+    /// The counters of serving runtime `index`.
+    pub fn serving_runtime(&self, index: usize) -> RuntimeCounters {
+        let labels = RuntimeLabels {
+            runtime: index.to_string(),
+        };
+        RuntimeCounters {
+            connections: self.serving_connections.get_or_create(&labels).clone(),
+            requests: self.serving_requests.get_or_create(&labels).clone(),
+        }
+    }
 }

@@ -20,6 +20,7 @@ mod pbx;
 mod proxy;
 mod replicas;
 mod revocation;
+mod runtimes;
 mod signout;
 mod store;
 mod support;
