@@ -395,7 +395,7 @@ impl Runtime {
             place,
         };
         // The other runtime is gone: serve it here.
-        let back = self.spread.hand_off(handoff).err()?;
+        let back = self.spread.hand_off(handoff)?;
         Some(Accepted {
             tcp: TcpStream::from_std(back.tcp).ok()?,
             addr,

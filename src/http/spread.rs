@@ -6,12 +6,14 @@
 //! thread woke first took every connection: with 16 keep-alive clients, all 16 landed on
 //! one runtime and the other core idled (issue 17: 0.62× nginx at 32 connections).
 //!
-//! Measured against one `SO_REUSEPORT` listener per runtime (bench/proxy.sh, README's
-//! performance section): the kernel spreads by a hash of the connection's addresses, so a
-//! few long-lived connections can still land unevenly (16 is often 10/6), and the queue of
-//! a runtime that dies is lost with its socket. Counting open connections evens out any
-//! number of them, and a handoff only costs moving the socket between two epoll sets,
-//! once per connection, never per request.
+//! Chosen over one `SO_REUSEPORT` listener per runtime, which the kernel spreads by a hash
+//! of each connection's addresses: a few long-lived connections still land unevenly, and
+//! the queue of a runtime that dies is lost with its socket. Share of the requests per
+//! runtime, wrk at 16/32/64/256 connections (bench/proxy.sh, 2026-12-03, 2 cores):
+//! one shared listener 0/100, 71/29, 100/0, 56/44; `SO_REUSEPORT` 42/58 (61/39 in the
+//! passthrough run), 45/55, 44/56, 54/46; fewest open 50/50, 55/45, 51/49, 51/49.
+//! Counting open connections evens out any number of them, and a handoff costs moving the
+//! socket between two epoll sets, once per connection, never per request.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -112,12 +114,11 @@ impl Spread {
 
     /// Sends a connection to the runtime its place is on. When that runtime is gone (it
     /// failed to start, or stopped), it gets no more and the connection comes back.
-    pub fn hand_off(&self, handoff: Handoff) -> Result<(), Handoff> {
+    pub fn hand_off(&self, handoff: Handoff) -> Option<Handoff> {
         let runtime = handoff.place.runtime;
-        self.inboxes[runtime].send(handoff).map_err(|e| {
-            self.open[runtime].fetch_add(GONE, Ordering::Relaxed);
-            e.0
-        })
+        let back = self.inboxes[runtime].send(handoff).err()?;
+        self.open[runtime].fetch_add(GONE, Ordering::Relaxed);
+        Some(back.0)
     }
 }
 
@@ -173,7 +174,7 @@ mod tests {
             place: spread.place(0),
         };
         assert_eq!(handoff.place.runtime(), 1);
-        assert!(spread.hand_off(handoff).is_err());
+        assert!(spread.hand_off(handoff).is_some());
         assert_eq!(spread.place(1).runtime(), 0);
     }
 }
