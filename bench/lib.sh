@@ -19,7 +19,7 @@ $main
 worker_processes $workers;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
-events { worker_connections 4096; }
+events { worker_connections ${NGINX_WORKER_CONNECTIONS:-4096}; }
 http {
   access_log off;
   client_body_temp_path $dir/body; proxy_temp_path $dir/proxy;

@@ -8,7 +8,7 @@
 #   bench/presence.sh [USERS] [LATENCY_MS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet --bin pbxgate --example bench_presence
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin pbxgate --example bench_presence
 mkdir -p bench/results
 out="bench/results/presence-$(date -u +%Y%m%dT%H%M%SZ).txt"
 ./target/release/examples/bench_presence "${1:-10000}" "${2:-20}" target/release/pbxgate | tee "$out"

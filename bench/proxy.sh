@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
 # Proxy throughput and latency: nginx as a plain reverse proxy (the baseline) against pbxgate
 # on a passthrough route and on a session-checked route, all in front of the same upstream
-# (an nginx instance of its own), measured with wrk in one invocation. Prints requests/s,
-# p50/p99 and pbxgate/nginx ratios.
+# (an nginx instance of its own), measured with wrk at several concurrencies. Prints per
+# concurrency requests/s, p50/p99, each pbxgate target's ratio to nginx in the same round,
+# how pbxgate's requests split over its serving runtimes (pbxgate_serving_requests_total),
+# and pbxgate's RSS idle and at its peak (VmHWM, reached under the c256 run).
 #
-#   bench/proxy.sh [DURATION] [CONNECTIONS] [ROUNDS]      (defaults: 5s, 64, 3)
+#   bench/proxy.sh [DURATION] [ROUNDS]          (defaults: 5s, 1)
+#   CONNS="16 32 64 256"  concurrencies (wrk -c), each measured in turn
+#   RUNS=1                whole runs; with several, says in how many the session-checked
+#                         route held >= 0.85x nginx at every concurrency
+#   BARE=1                also the bare hyper forwarder (examples/bare_proxy.rs), on
+#                         tokio's multi-thread runtime and thread-per-core: the floor of
+#                         the stack pbxgate is built on
 #
 # Each round measures every target once, in turn, so that drift in what else the machine
-# is doing touches them alike; the table gives per target the median over the rounds and
+# is doing touches them alike; per target the table gives the median over the rounds and
 # the median of its per-round ratios to that round's nginx.
-#
-# A bare hyper forwarder (examples/bare_proxy.rs) is measured too: the floor of the
-# hyper stack pbxgate is built on, to tell its own overhead from the stack's; once on
-# tokio's multi-thread runtime and once thread-per-core (as pbxgate serves).
 #
 # Everything runs on loopback ports 18080-18084; results also go to bench/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-5s}
-CONNS=${2:-64}
-ROUNDS=${3:-3}
+ROUNDS=${2:-1}
+CONNS=${CONNS:-16 32 64 256}
+RUNS=${RUNS:-1}
 THREADS=2
+PBXGATE=${PBXGATE:-./target/release/pbxgate}
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 need=()
@@ -31,69 +37,114 @@ if [ ${#need[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-cargo build --release --quiet --bin pbxgate --example mint_session --example bare_proxy
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin pbxgate --example mint_session --example bare_proxy
 source bench/lib.sh
 start_upstream 2 18080
 start_nginx_proxy 2 18081 18080
 
 write_pbxgate_config 18082 18080
-./target/release/pbxgate serve --config "$work/pbxgate.toml" 2>"$work/pbxgate.log" &
-pids+=($!)
-./target/release/examples/bare_proxy 127.0.0.1:18083 http://127.0.0.1:18080 &
-pids+=($!)
-BARE_PER_CORE=1 ./target/release/examples/bare_proxy 127.0.0.1:18084 http://127.0.0.1:18080 &
-pids+=($!)
+"$PBXGATE" serve --config "$work/pbxgate.toml" 2>"$work/pbxgate.log" &
+gateway=$!
+pids+=($gateway)
+if [ -n "${BARE:-}" ]; then
+  ./target/release/examples/bare_proxy 127.0.0.1:18083 http://127.0.0.1:18080 &
+  pids+=($!)
+  BARE_PER_CORE=1 ./target/release/examples/bare_proxy 127.0.0.1:18084 http://127.0.0.1:18080 &
+  pids+=($!)
+fi
 for _ in $(seq 1 100); do
   curl -fs http://127.0.0.1:18082/healthz >/dev/null 2>&1 && curl -fs http://127.0.0.1:18080/ >/dev/null 2>&1 && break
   sleep 0.1
 done
 COOKIE=$(./target/release/examples/mint_session "$work/pbxgate.toml")
 curl -fs -H "Cookie: $COOKIE" http://127.0.0.1:18082/webclient/ >/dev/null || { echo "session route failed" >&2; exit 1; }
+# status_kb FIELD: pbxgate's VmRSS or VmHWM, in KiB.
+status_kb() { awk -v f="$1:" '$1 == f { print $2 }' "/proc/$gateway/status"; }
+rss_idle=$(status_kb VmRSS)
 
-# run NAME URL [HEADER] -> "rps p50_ms p99_ms"
+# served: pbxgate's requests per serving runtime so far ("0=N 1=M").
+served() {
+  curl -fs http://127.0.0.1:18082/metrics |
+    sed -n 's/^pbxgate_serving_requests_total{runtime="\([0-9]*\)"} \([0-9]*\)$/\1=\2/p' | sort | tr '\n' ' '
+}
+# split BEFORE AFTER: each runtime's share of the requests in between ("52/48").
+split() {
+  awk -v a="$1" -v b="$2" 'BEGIN {
+    n = split(a, x, " "); split(b, y, " "); total = 0
+    for (i = 1; i <= n; i++) { split(x[i], p, "="); split(y[i], q, "="); d[i] = q[2] - p[2]; total += d[i] }
+    s = ""; for (i = 1; i <= n; i++) s = s (i > 1 ? "/" : "") sprintf("%.0f", total ? 100 * d[i] / total : 0)
+    print s
+  }'
+}
+
+# run NAME CONNS URL [HEADER] -> "NAME CONNS rps p50_ms p99_ms split"
 run() {
-  local name=$1 url=$2; shift 2
-  wrk -t"$THREADS" -c"$CONNS" -d2s "$@" "$url" >/dev/null # warm-up
-  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$@" "$url" > "$work/$name.txt"
-  awk -v name="$name" '
+  local name=$1 conns=$2 url=$3 before; shift 3
+  wrk -t"$THREADS" -c"$conns" -d2s "$@" "$url" >/dev/null # warm-up
+  before=$(served)
+  wrk -t"$THREADS" -c"$conns" -d"$DURATION" --latency "$@" "$url" > "$work/$name.txt"
+  local share=-
+  case $name in passthrough | session) share=$(split "$before" "$(served)") ;; esac
+  awk -v name="$name" -v conns="$conns" -v share="$share" '
     function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
     /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) } /^Requests\/sec/ { rps = $2 }
     /Non-2xx/ { bad = $NF }
-    END { if (bad > 0) { print "non-2xx answers in " name > "/dev/stderr"; exit 1 }; printf "%s %.0f %.3f %.3f\n", name, rps, p50, p99 }
+    END { if (bad > 0) { print "non-2xx answers in " name > "/dev/stderr"; exit 1 }; printf "%s %s %.0f %.3f %.3f %s\n", name, conns, rps, p50, p99, share }
   ' "$work/$name.txt"
 }
 
-results=$(
-  for round in $(seq 1 "$ROUNDS"); do
-    run nginx "http://127.0.0.1:18081/provisioning/abc/x.cfg"
-    run bare-hyper "http://127.0.0.1:18083/provisioning/abc/x.cfg"
-    run bare-percore "http://127.0.0.1:18084/provisioning/abc/x.cfg"
-    run passthrough "http://127.0.0.1:18082/provisioning/abc/x.cfg"
-    run session "http://127.0.0.1:18082/webclient/api/x" -H "Cookie: $COOKIE"
-  done
-)
-mkdir -p bench/results
-out="bench/results/proxy-$(date -u +%Y%m%dT%H%M%SZ).txt"
-{
-  echo "wrk -t$THREADS -c$CONNS -d$DURATION x $ROUNDS rounds, $(nproc) cores, loopback, load $(cut -d' ' -f1-3 /proc/loadavg)"
-  printf '%-12s %10s %9s %9s %10s %12s   %s\n' target req/s p50_ms p99_ms rps_ratio p99_delta_ms "ratio per round"
-  echo "$results" | awk '
+# table RESULTS: per concurrency and target, medians over the rounds.
+table() {
+  printf '%-5s %-12s %10s %9s %9s %10s %9s   %s\n' conns target req/s p50_ms p99_ms rps_ratio runtimes "ratio per round"
+  echo "$1" | awk '
     function median(list,   a, n, i, j, t) {
       n = split(list, a, " ")
       for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
       return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
     }
-    $1 == "nginx" { base_rps = $2; base_p99 = $4 }
-    !($1 in seen) { seen[$1] = 1; order[++targets] = $1 }
+    $1 == "nginx" { base[$2] = $3 }
+    { k = $2 " " $1 }
+    !(k in seen) { seen[k] = 1; order[++keys] = k }
     {
-      rps[$1] = rps[$1] " " $2; p50[$1] = p50[$1] " " $3; p99[$1] = p99[$1] " " $4
-      ratio[$1] = ratio[$1] " " $2 / base_rps; delta[$1] = delta[$1] " " $4 - base_p99
-      shown[$1] = shown[$1] sprintf(" %.2f", $2 / base_rps)
+      rps[k] = rps[k] " " $3; p50[k] = p50[k] " " $4; p99[k] = p99[k] " " $5; share[k] = $6
+      ratio[k] = ratio[k] " " $3 / base[$2]; shown[k] = shown[k] sprintf(" %.2f", $3 / base[$2])
     }
     END {
-      for (t = 1; t <= targets; t++) {
-        k = order[t]
-        printf "%-12s %10d %9.3f %9.3f %9.2fx %+12.3f  %s\n", k, median(rps[k]), median(p50[k]), median(p99[k]), median(ratio[k]), median(delta[k]), shown[k]
+      for (t = 1; t <= keys; t++) {
+        k = order[t]; split(k, c, " ")
+        printf "%-5s %-12s %10d %9.3f %9.3f %9.2fx %9s  %s\n", c[1], c[2], median(rps[k]), median(p50[k]), median(p99[k]), median(ratio[k]), share[k], shown[k]
       }
     }'
-} | tee "$out"
+}
+
+mkdir -p bench/results
+out="bench/results/proxy-$(date -u +%Y%m%dT%H%M%SZ).txt"
+held=0
+for r in $(seq 1 "$RUNS"); do
+  results=$(
+    for conns in $CONNS; do
+      for round in $(seq 1 "$ROUNDS"); do
+        run nginx "$conns" "http://127.0.0.1:18081/provisioning/abc/x.cfg"
+        if [ -n "${BARE:-}" ]; then
+          run bare-hyper "$conns" "http://127.0.0.1:18083/provisioning/abc/x.cfg"
+          run bare-percore "$conns" "http://127.0.0.1:18084/provisioning/abc/x.cfg"
+        fi
+        run passthrough "$conns" "http://127.0.0.1:18082/provisioning/abc/x.cfg"
+        run session "$conns" "http://127.0.0.1:18082/webclient/api/x" -H "Cookie: $COOKIE"
+      done
+    done
+  )
+  summary=$(table "$results")
+  # The run holds when the session-checked route's median ratio is >= 0.85 at every concurrency.
+  worst=$(echo "$summary" | awk '$2 == "session" { r = $6 + 0; if (min == "" || r < min) min = r } END { print min }')
+  if awk -v w="$worst" 'BEGIN { exit !(w >= 0.85) }'; then held=$((held + 1)); fi
+  {
+    echo "run $r of $RUNS: wrk -t$THREADS -d$DURATION x $ROUNDS rounds, $(nproc) cores, loopback, load $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "$summary"
+    echo "session-checked, lowest ratio to nginx over the concurrencies: ${worst}x"
+  } | tee -a "$out"
+done
+{
+  echo "session-checked >= 0.85x nginx at every concurrency in $held of $RUNS runs"
+  echo "pbxgate RSS (absolute): idle $((rss_idle / 1024)) MB, peak under the proxy benchmark (VmHWM) $(($(status_kb VmHWM) / 1024)) MB"
+} | tee -a "$out"

@@ -6,7 +6,7 @@
 #   bench/sync.sh [USERS] [LATENCY_MS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet --bin pbxgate --example bench_sync
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin pbxgate --example bench_sync
 mkdir -p bench/results
 out="bench/results/sync-$(date -u +%Y%m%dT%H%M%SZ).txt"
 ./target/release/examples/bench_sync "${1:-10000}" "${2:-20}" target/release/pbxgate | tee "$out"

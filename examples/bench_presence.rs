@@ -25,6 +25,7 @@ struct Tick {
     calls: usize,
     xapi: usize,
     writes: usize,
+    peak_rss_kib: u64,
 }
 
 #[tokio::main]
@@ -71,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
         sandbox.graph.reset_counters();
         let (xapi0, writes0) = (sandbox.pbx.requests(), sandbox.pbx.writes());
         let started = Instant::now();
-        common::run(&binary, "presence", &config).await?;
+        let peak_rss_kib = common::run(&binary, "presence", &config).await?;
         let envelopes = sandbox.graph.batch_calls();
         Ok(Tick {
             wall: started.elapsed(),
@@ -79,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
             calls: sandbox.graph.requests() - envelopes,
             xapi: sandbox.pbx.requests() - xapi0,
             writes: sandbox.pbx.writes() - writes0,
+            peak_rss_kib,
         })
     };
     let first = measure().await?;
@@ -89,23 +91,25 @@ async fn main() -> anyhow::Result<()> {
         users.div_ceil(10)
     );
     println!(
-        "{:<24} {:>8} {:>15} {:>17} {:>14} {:>12}",
+        "{:<24} {:>8} {:>15} {:>17} {:>14} {:>12} {:>12}",
         "tick (one process)",
         "wall_s",
         "graph_http_reqs",
         "getSchedule_calls",
         "xapi_requests",
-        "xapi_writes"
+        "xapi_writes",
+        "peak_rss_MB"
     );
     for (name, t) in [("meetings start", &first), ("nothing changed", &again)] {
         println!(
-            "{:<24} {:>8.2} {:>15} {:>17} {:>14} {:>12}",
+            "{:<24} {:>8.2} {:>15} {:>17} {:>14} {:>12} {:>12.1}",
             name,
             t.wall.as_secs_f64(),
             t.envelopes,
             t.calls,
             t.xapi,
-            t.writes
+            t.writes,
+            t.peak_rss_kib as f64 / 1024.0
         );
     }
     println!(

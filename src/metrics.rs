@@ -144,6 +144,9 @@ pub struct Metrics {
     tls_certificate_expiry: Family<CertLabels, Gauge>,
     // --- credential checks (issue 18: doctor) ---
     credential_checks: Family<CheckLabels, Gauge>,
+    // --- serving runtimes (issue 17: both cores busy) ---
+    serving_connections: Family<RuntimeLabels, Counter>,
+    serving_requests: Family<RuntimeLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -260,8 +263,23 @@ impl Default for Metrics {
             "The last background doctor run, by check id: 1 passed or warned, 0 failed",
             credential_checks.clone(),
         );
+        // --- serving runtimes (issue 17: both cores busy) ---
+        let serving_connections = Family::<RuntimeLabels, Counter>::default();
+        let serving_requests = Family::<RuntimeLabels, Counter>::default();
+        registry.register(
+            "serving_connections",
+            "Client connections served, by serving runtime (one per core)",
+            serving_connections.clone(),
+        );
+        registry.register(
+            "serving_requests",
+            "Requests served, by serving runtime (one per core)",
+            serving_requests.clone(),
+        );
         Self {
             credential_checks,
+            serving_connections,
+            serving_requests,
             tls_certificate_expiry,
             connections_open,
             connections_refused,
@@ -412,5 +430,30 @@ impl Metrics {
         self.credential_checks
             .get_or_create(&CheckLabels { id: id.into() })
             .set(i64::from(ok));
+// --- serving runtimes (issue 17: both cores busy) ---
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuntimeLabels {
+    /// The serving runtime's index (`pbxgate-serve-N`).
+    runtime: String,
+}
+
+/// One serving runtime's counters, resolved once when it starts: counting a request is
+/// then one atomic add on a counter only that runtime's thread writes (no label lookup).
+#[derive(Clone)]
+pub struct RuntimeCounters {
+    pub connections: Counter,
+    pub requests: Counter,
+}
+
+impl Metrics {
+    /// The counters of serving runtime `index`.
+    pub fn serving_runtime(&self, index: usize) -> RuntimeCounters {
+        let labels = RuntimeLabels {
+            runtime: index.to_string(),
+        };
+        RuntimeCounters {
+            connections: self.serving_connections.get_or_create(&labels).clone(),
+            requests: self.serving_requests.get_or_create(&labels).clone(),
+        }
     }
 }

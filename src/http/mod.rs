@@ -10,6 +10,7 @@ mod observe;
 mod ops;
 mod routes;
 mod serve;
+mod spread;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,10 +1,12 @@
-//! Serving: one current-thread runtime per core, each accepting from every listening socket,
+//! Serving: one current-thread runtime per core, each accepting from every listening socket
+//! and serving each connection on the runtime with the fewest open (`spread`),
 //! answering HTTP/1.1 (with upgrades) and HTTP/2 (chosen by ALPN over TLS; by the client's
 //! preface on a plain listener with `h2c`), with connection limits at accept, a deadline
 //! for request heads, an idle watchdog per connection and a graceful drain at shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,17 +19,20 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 
 use super::conns::{Limits, Permit};
 use super::observe::{ConnInfo, Handler};
 use super::routes::{self, OwnPaths};
+use super::spread::{Handoff, Place, Spread};
 use crate::app::App;
 use crate::gate::ResBody;
+use crate::metrics::RuntimeCounters;
 use crate::proxy::{Peer, Upstream};
 
 /// The largest request head (request line and headers) read; larger ones get 431. Browsers
@@ -82,7 +87,8 @@ pub struct ConnSettings {
 /// upstream pool, so that a request never hops between threads (as nginx's processes).
 /// On tokio's multi-thread runtime, a bare hyper forwarder reached 0.7-0.87x nginx's
 /// requests per second here; thread-per-core, 0.95-0.98x (examples/bare_proxy.rs,
-/// `BARE_PER_CORE=1`).
+/// `BARE_PER_CORE=1`). Each connection is served by the runtime with the fewest open
+/// ([`Spread`]), so that both cores work at any number of connections.
 pub async fn per_core(
     app: Arc<App>,
     listeners: Vec<Listening>,
@@ -98,9 +104,10 @@ pub async fn per_core(
         release: release_tx,
         threads: Vec::new(),
     };
+    let sides: Arc<[Side]> = listeners.iter().map(|l| l.side.clone()).collect();
     let listeners = match listeners
         .into_iter()
-        .map(|l| Ok((l.listener.into_std()?, l.side)))
+        .map(|l| l.listener.into_std())
         .collect::<std::io::Result<Vec<_>>>()
     {
         Ok(l) => l,
@@ -112,10 +119,11 @@ pub async fn per_core(
     // One router for all threads, so that what its routes keep (the readiness cache) is
     // shared.
     let (own, own_paths) = routes::own(&app);
-    for i in 0..cores {
+    let (spread, inboxes) = Spread::new(cores);
+    for (index, inbox) in inboxes.into_iter().enumerate() {
         let shared = listeners
             .iter()
-            .map(|(l, side)| Ok((l.try_clone()?, side.clone())))
+            .map(|l| l.try_clone())
             .collect::<std::io::Result<Vec<_>>>();
         let shared = match shared {
             Ok(l) => l,
@@ -125,23 +133,27 @@ pub async fn per_core(
             }
         };
         let thread = Thread {
+            index,
             app: app.clone(),
             own: own.clone(),
             own_paths: own_paths.clone(),
             settings: settings.clone(),
+            sides: sides.clone(),
+            spread: spread.clone(),
+            inbox,
             stop: stop_rx.clone(),
             release: release_rx.clone(),
             drained: drained_tx.clone(),
         };
         let spawned = std::thread::Builder::new()
-            .name(format!("pbxgate-serve-{i}"))
+            .name(format!("pbxgate-serve-{index}"))
             .spawn(move || thread.run(shared));
         match spawned {
             Ok(t) => serving.threads.push(t),
             Err(e) => tracing::error!(error = %e, "cannot start a serving thread"),
         }
     }
-    drop(listeners);
+    drop((listeners, spread));
     shutdown.await;
     let _ = stop_tx.send(true);
     // Each thread drains its connections (up to 10 s), then waits for `Serving::finish`.
@@ -156,17 +168,24 @@ pub async fn per_core(
 
 /// One serving thread's share of the work and its signals.
 struct Thread {
+    /// Its place among the serving runtimes (the `runtime` label of its metrics).
+    index: usize,
     app: Arc<App>,
     own: Router,
     own_paths: OwnPaths,
     settings: ConnSettings,
+    /// Each listener's kind, in `[server] listen` order (a handoff names its listener).
+    sides: Arc<[Side]>,
+    spread: Arc<Spread>,
+    /// Connections other runtimes accepted for this one.
+    inbox: UnboundedReceiver<Handoff>,
     stop: watch::Receiver<bool>,
     release: watch::Receiver<bool>,
     drained: tokio::sync::mpsc::Sender<()>,
 }
 
 impl Thread {
-    fn run(self, listeners: Vec<(std::net::TcpListener, Side)>) {
+    fn run(self, listeners: Vec<std::net::TcpListener>) {
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -175,24 +194,29 @@ impl Thread {
             Err(e) => return tracing::error!(error = %e, "cannot start a runtime"),
         };
         let Self {
+            index,
             app,
             own,
             own_paths,
             settings,
-            stop,
+            sides,
+            spread,
+            inbox,
+            mut stop,
             mut release,
             drained,
         } = self;
         rt.block_on(async move {
             let listeners = listeners
                 .into_iter()
-                .map(|(l, side)| Ok((TcpListener::from_std(l)?, side)))
+                .map(TcpListener::from_std)
                 .collect::<std::io::Result<Vec<_>>>();
             let (listeners, upstream) =
                 match (listeners, Upstream::new(&app.config, app.metrics.clone())) {
                     (Ok(l), Ok(u)) => (l, u),
                     _ => return tracing::error!("cannot start a serving thread"),
                 };
+            let counters = app.metrics.serving_runtime(index);
             let handler = Arc::new(Handler {
                 hsts: hsts(&app),
                 app,
@@ -200,15 +224,19 @@ impl Thread {
                 own_paths,
                 upstream: Box::new(upstream),
             });
-            let settings = Arc::new(settings);
-            let loops = listeners.into_iter().map(|(listener, side)| {
-                let mut stop = stop.clone();
-                let stopped = async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                };
-                accept_loop(listener, side, settings.clone(), handler.clone(), stopped)
-            });
-            futures_util::future::join_all(loops).await;
+            let runtime = Runtime {
+                index,
+                http: Protocols::new(&settings),
+                settings,
+                sides,
+                spread,
+                handler,
+                counters,
+            };
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            runtime.accept_loop(listeners, inbox, stopped).await;
             let _ = drained.send(()).await;
             // Store, Graph and 3CX connections opened on this runtime live as long as it
             // does: keep it until the workers and the store are done.
@@ -247,40 +275,155 @@ fn hsts(app: &App) -> Option<http::HeaderValue> {
         .flatten()
 }
 
-/// Accepts connections until `shutdown`, then stops accepting and gives open connections
-/// 10 s to finish. A connection over a limit is closed at once, before any byte is read.
-/// The limits are shared by all listeners.
-async fn accept_loop(
-    listener: TcpListener,
-    side: Side,
-    settings: Arc<ConnSettings>,
+/// What one serving runtime serves its connections with.
+struct Runtime {
+    index: usize,
+    settings: ConnSettings,
+    http: Protocols,
+    sides: Arc<[Side]>,
+    spread: Arc<Spread>,
     handler: Arc<Handler>,
-    shutdown: impl Future<Output = ()> + Send,
-) {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut conns = JoinSet::new();
-    let http = Arc::new(Protocols::new(&settings));
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, addr) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+    counters: RuntimeCounters,
+}
+
+/// A connection on its way to being served: accepted here or handed over.
+struct Accepted {
+    tcp: TcpStream,
+    addr: SocketAddr,
+    listener: usize,
+    accepted: Instant,
+    permit: Permit,
+    place: Place,
+}
+
+impl Runtime {
+    /// Accepts connections from every listener and takes those other runtimes hand over,
+    /// until `shutdown`; then stops accepting and gives open connections 10 s to finish.
+    /// A connection over a limit is closed at once, before any byte is read. The limits
+    /// are shared by all listeners and runtimes.
+    async fn accept_loop(
+        self,
+        listeners: Vec<TcpListener>,
+        mut inbox: UnboundedReceiver<Handoff>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut conns = JoinSet::new();
+        let this = Arc::new(self);
+        let mut first = 0;
+        tokio::pin!(shutdown);
+        loop {
+            let conn = tokio::select! {
+                _ = &mut shutdown => break,
+                Some(handoff) = inbox.recv() => match TcpStream::from_std(handoff.tcp) {
+                    Ok(tcp) => Accepted {
+                        tcp,
+                        addr: handoff.addr,
+                        listener: handoff.listener,
+                        accepted: handoff.accepted,
+                        permit: handoff.permit,
+                        place: handoff.place,
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot take over a connection");
+                        continue;
+                    }
+                },
+                (listener, accepted) = accept_any(&listeners, &mut first) => match accepted {
+                    Ok((tcp, addr)) => match this.admit(tcp, addr, listener) {
+                        Some(conn) => conn,
+                        None => continue,
+                    },
+                    Err(e) => {
+                        // Out of file descriptors and similar: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            while conns.try_join_next().is_some() {}
+            let task = this.clone().serve(conn, stop_rx.clone());
+            conns.spawn(task);
+        }
+        // Connections handed over from now on stay with the runtime that accepted them.
+        drop(inbox);
+        let _ = stop_tx.send(true);
+        drop(listeners);
+        let drained = tokio::time::timeout(Duration::from_secs(10), async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                open = conns.len(),
+                "closing connections still open after 10 s"
+            );
+            conns.abort_all();
+        }
+    }
+
+    /// Admits a connection this runtime accepted under the limits, and returns it to
+    /// serve here, or hands it to a runtime with fewer open connections.
+    fn admit(&self, tcp: TcpStream, addr: SocketAddr, listener: usize) -> Option<Accepted> {
+        let accepted = Instant::now();
+        let permit = self.settings.limits.admit(addr.ip()).ok()?;
+        let place = self.spread.place(self.index);
+        if place.runtime() == self.index {
+            return Some(Accepted {
+                tcp,
+                addr,
+                listener,
+                accepted,
+                permit,
+                place,
+            });
+        }
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "cannot hand over a connection");
+                return None;
+            }
         };
-        while conns.try_join_next().is_some() {}
-        let Ok(permit) = settings.limits.admit(addr.ip()) else {
-            drop(tcp);
-            continue;
+        let handoff = Handoff {
+            tcp,
+            addr,
+            listener,
+            accepted,
+            permit,
+            place,
         };
-        // Made now, so the head deadline counts from accept, the TLS handshake included.
-        let deadline = tokio::time::sleep(settings.header_read_timeout);
+        // The other runtime is gone: serve it here.
+        let back = self.spread.hand_off(handoff)?;
+        Some(Accepted {
+            tcp: TcpStream::from_std(back.tcp).ok()?,
+            addr,
+            listener,
+            accepted,
+            permit: back.permit,
+            place: self.spread.place_on(self.index),
+        })
+    }
+
+    /// Serves one connection on this runtime: TLS or h2c first as its listener says.
+    fn serve(
+        self: Arc<Self>,
+        conn: Accepted,
+        stop: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let Accepted {
+            tcp,
+            addr,
+            listener,
+            accepted,
+            permit,
+            place,
+        } = conn;
+        self.counters.connections.inc();
+        let side = self.sides[listener].clone();
+        // The head deadline counts from accept, the TLS handshake and a handoff included.
+        let deadline = tokio::time::sleep_until(accepted + self.settings.header_read_timeout);
         let _ = tcp.set_nodelay(true);
         let conn = Connection {
             peer: Peer {
@@ -288,17 +431,17 @@ async fn accept_loop(
                 tls: side.tls.is_some(),
             },
             passthrough_only: side.passthrough_only,
-            handler: handler.clone(),
-            http: http.clone(),
-            idle: settings.idle,
-            stop: stop_rx.clone(),
+            handler: self.handler.clone(),
+            runtime: self.clone(),
+            idle: self.settings.idle,
+            stop,
             permit,
+            _place: place,
         };
-        let (tls, h2c) = (side.tls.clone(), side.h2c);
-        conns.spawn(async move {
+        async move {
             tokio::pin!(deadline);
-            match tls {
-                Some(acceptor) => tokio::select! {
+            match (side.tls, side.h2c) {
+                (Some(acceptor), _) => tokio::select! {
                     accepted = acceptor.accept(tcp) => match accepted {
                         Ok(stream) => {
                             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
@@ -308,30 +451,37 @@ async fn accept_loop(
                     },
                     _ = &mut deadline => tracing::debug!(%addr, "TLS handshake timed out"),
                 },
-                None if h2c => tokio::select! {
+                (None, true) => tokio::select! {
                     sniffed = sniff_h2c(tcp) => match sniffed {
                         Ok((h2, io)) => conn.serve(io, Version::of(h2), deadline).await,
                         Err(e) => tracing::debug!(%addr, error = %e, "connection failed"),
                     },
                     _ = &mut deadline => tracing::debug!(%addr, "no request in time"),
                 },
-                None => conn.serve(tcp, Version::H1, deadline).await,
+                (None, false) => conn.serve(tcp, Version::H1, deadline).await,
             }
-        });
+        }
     }
-    let _ = stop_tx.send(true);
-    drop(listener);
-    let drained = tokio::time::timeout(Duration::from_secs(10), async {
-        while conns.join_next().await.is_some() {}
+}
+
+/// Accepts from whichever listener has a connection waiting, starting after the one that
+/// had the last, so that a flood on one listener cannot starve the others.
+async fn accept_any(
+    listeners: &[TcpListener],
+    first: &mut usize,
+) -> (usize, std::io::Result<(TcpStream, SocketAddr)>) {
+    std::future::poll_fn(|cx| {
+        let n = listeners.len();
+        for k in 0..n {
+            let i = (*first + k) % n;
+            if let Poll::Ready(r) = listeners[i].poll_accept(cx) {
+                *first = (i + 1) % n;
+                return Poll::Ready((i, r));
+            }
+        }
+        Poll::Pending
     })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            open = conns.len(),
-            "closing connections still open after 10 s"
-        );
-        conns.abort_all();
-    }
+    .await
 }
 
 /// The HTTP version a connection speaks, settled before hyper sees it.
@@ -445,11 +595,14 @@ struct Connection {
     peer: Peer,
     passthrough_only: bool,
     handler: Arc<Handler>,
-    http: Arc<Protocols>,
+    /// The runtime serving it: hyper's settings and the request counter.
+    runtime: Arc<Runtime>,
     idle: Duration,
     stop: watch::Receiver<bool>,
     /// Its place under the connection limits, given back when the connection ends.
     permit: Permit,
+    /// Its place in its runtime's open count, given back when the connection ends.
+    _place: Place,
 }
 
 impl Connection {
@@ -467,11 +620,13 @@ impl Connection {
             peer,
             passthrough_only,
             handler,
-            http,
+            runtime,
             idle,
             mut stop,
             permit,
+            _place,
         } = self;
+        let requests = runtime.counters.requests.clone();
         // Made once per connection; each request clones a reference to it.
         let info = Arc::new(ConnInfo::new(peer, passthrough_only));
         let head_seen = Arc::new(AtomicBool::new(false));
@@ -494,9 +649,14 @@ impl Connection {
                 let service = service_fn(move |req: http::Request<Incoming>| {
                     let (handler, info) = (handler.clone(), info.clone());
                     seen.store(true, Ordering::Relaxed);
+                    requests.inc();
                     async move { Ok::<_, Infallible>(handler.call(&info, req).await) }
                 });
-                let conn = http.h1.serve_connection(io, service).with_upgrades();
+                let conn = runtime
+                    .http
+                    .h1
+                    .serve_connection(io, service)
+                    .with_upgrades();
                 watch.drive(conn, |c| c.graceful_shutdown(), deadline).await
             }
             Version::H2 => {
@@ -504,6 +664,7 @@ impl Connection {
                 let service = service_fn(move |req: http::Request<Incoming>| {
                     let (handler, info) = (handler.clone(), info.clone());
                     seen.store(true, Ordering::Relaxed);
+                    requests.inc();
                     let place = conn_permit.another();
                     async move {
                         let Ok(permit) = place else {
@@ -513,7 +674,7 @@ impl Connection {
                         Ok(res.map(|body| Held::new(body, permit)))
                     }
                 });
-                let conn = http.h2.serve_connection(io, service);
+                let conn = runtime.http.h2.serve_connection(io, service);
                 watch.drive(conn, |c| c.graceful_shutdown(), deadline).await
             }
         }

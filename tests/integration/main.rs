@@ -22,6 +22,7 @@ mod pbx;
 mod proxy;
 mod replicas;
 mod revocation;
+mod runtimes;
 mod setup;
 mod signout;
 mod store;
