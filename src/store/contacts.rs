@@ -78,18 +78,23 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets the link of one contact to the entry tagged `tag`; a link the same run has
+    /// already moved to another entry (writes go in parallel) stays.
     pub async fn delete_contact_link(
         &self,
         book: &str,
         mailbox: &str,
         contact_id: &str,
+        tag: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "DELETE FROM contact_links WHERE book = $1 AND mailbox = $2 AND contact_id = $3",
+            "DELETE FROM contact_links \
+             WHERE book = $1 AND mailbox = $2 AND contact_id = $3 AND tag = $4",
         )
         .bind(book)
         .bind(mailbox)
         .bind(contact_id)
+        .bind(tag)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -34,11 +34,11 @@ impl ContactsWorker {
             } => self.record(book, links, tag, *pbx_id).await?,
             ContactAction::Delete {
                 book,
+                tag,
                 pbx_id,
                 unlink,
-                ..
-            } => self.delete(book, *pbx_id, unlink).await?,
-            ContactAction::Unlink { book, unlink, .. } => self.forget(book, unlink).await?,
+            } => self.delete(book, tag, *pbx_id, unlink).await?,
+            ContactAction::Unlink { book, tag, unlink } => self.forget(book, tag, unlink).await?,
             ContactAction::Skip {
                 mailbox: Some(mailbox),
                 reason,
@@ -77,10 +77,15 @@ impl ContactsWorker {
         Ok(())
     }
 
-    async fn forget(&self, book: &Book, unlink: &[(String, String)]) -> Result<(), SyncError> {
+    async fn forget(
+        &self,
+        book: &Book,
+        tag: &str,
+        unlink: &[(String, String)],
+    ) -> Result<(), SyncError> {
         for (mailbox, contact) in unlink {
             self.store
-                .delete_contact_link(&book.key(), mailbox, contact)
+                .delete_contact_link(&book.key(), mailbox, contact, tag)
                 .await?;
         }
         Ok(())
@@ -90,13 +95,14 @@ impl ContactsWorker {
     async fn delete(
         &self,
         book: &Book,
+        tag: &str,
         pbx_id: Option<i64>,
         unlink: &[(String, String)],
     ) -> Result<(), SyncError> {
         if let Some(id) = pbx_id {
             already_gone_is_fine(self.pbx.delete_contact(book, id).await)?;
         }
-        self.forget(book, unlink).await
+        self.forget(book, tag, unlink).await
     }
 
     /// Leaves `mailbox` alone until `retry_at`.

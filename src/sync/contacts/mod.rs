@@ -17,22 +17,24 @@ mod apply;
 mod books;
 mod folders;
 mod map;
+mod parts;
 mod plan;
 mod read;
 mod wire;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{Action, Mode, Plan, SyncError, Worker};
+use super::{Mode, Plan, SyncError, Worker};
 use crate::clock::Clock;
 use crate::config::{Config, ContactsSyncConfig};
 use crate::graph::GraphClient;
 use crate::pbx::{Book, PbxClient};
 use crate::store::Store;
+use parts::Step;
 
 pub use action::{ContactAction, LinkKey};
 pub use map::{tag_for, to_fields};
@@ -151,55 +153,35 @@ impl Worker for ContactsWorker {
     type Action = ContactAction;
     const NAME: &'static str = "contacts";
 
+    /// The whole plan at once (the runner goes by [`Worker::plan_parts`]).
     async fn plan(&self, mode: Mode) -> Result<Plan<ContactAction>, SyncError> {
-        let now = self.clock.now();
-        let sources = self.sources().await?;
-        let skips = self.skips(mode, now).await?;
-        let mut actions = Vec::new();
-        let mut unread = BTreeSet::new();
-        let mut to_read = Vec::new();
-        for s in &sources {
-            match skips.get(&s.mailbox) {
-                Some(skip) => {
-                    unread.insert(s.mailbox.clone());
-                    actions.push(skip.action(s));
-                }
-                None => to_read.push(s),
-            }
-        }
-        let mut reads: HashMap<String, SourceRead> = HashMap::new();
-        for (src, r) in self.read_sources(&to_read, mode).await? {
-            match r {
-                Ok(read) => {
-                    reads.insert(src.mailbox.clone(), read);
-                }
-                Err(a) => {
-                    tracing::info!(mailbox = %src.label, reason = %a.detail(), "contacts of a mailbox skipped");
-                    unread.insert(src.mailbox.clone());
-                    actions.push(a);
-                }
-            }
-        }
-        let (book_actions, overflow) = self.plan_books(&sources, &reads, &unread, mode).await?;
-        actions.extend(book_actions);
-        let mut commit: Vec<(String, Option<String>)> = sources
-            .iter()
-            .filter(|s| !overflow.contains(&s.mailbox))
-            .filter_map(|s| reads.get(&s.mailbox).map(|r| Self::commit_for(s, r)))
-            .flatten()
-            .collect();
-        if mode == Mode::Full {
-            commit.push((FULL_STATE.into(), Some(now.to_string())));
-        }
-        Ok(Plan {
+        let mut parts = std::pin::pin!(self.plan_parts(mode));
+        let mut whole = Plan {
             mode,
-            actions,
-            commit,
-        })
+            actions: Vec::new(),
+            commit: Vec::new(),
+        };
+        while let Some(part) = parts.next().await {
+            let part = part?;
+            whole.actions.extend(part.actions);
+            whole.commit.extend(part.commit);
+        }
+        Ok(whole)
+    }
+
+    fn plan_parts(
+        &self,
+        mode: Mode,
+    ) -> impl futures_util::Stream<Item = Result<Plan<ContactAction>, SyncError>> + Send {
+        futures_util::stream::unfold(Step::Start, move |step| self.step(mode, step))
     }
 
     async fn apply(&self, action: &ContactAction) -> Result<(), SyncError> {
         self.apply_action(action).await
+    }
+
+    fn concurrency(&self) -> usize {
+        self.config.pbx_concurrency
     }
 }
 
