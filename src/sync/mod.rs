@@ -317,7 +317,7 @@ impl RunReport {
             .collect();
         out.push_str(&format!(
             "\n{} planned ({})\n",
-            self.rows.len(),
+            self.planned.values().sum::<u64>(),
             if counts.is_empty() {
                 "nothing to do".into()
             } else {

@@ -10,6 +10,8 @@ use tokio::sync::watch;
 
 use super::{Action, ItemError, Plan, RunReport, RunStatus, Runner, SyncError, Worker};
 
+/// Rows of the table a real run keeps.
+const ROWS_KEPT: usize = 1_000;
 /// The lease is renewed at most this often while items are applied.
 const RENEW_SECS: i64 = 10;
 
@@ -108,12 +110,13 @@ async fn apply_one<'a, W: Worker>(
     (action, worker.apply(action).await)
 }
 
-/// The part's actions in the run's counts and, for a dry run, its table.
+/// The part's actions in the run's counts and, for a dry run, its table (a real run keeps
+/// only the first `ROWS_KEPT` rows: a first contact sync plans 100,000 actions).
 fn count<A: Action>(plan: &Plan<A>, dry_run: bool, report: &mut RunReport) {
     report.mode = plan.mode;
     for a in &plan.actions {
         *report.planned.entry(a.kind()).or_default() += 1;
-        if dry_run {
+        if dry_run || report.rows.len() < ROWS_KEPT {
             report
                 .rows
                 .push((a.kind().to_string(), a.item(), a.detail()));

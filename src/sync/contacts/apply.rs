@@ -14,7 +14,9 @@ impl ContactsWorker {
                 fields,
                 links,
             } => {
+                let slot = self.pbx_slot().await;
                 let created = self.pbx.create_contact(book, fields).await?;
+                drop(slot);
                 self.record(book, links, &fields.tag, created.id).await?;
             }
             ContactAction::Update {
@@ -23,7 +25,9 @@ impl ContactsWorker {
                 fields,
                 links,
             } => {
+                let slot = self.pbx_slot().await;
                 self.pbx.update_contact(book, *pbx_id, fields).await?;
+                drop(slot);
                 self.record(book, links, &fields.tag, *pbx_id).await?;
             }
             ContactAction::Link {
@@ -100,6 +104,7 @@ impl ContactsWorker {
         unlink: &[(String, String)],
     ) -> Result<(), SyncError> {
         if let Some(id) = pbx_id {
+            let _slot = self.pbx_slot().await;
             already_gone_is_fine(self.pbx.delete_contact(book, id).await)?;
         }
         self.forget(book, tag, unlink).await

@@ -62,6 +62,8 @@ pub struct Source {
 pub struct ContactsWorker {
     graph: Arc<GraphClient>,
     pbx: Arc<PbxClient>,
+    /// One per call to 3CX in progress, reads and writes alike: `pbx_concurrency` in all.
+    pbx_slots: tokio::sync::Semaphore,
     store: Store,
     clock: Arc<dyn Clock>,
     tenant_id: String,
@@ -98,11 +100,17 @@ impl ContactsWorker {
         Self {
             graph,
             pbx,
+            pbx_slots: tokio::sync::Semaphore::new(config.sync.contacts.pbx_concurrency),
             store,
             clock,
             tenant_id: config.entra.tenant_id.clone(),
             config: config.sync.contacts.clone(),
         }
+    }
+
+    /// Waits for a free slot for a call to 3CX (`pbx_concurrency`); held until dropped.
+    async fn pbx_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.pbx_slots.acquire().await.ok()
     }
 
     /// The shared mailboxes, then (with `personal`) every synced user with an extension.
