@@ -123,6 +123,11 @@ pub trait Worker: Send + Sync {
     fn concurrency(&self) -> usize {
         1
     }
+    /// Called when every action of a part has been applied, before its `commit` is kept
+    /// (e.g. to write records kept back to write them together).
+    fn part_applied(&self) -> impl Future<Output = Result<(), SyncError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// A per-item failure, recorded on the run.

@@ -38,7 +38,11 @@ impl Runner {
                 self.apply_part(worker, &plan, stop, report, lease),
                 parts.next()
             );
-            if !done? {
+            // Records kept back are written even when an outage ends the run.
+            let recorded = worker.part_applied().await;
+            let done = done?;
+            recorded?;
+            if !done {
                 report.status = RunStatus::Interrupted;
                 return Ok(());
             }

@@ -6,6 +6,9 @@ use crate::pbx::Book;
 use crate::store::ContactLink;
 use crate::sync::{SyncError, already_gone_is_fine};
 
+/// Links written in one transaction, at most about.
+const LINKS_TOGETHER: usize = 100;
+
 impl ContactsWorker {
     pub(super) async fn apply_action(&self, action: &ContactAction) -> Result<(), SyncError> {
         match action {
@@ -73,12 +76,25 @@ impl ContactsWorker {
         tag: &str,
         pbx_id: i64,
     ) -> Result<(), SyncError> {
-        for k in links {
-            self.store
-                .upsert_contact_link(&self.link_row(book, k, tag, pbx_id))
-                .await?;
-        }
-        Ok(())
+        let rows = links.iter().map(|k| self.link_row(book, k, tag, pbx_id));
+        self.unwritten_links().extend(rows);
+        self.write_links(LINKS_TOGETHER).await
+    }
+
+    fn unwritten_links(&self) -> std::sync::MutexGuard<'_, Vec<ContactLink>> {
+        self.unwritten.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the links kept back once there are more than `keep` of them.
+    pub(super) async fn write_links(&self, keep: usize) -> Result<(), SyncError> {
+        let rows = {
+            let mut unwritten = self.unwritten_links();
+            if unwritten.len() <= keep {
+                return Ok(());
+            }
+            std::mem::take(&mut *unwritten)
+        };
+        Ok(self.store.upsert_contact_links(&rows).await?)
     }
 
     async fn forget(

@@ -11,6 +11,9 @@
 //! changed or deleted; an entry a person made in 3CX is never touched. The plan compares what
 //! Outlook says with the tagged entries 3CX has *now*, so a rerun after any failure converges
 //! without duplicates (an entry created just before a crash is found again by its tag).
+//!
+//! Size: a run goes in parts of whole phonebooks (`parts`), each read, planned and applied
+//! while the next is read, with at most `pbx_concurrency` calls to 3CX at once.
 
 mod action;
 mod apply;
@@ -62,6 +65,10 @@ pub struct Source {
 pub struct ContactsWorker {
     graph: Arc<GraphClient>,
     pbx: Arc<PbxClient>,
+    /// Links of applied actions not yet written (`record`): written together, by the hundred
+    /// and when a part is applied. A crash loses at most these; the next run finds the entries
+    /// again by their tags and links them.
+    unwritten: std::sync::Mutex<Vec<crate::store::ContactLink>>,
     /// One per call to 3CX in progress, reads and writes alike: `pbx_concurrency` in all.
     pbx_slots: tokio::sync::Semaphore,
     store: Store,
@@ -100,6 +107,7 @@ impl ContactsWorker {
         Self {
             graph,
             pbx,
+            unwritten: std::sync::Mutex::default(),
             pbx_slots: tokio::sync::Semaphore::new(config.sync.contacts.pbx_concurrency),
             store,
             clock,
@@ -190,6 +198,10 @@ impl Worker for ContactsWorker {
 
     fn concurrency(&self) -> usize {
         self.config.pbx_concurrency
+    }
+
+    async fn part_applied(&self) -> Result<(), SyncError> {
+        self.write_links(0).await
     }
 }
 
