@@ -70,6 +70,8 @@ const DEFAULT_LIMIT: usize = 8;
 struct Load {
     now: usize,
     most: usize,
+    writes_now: usize,
+    most_writes: usize,
     limit: Option<usize>,
     /// 429, or 503: both with `Retry-After: 1`.
     busy: StatusCode,
@@ -156,6 +158,11 @@ impl PbxSim {
         self.books(|b| b.load.most)
     }
 
+    /// The most phonebook writes (POST, PATCH, DELETE) served at the same time so far.
+    pub fn most_contact_writes_at_once(&self) -> usize {
+        self.books(|b| b.load.most_writes)
+    }
+
     /// Phonebook writes (POST, PATCH, DELETE on Contacts) served so far.
     pub fn contact_writes(&self) -> usize {
         self.books(|b| b.writes)
@@ -213,7 +220,8 @@ pub(super) async fn intercept(
     let Some(who) = sim.bearer(req.headers()) else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
-    let Some(latency) = sim.books(enter) else {
+    let write = req.method() != Method::GET;
+    let Some(latency) = sim.books(|b| enter(b, write)) else {
         let status = sim.books(|b| b.load.busy);
         let mut res = odata_error(status, "Too many requests");
         res.headers_mut().insert(
@@ -222,7 +230,7 @@ pub(super) async fn intercept(
         );
         return res;
     };
-    let _leave = Leave(sim.clone());
+    let _leave = Leave(sim.clone(), write);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -269,7 +277,7 @@ pub(super) async fn intercept(
 }
 
 /// One more call in progress, and how long it takes; `None` when it is one too many.
-fn enter(b: &mut Phonebooks) -> Option<Duration> {
+fn enter(b: &mut Phonebooks, write: bool) -> Option<Duration> {
     let l = &mut b.load;
     if l.limit.is_some_and(|max| l.now >= max) {
         l.refused += 1;
@@ -277,15 +285,23 @@ fn enter(b: &mut Phonebooks) -> Option<Duration> {
     }
     l.now += 1;
     l.most = l.most.max(l.now);
+    if write {
+        l.writes_now += 1;
+        l.most_writes = l.most_writes.max(l.writes_now);
+    }
     Some(l.latency)
 }
 
-/// Ends a call in progress, however its handler ends.
-struct Leave(Arc<PbxSim>);
+/// Ends a call (a write: true) in progress, however its handler ends.
+struct Leave(Arc<PbxSim>, bool);
 
 impl Drop for Leave {
     fn drop(&mut self) {
-        self.0.books(|b| b.load.now -= 1);
+        let write = self.1;
+        self.0.books(|b| {
+            b.load.now -= 1;
+            b.load.writes_now -= usize::from(write);
+        });
     }
 }
 
