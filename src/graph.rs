@@ -83,7 +83,7 @@ const INTERACTIVE: RetryPolicy = RetryPolicy {
 impl RetryPolicy {
     /// `Retry-After` when given (plus up to 10% jitter), else capped exponential backoff
     /// with full jitter.
-    fn delay(&self, attempt: u32, retry_after: Option<f64>) -> Duration {
+    pub(crate) fn delay(&self, attempt: u32, retry_after: Option<f64>) -> Duration {
         let jitter = jitter_fraction();
         match retry_after {
             Some(s) => {
@@ -105,7 +105,7 @@ fn jitter_fraction() -> f64 {
 }
 
 /// `Retry-After` in seconds; Graph sends integers, some services fractions.
-fn retry_after(headers: &http::HeaderMap) -> Option<f64> {
+pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<f64> {
     headers
         .get(http::header::RETRY_AFTER)?
         .to_str()

@@ -24,6 +24,7 @@ use crate::store::{Store, StoreError};
 use crate::tls::{self, TlsError};
 
 mod api_token;
+mod busy;
 mod contacts;
 mod impersonation;
 mod probe;
@@ -375,6 +376,17 @@ impl PbxClient {
         path: &str,
         build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, PbxError> {
+        check(self.send_busy(caller, method, path, build).await?).await
+    }
+
+    /// One try of [`PbxClient::send_xapi`], without the check of the answer's status.
+    async fn send_xapi_raw(
+        &self,
+        caller: Caller<'_>,
+        method: reqwest::Method,
+        path: &str,
+        build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, PbxError> {
         let send = async || {
             let token = self.token_of(caller).await?;
             let req = self
@@ -389,7 +401,7 @@ impl PbxClient {
             self.forget_token_of(caller, &token).await;
             res = send().await?.1;
         }
-        check(res).await
+        Ok(res)
     }
 
     /// One XAPI call as the API client (see [`PbxClient::send_xapi`]).

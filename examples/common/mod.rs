@@ -18,7 +18,13 @@ pub async fn sandbox() -> anyhow::Result<Sandbox> {
         public_url: "https://pbx.example.com".into(),
     };
     let clock = Arc::new(SystemClock);
-    Ok(Sandbox::start(&registration, ("bench", "xapi"), "p", None, clock).await?)
+    let sandbox = Sandbox::start(&registration, ("bench", "xapi"), "p", None, clock).await?;
+    // The service extension signs in with the password `write_config` gives it.
+    let service = pbxgate_sandbox::DEMO_SERVICE_EXTENSION;
+    sandbox
+        .pbx
+        .edit_extension(service, |e| e.access_password = Some("bench".into()));
+    Ok(sandbox)
 }
 
 /// Writes `dir/pbxgate.toml` for the simulators, a store in `dir`, and the `extra` sections.

@@ -697,4 +697,17 @@ service_password = "service-s3cret"
         );
         assert!(err(&text, &[]).contains("`entra.client_secret_file`: cannot read"));
     }
+
+    #[test]
+    fn contacts_pbx_concurrency_is_bounded_and_named() {
+        assert_eq!(
+            parse(MINIMAL, &[]).unwrap().sync.contacts.pbx_concurrency,
+            4
+        );
+        for bad in ["0", "33"] {
+            let text = format!("{MINIMAL}\n[sync.contacts]\npbx_concurrency = {bad}\n");
+            let e = err(&text, &[]);
+            assert!(e.contains("key `sync.contacts.pbx_concurrency`"), "{e}");
+        }
+    }
 }

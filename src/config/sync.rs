@@ -73,7 +73,13 @@ pub struct ContactsSyncConfig {
     /// A mailbox found without Exchange (or blocked by an access policy) is left alone this
     /// long before it is tried again (full runs try it at once).
     pub mailbox_retry: HumanDuration,
+    /// Phonebook writes sent to 3CX at the same time. 3CX publishes no limit; one it
+    /// enforces (429/503 with Retry-After) is honoured, but a small number is kind to the PBX.
+    pub pbx_concurrency: usize,
 }
+
+/// `pbx_concurrency`: at least one write at a time, and no flood.
+const PBX_CONCURRENCY: std::ops::RangeInclusive<usize> = 1..=32;
 
 impl Default for ContactsSyncConfig {
     fn default() -> Self {
@@ -89,6 +95,7 @@ impl Default for ContactsSyncConfig {
             max_company_contacts: 10_000,
             max_personal_contacts: 500,
             mailbox_retry: HumanDuration::secs(24 * 3600),
+            pbx_concurrency: 4,
         }
     }
 }
@@ -105,6 +112,12 @@ impl ContactsSyncConfig {
             return Err(o.error(
                 "sync.contacts.shared_mailboxes",
                 "entries must be a UPN or an object id",
+            ));
+        }
+        if !PBX_CONCURRENCY.contains(&self.pbx_concurrency) {
+            return Err(o.error(
+                "sync.contacts.pbx_concurrency",
+                "must be between 1 and 32 (writes sent to 3CX at the same time)",
             ));
         }
         Ok(())

@@ -60,36 +60,50 @@ impl Store {
     }
 
     pub async fn upsert_contact_link(&self, l: &ContactLink) -> Result<(), StoreError> {
+        self.upsert_contact_links(std::slice::from_ref(l)).await
+    }
+
+    /// Several links in one transaction (a first sync records 100,000 of them).
+    pub async fn upsert_contact_links(&self, links: &[ContactLink]) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO contact_links ({LINK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (book, mailbox, contact_id) DO UPDATE SET \
              folder_id = $4, tag = $5, pbx_id = $6, updated_at = $7"
         );
-        sqlx::query(&sql)
-            .bind(&l.book)
-            .bind(&l.mailbox)
-            .bind(&l.contact_id)
-            .bind(&l.folder_id)
-            .bind(&l.tag)
-            .bind(l.pbx_id)
-            .bind(l.updated_at)
-            .execute(&self.pool)
-            .await?;
+        let mut tx = self.pool.begin().await?;
+        for l in links {
+            sqlx::query(&sql)
+                .bind(&l.book)
+                .bind(&l.mailbox)
+                .bind(&l.contact_id)
+                .bind(&l.folder_id)
+                .bind(&l.tag)
+                .bind(l.pbx_id)
+                .bind(l.updated_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
+    /// Forgets the link of one contact to the entry tagged `tag`; a link the same run has
+    /// already moved to another entry (writes go in parallel) stays.
     pub async fn delete_contact_link(
         &self,
         book: &str,
         mailbox: &str,
         contact_id: &str,
+        tag: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "DELETE FROM contact_links WHERE book = $1 AND mailbox = $2 AND contact_id = $3",
+            "DELETE FROM contact_links \
+             WHERE book = $1 AND mailbox = $2 AND contact_id = $3 AND tag = $4",
         )
         .bind(book)
         .bind(mailbox)
         .bind(contact_id)
+        .bind(tag)
         .execute(&self.pool)
         .await?;
         Ok(())

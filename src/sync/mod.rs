@@ -7,6 +7,7 @@
 //! rerun after any failure or a crash converges without duplicates.
 
 pub mod contacts;
+mod parts;
 pub mod presence;
 pub mod recheck;
 pub mod schedule;
@@ -100,7 +101,7 @@ pub struct Plan<A> {
     pub commit: Vec<(String, Option<String>)>,
 }
 
-/// A worker: plans from the current state of both sides, applies one action at a time.
+/// A worker: plans from the current state of both sides, applies `concurrency` actions at a time.
 pub trait Worker: Send + Sync {
     type Action: Action;
     const NAME: &'static str;
@@ -109,6 +110,24 @@ pub trait Worker: Send + Sync {
         mode: Mode,
     ) -> impl Future<Output = Result<Plan<Self::Action>, SyncError>> + Send;
     fn apply(&self, action: &Self::Action) -> impl Future<Output = Result<(), SyncError>> + Send;
+    /// The plan in parts, each planned while the one before is applied, so that a big run
+    /// holds about two parts at a time. Parts must not depend on each other's writes. The
+    /// default is the whole plan as one part.
+    fn plan_parts(
+        &self,
+        mode: Mode,
+    ) -> impl futures_util::Stream<Item = Result<Plan<Self::Action>, SyncError>> + Send {
+        futures_util::stream::once(self.plan(mode))
+    }
+    /// How many actions of a part may be applied at the same time (default one).
+    fn concurrency(&self) -> usize {
+        1
+    }
+    /// Called when every action of a part has been applied, before its `commit` is kept
+    /// (e.g. to write records kept back to write them together).
+    fn part_applied(&self) -> impl Future<Output = Result<(), SyncError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// A per-item failure, recorded on the run.
@@ -244,61 +263,6 @@ impl Runner {
         Ok(report)
     }
 
-    async fn plan_and_apply<W: Worker>(
-        &self,
-        worker: &W,
-        mode: Mode,
-        dry_run: bool,
-        stop: &watch::Receiver<bool>,
-        report: &mut RunReport,
-        lease: &str,
-    ) -> Result<(), SyncError> {
-        let plan = worker.plan(mode).await?;
-        report.mode = plan.mode;
-        for a in &plan.actions {
-            *report.planned.entry(a.kind()).or_default() += 1;
-            report
-                .rows
-                .push((a.kind().to_string(), a.item(), a.detail()));
-        }
-        if dry_run {
-            report.status = RunStatus::Succeeded;
-            return Ok(());
-        }
-        for action in &plan.actions {
-            if *stop.borrow() {
-                report.status = RunStatus::Interrupted;
-                return Ok(());
-            }
-            match worker.apply(action).await {
-                Ok(()) => *report.applied.entry(action.kind()).or_default() += 1,
-                Err(e) if e.is_outage() => return Err(e),
-                Err(e) => {
-                    tracing::warn!(item = %action.item(), action = action.kind(), error = %e, "sync item failed");
-                    report.errors.push(ItemError {
-                        item: action.item(),
-                        action: action.kind().into(),
-                        error: e.to_string(),
-                    })
-                }
-            }
-            let now = self.clock.now();
-            self.store
-                .acquire_lease(lease, &self.holder, now, now + LEASE_SECS)
-                .await?;
-        }
-        // The next delta starts from here only when every change was applied; otherwise the
-        // same changes come again next run (the plan is idempotent).
-        if report.errors.is_empty() {
-            let now = self.clock.now();
-            for (name, value) in &plan.commit {
-                self.store.set_state(name, value.as_deref(), now).await?;
-            }
-        }
-        report.status = RunStatus::Succeeded;
-        Ok(())
-    }
-
     fn row(&self, r: &RunReport, ended_at: Option<i64>) -> RunRow {
         RunRow {
             id: r.id.clone(),
@@ -358,7 +322,7 @@ impl RunReport {
             .collect();
         out.push_str(&format!(
             "\n{} planned ({})\n",
-            self.rows.len(),
+            self.planned.values().sum::<u64>(),
             if counts.is_empty() {
                 "nothing to do".into()
             } else {

@@ -28,6 +28,7 @@ mod signout;
 mod store;
 mod support;
 mod sync_contacts;
+mod sync_contacts_load;
 mod sync_presence;
 mod sync_users;
 mod tls;

@@ -14,15 +14,15 @@ use crate::support::*;
 const ALICE: &str = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
 const BOB: &str = "6ba7b810-9dad-41d1-80b4-00c04fd430c8";
 
-struct Env {
-    sandbox: Sandbox,
-    gw: TestGateway,
-    _dir: tempfile::TempDir,
+pub(crate) struct Env {
+    pub(crate) sandbox: Sandbox,
+    pub(crate) gw: TestGateway,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 /// The demo sandbox and a gateway whose contact sync reads the shared mailbox and (personal)
 /// the users the user sync has given extensions.
-async fn env(edit: impl FnOnce(&mut Config)) -> Env {
+pub(crate) async fn env(edit: impl FnOnce(&mut Config)) -> Env {
     init();
     let clock = ManualClock::new(SystemClock.now());
     let sandbox = sandbox(&registration(), &clock).await;
@@ -46,15 +46,11 @@ async fn env(edit: impl FnOnce(&mut Config)) -> Env {
         .await
         .unwrap();
     assert_eq!(users.status, RunStatus::Succeeded, "{users:?}");
-    Env {
-        sandbox,
-        gw,
-        _dir: dir,
-    }
+    Env { sandbox, gw, dir }
 }
 
 impl Env {
-    async fn run(&self, mode: Mode) -> RunReport {
+    pub(crate) async fn run(&self, mode: Mode) -> RunReport {
         let (_tx, stop) = tokio::sync::watch::channel(false);
         self.gw
             .app
@@ -65,7 +61,7 @@ impl Env {
             .unwrap()
     }
 
-    fn company(&self) -> Vec<Value> {
+    pub(crate) fn company(&self) -> Vec<Value> {
         self.sandbox.pbx.company_contacts()
     }
 
@@ -76,7 +72,7 @@ impl Env {
             .collect()
     }
 
-    fn personal(&self, number: &str) -> Vec<String> {
+    pub(crate) fn personal(&self, number: &str) -> Vec<String> {
         let mut names: Vec<String> = self
             .sandbox
             .pbx
@@ -88,12 +84,12 @@ impl Env {
         names
     }
 
-    fn writes(&self) -> usize {
+    pub(crate) fn writes(&self) -> usize {
         self.sandbox.pbx.contact_writes()
     }
 
     /// Every pbxgate entry of the company phonebook, by tag; no tag twice.
-    fn owned_tags(&self) -> Vec<String> {
+    pub(crate) fn owned_tags(&self) -> Vec<String> {
         let mut tags: Vec<String> = self
             .company()
             .iter()
@@ -120,7 +116,7 @@ fn count(r: &RunReport, kind: &str) -> u64 {
     r.applied.get(kind).copied().unwrap_or(0)
 }
 
-fn names(entries: &[Value]) -> Vec<String> {
+pub(crate) fn names(entries: &[Value]) -> Vec<String> {
     let mut n: Vec<String> = entries
         .iter()
         .map(|c| format!("{} {}", str_of(&c["FirstName"]), str_of(&c["LastName"])))

@@ -6,6 +6,9 @@ use crate::pbx::Book;
 use crate::store::ContactLink;
 use crate::sync::{SyncError, already_gone_is_fine};
 
+/// Links written in one transaction, at most about.
+const LINKS_TOGETHER: usize = 100;
+
 impl ContactsWorker {
     pub(super) async fn apply_action(&self, action: &ContactAction) -> Result<(), SyncError> {
         match action {
@@ -14,7 +17,9 @@ impl ContactsWorker {
                 fields,
                 links,
             } => {
+                let slot = self.pbx_slot().await;
                 let created = self.pbx.create_contact(book, fields).await?;
+                drop(slot);
                 self.record(book, links, &fields.tag, created.id).await?;
             }
             ContactAction::Update {
@@ -23,7 +28,9 @@ impl ContactsWorker {
                 fields,
                 links,
             } => {
+                let slot = self.pbx_slot().await;
                 self.pbx.update_contact(book, *pbx_id, fields).await?;
+                drop(slot);
                 self.record(book, links, &fields.tag, *pbx_id).await?;
             }
             ContactAction::Link {
@@ -34,11 +41,11 @@ impl ContactsWorker {
             } => self.record(book, links, tag, *pbx_id).await?,
             ContactAction::Delete {
                 book,
+                tag,
                 pbx_id,
                 unlink,
-                ..
-            } => self.delete(book, *pbx_id, unlink).await?,
-            ContactAction::Unlink { book, unlink, .. } => self.forget(book, unlink).await?,
+            } => self.delete(book, tag, *pbx_id, unlink).await?,
+            ContactAction::Unlink { book, tag, unlink } => self.forget(book, tag, unlink).await?,
             ContactAction::Skip {
                 mailbox: Some(mailbox),
                 reason,
@@ -69,18 +76,36 @@ impl ContactsWorker {
         tag: &str,
         pbx_id: i64,
     ) -> Result<(), SyncError> {
-        for k in links {
-            self.store
-                .upsert_contact_link(&self.link_row(book, k, tag, pbx_id))
-                .await?;
-        }
-        Ok(())
+        let rows = links.iter().map(|k| self.link_row(book, k, tag, pbx_id));
+        self.unwritten_links().extend(rows);
+        self.write_links(LINKS_TOGETHER).await
     }
 
-    async fn forget(&self, book: &Book, unlink: &[(String, String)]) -> Result<(), SyncError> {
+    fn unwritten_links(&self) -> std::sync::MutexGuard<'_, Vec<ContactLink>> {
+        self.unwritten.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the links kept back once there are more than `keep` of them.
+    pub(super) async fn write_links(&self, keep: usize) -> Result<(), SyncError> {
+        let rows = {
+            let mut unwritten = self.unwritten_links();
+            if unwritten.len() <= keep {
+                return Ok(());
+            }
+            std::mem::take(&mut *unwritten)
+        };
+        Ok(self.store.upsert_contact_links(&rows).await?)
+    }
+
+    async fn forget(
+        &self,
+        book: &Book,
+        tag: &str,
+        unlink: &[(String, String)],
+    ) -> Result<(), SyncError> {
         for (mailbox, contact) in unlink {
             self.store
-                .delete_contact_link(&book.key(), mailbox, contact)
+                .delete_contact_link(&book.key(), mailbox, contact, tag)
                 .await?;
         }
         Ok(())
@@ -90,13 +115,15 @@ impl ContactsWorker {
     async fn delete(
         &self,
         book: &Book,
+        tag: &str,
         pbx_id: Option<i64>,
         unlink: &[(String, String)],
     ) -> Result<(), SyncError> {
         if let Some(id) = pbx_id {
+            let _slot = self.pbx_slot().await;
             already_gone_is_fine(self.pbx.delete_contact(book, id).await)?;
         }
-        self.forget(book, unlink).await
+        self.forget(book, tag, unlink).await
     }
 
     /// Leaves `mailbox` alone until `retry_at`.

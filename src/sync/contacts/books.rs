@@ -11,7 +11,9 @@ use crate::sync::{Mode, SyncError};
 
 impl ContactsWorker {
     async fn book_state(&self, book: &Book) -> Result<BookState, SyncError> {
+        let slot = self.pbx_slot().await;
         let entries = self.pbx.contacts(book, OWNED_TAG_PREFIX).await?;
+        drop(slot);
         let links = self.store.contact_links(&book.key()).await?;
         Ok(BookState { entries, links })
     }

@@ -11,28 +11,33 @@
 //! changed or deleted; an entry a person made in 3CX is never touched. The plan compares what
 //! Outlook says with the tagged entries 3CX has *now*, so a rerun after any failure converges
 //! without duplicates (an entry created just before a crash is found again by its tag).
+//!
+//! Size: a run goes in parts of whole phonebooks (`parts`), each read, planned and applied
+//! while the next is read, with at most `pbx_concurrency` calls to 3CX at once.
 
 mod action;
 mod apply;
 mod books;
 mod folders;
 mod map;
+mod parts;
 mod plan;
 mod read;
 mod wire;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{Action, Mode, Plan, SyncError, Worker};
+use super::{Mode, Plan, SyncError, Worker};
 use crate::clock::Clock;
 use crate::config::{Config, ContactsSyncConfig};
 use crate::graph::GraphClient;
 use crate::pbx::{Book, PbxClient};
 use crate::store::Store;
+use parts::Step;
 
 pub use action::{ContactAction, LinkKey};
 pub use map::{tag_for, to_fields};
@@ -60,6 +65,12 @@ pub struct Source {
 pub struct ContactsWorker {
     graph: Arc<GraphClient>,
     pbx: Arc<PbxClient>,
+    /// Links of applied actions not yet written (`record`): written together, by the hundred
+    /// and when a part is applied. A crash loses at most these; the next run finds the entries
+    /// again by their tags and links them.
+    unwritten: std::sync::Mutex<Vec<crate::store::ContactLink>>,
+    /// One per call to 3CX in progress, reads and writes alike: `pbx_concurrency` in all.
+    pbx_slots: tokio::sync::Semaphore,
     store: Store,
     clock: Arc<dyn Clock>,
     tenant_id: String,
@@ -96,11 +107,18 @@ impl ContactsWorker {
         Self {
             graph,
             pbx,
+            unwritten: std::sync::Mutex::default(),
+            pbx_slots: tokio::sync::Semaphore::new(config.sync.contacts.pbx_concurrency),
             store,
             clock,
             tenant_id: config.entra.tenant_id.clone(),
             config: config.sync.contacts.clone(),
         }
+    }
+
+    /// Waits for a free slot for a call to 3CX (`pbx_concurrency`); held until dropped.
+    async fn pbx_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.pbx_slots.acquire().await.ok()
     }
 
     /// The shared mailboxes, then (with `personal`) every synced user with an extension.
@@ -151,55 +169,39 @@ impl Worker for ContactsWorker {
     type Action = ContactAction;
     const NAME: &'static str = "contacts";
 
+    /// The whole plan at once (the runner goes by [`Worker::plan_parts`]).
     async fn plan(&self, mode: Mode) -> Result<Plan<ContactAction>, SyncError> {
-        let now = self.clock.now();
-        let sources = self.sources().await?;
-        let skips = self.skips(mode, now).await?;
-        let mut actions = Vec::new();
-        let mut unread = BTreeSet::new();
-        let mut to_read = Vec::new();
-        for s in &sources {
-            match skips.get(&s.mailbox) {
-                Some(skip) => {
-                    unread.insert(s.mailbox.clone());
-                    actions.push(skip.action(s));
-                }
-                None => to_read.push(s),
-            }
-        }
-        let mut reads: HashMap<String, SourceRead> = HashMap::new();
-        for (src, r) in self.read_sources(&to_read, mode).await? {
-            match r {
-                Ok(read) => {
-                    reads.insert(src.mailbox.clone(), read);
-                }
-                Err(a) => {
-                    tracing::info!(mailbox = %src.label, reason = %a.detail(), "contacts of a mailbox skipped");
-                    unread.insert(src.mailbox.clone());
-                    actions.push(a);
-                }
-            }
-        }
-        let (book_actions, overflow) = self.plan_books(&sources, &reads, &unread, mode).await?;
-        actions.extend(book_actions);
-        let mut commit: Vec<(String, Option<String>)> = sources
-            .iter()
-            .filter(|s| !overflow.contains(&s.mailbox))
-            .filter_map(|s| reads.get(&s.mailbox).map(|r| Self::commit_for(s, r)))
-            .flatten()
-            .collect();
-        if mode == Mode::Full {
-            commit.push((FULL_STATE.into(), Some(now.to_string())));
-        }
-        Ok(Plan {
+        let mut parts = std::pin::pin!(self.plan_parts(mode));
+        let mut whole = Plan {
             mode,
-            actions,
-            commit,
-        })
+            actions: Vec::new(),
+            commit: Vec::new(),
+        };
+        while let Some(part) = parts.next().await {
+            let part = part?;
+            whole.actions.extend(part.actions);
+            whole.commit.extend(part.commit);
+        }
+        Ok(whole)
+    }
+
+    fn plan_parts(
+        &self,
+        mode: Mode,
+    ) -> impl futures_util::Stream<Item = Result<Plan<ContactAction>, SyncError>> + Send {
+        futures_util::stream::unfold(Step::Start, move |step| self.step(mode, step))
     }
 
     async fn apply(&self, action: &ContactAction) -> Result<(), SyncError> {
         self.apply_action(action).await
+    }
+
+    fn concurrency(&self) -> usize {
+        self.config.pbx_concurrency
+    }
+
+    async fn part_applied(&self) -> Result<(), SyncError> {
+        self.write_links(0).await
     }
 }
 

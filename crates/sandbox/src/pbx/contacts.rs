@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Query, Request, State};
 use axum::middleware::Next;
@@ -35,12 +36,47 @@ const FIELDS: &[&str] = &[
     "ContactType",
 ];
 
-#[derive(Default)]
 pub(super) struct Phonebooks {
     company: Vec<Map<String, Value>>,
     personal: BTreeMap<String, Vec<Map<String, Value>>>,
     next_id: i64,
     writes: usize,
+    load: Load,
+}
+
+impl Default for Phonebooks {
+    fn default() -> Self {
+        Self {
+            company: Vec::new(),
+            personal: BTreeMap::new(),
+            next_id: 0,
+            writes: 0,
+            load: Load {
+                limit: Some(DEFAULT_LIMIT),
+                busy: StatusCode::TOO_MANY_REQUESTS,
+                ..Load::default()
+            },
+        }
+    }
+}
+
+/// Phonebook calls served at once by default. Real 3CX publishes no limit (README, "Contact
+/// sync"); the simulator has one so that a client sending too much at once is seen.
+const DEFAULT_LIMIT: usize = 8;
+
+/// Phonebook calls in progress, the limit beyond which they are refused, and the time each
+/// takes (a PBX some way off).
+#[derive(Default)]
+struct Load {
+    now: usize,
+    most: usize,
+    writes_now: usize,
+    most_writes: usize,
+    limit: Option<usize>,
+    /// 429, or 503: both with `Retry-After: 1`.
+    busy: StatusCode,
+    refused: usize,
+    latency: Duration,
 }
 
 impl Phonebooks {
@@ -101,6 +137,32 @@ impl PbxSim {
         self.books(|b| b.company.retain(|c| id_of(c) != id));
     }
 
+    /// Phonebook calls beyond `limit` at once (`None`: any number) are answered `busy` (429
+    /// or 503) with `Retry-After: 1`, as a real server might; 3CX's own limit is unknown.
+    pub fn limit_contact_calls(&self, limit: Option<usize>, busy: StatusCode) {
+        self.books(|b| (b.load.limit, b.load.busy) = (limit, busy));
+    }
+
+    /// Each phonebook call takes this long.
+    pub fn set_contacts_latency(&self, latency: Duration) {
+        self.books(|b| b.load.latency = latency);
+    }
+
+    /// Phonebook calls refused as over the limit so far.
+    pub fn contact_calls_refused(&self) -> usize {
+        self.books(|b| b.load.refused)
+    }
+
+    /// The most phonebook calls served at the same time so far.
+    pub fn most_contact_calls_at_once(&self) -> usize {
+        self.books(|b| b.load.most)
+    }
+
+    /// The most phonebook writes (POST, PATCH, DELETE) served at the same time so far.
+    pub fn most_contact_writes_at_once(&self) -> usize {
+        self.books(|b| b.load.most_writes)
+    }
+
     /// Phonebook writes (POST, PATCH, DELETE on Contacts) served so far.
     pub fn contact_writes(&self) -> usize {
         self.books(|b| b.writes)
@@ -158,6 +220,20 @@ pub(super) async fn intercept(
     let Some(who) = sim.bearer(req.headers()) else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
+    let write = req.method() != Method::GET;
+    let Some(latency) = sim.books(|b| enter(b, write)) else {
+        let status = sim.books(|b| b.load.busy);
+        let mut res = odata_error(status, "Too many requests");
+        res.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
+        return res;
+    };
+    let _leave = Leave(sim.clone(), write);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let method = req.method().clone();
     let query = Query::<ODataQuery>::try_from_uri(req.uri()).map(|q| q.0);
     let body = axum::body::to_bytes(req.into_body(), 1 << 20)
@@ -197,6 +273,35 @@ pub(super) async fn intercept(
             StatusCode::NO_CONTENT.into_response()
         }),
         _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+    }
+}
+
+/// One more call in progress, and how long it takes; `None` when it is one too many.
+fn enter(b: &mut Phonebooks, write: bool) -> Option<Duration> {
+    let l = &mut b.load;
+    if l.limit.is_some_and(|max| l.now >= max) {
+        l.refused += 1;
+        return None;
+    }
+    l.now += 1;
+    l.most = l.most.max(l.now);
+    if write {
+        l.writes_now += 1;
+        l.most_writes = l.most_writes.max(l.writes_now);
+    }
+    Some(l.latency)
+}
+
+/// Ends a call (a write: true) in progress, however its handler ends.
+struct Leave(Arc<PbxSim>, bool);
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        let write = self.1;
+        self.0.books(|b| {
+            b.load.now -= 1;
+            b.load.writes_now -= usize::from(write);
+        });
     }
 }
 
