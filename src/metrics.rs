@@ -430,6 +430,9 @@ impl Metrics {
         self.credential_checks
             .get_or_create(&CheckLabels { id: id.into() })
             .set(i64::from(ok));
+    }
+}
+
 // --- serving runtimes (issue 17: both cores busy) ---
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RuntimeLabels {

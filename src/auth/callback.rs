@@ -27,6 +27,9 @@ struct CallbackQuery {
     state: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
+    /// Set when Entra returns from the admin-consent URL (`pbxgate setup --print`, `/admin`)
+    /// instead of from a sign-in: `admin_consent=True&tenant=…`, no code, no state.
+    admin_consent: Option<String>,
 }
 
 pub async fn callback(State(s): State<Arc<SignIn>>, parts: Parts) -> Response {
@@ -44,6 +47,12 @@ async fn finish(s: &SignIn, parts: &Parts) -> Result<Response, AuthError> {
             error,
             description: q.error_description,
         });
+    }
+    if q.code.is_none()
+        && q.admin_consent
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
+        return Ok(consent_granted());
     }
     let (Some(code), Some(state)) = (q.code, q.state) else {
         return Err(AuthError::IncompleteCallback);
@@ -281,4 +290,18 @@ async fn open_pbx_session(
             Ok(login.set_cookies)
         }
     }
+}
+
+/// The page after an administrator granted the permissions through the admin-consent URL.
+/// It changes nothing (anyone can open it); the next credential check sees the new roles.
+fn consent_granted() -> Response {
+    web::Page::new(
+        http::StatusCode::OK,
+        "Permissions granted",
+        "Microsoft 365 permissions were granted for your organisation. pbxgate picks them up \
+         at its next credential check; run `pbxgate doctor` or use \"Check now\" on the \
+         admin console to see them at once.",
+    )
+    .with_link("/admin", "Admin console")
+    .into_response()
 }

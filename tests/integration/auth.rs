@@ -459,6 +459,16 @@ async fn a_code_cannot_be_redeemed_twice_and_token_errors_show_a_page() {
         )
         .await;
     assert_eq!(res.status(), 403);
+
+    // Back from the admin-consent URL (`setup --print`, `/admin`): a page saying so, not an
+    // "incomplete sign-in" error, and no session.
+    let res = b
+        .get(&env.gw, "/auth/callback?admin_consent=True&tenant=x")
+        .await;
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("Permissions granted"));
+    let res = b.get(&env.gw, "/auth/callback?admin_consent=False").await;
+    assert_ne!(res.status(), 200);
 }
 
 #[tokio::test]
