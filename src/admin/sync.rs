@@ -210,6 +210,22 @@ fn item_errors(json: &str) -> Vec<ItemError> {
         .collect()
 }
 
+/// The checks of a worker's POST: an admin's same-origin POST with the CSRF token, for a
+/// worker that exists (and passes `allowed`); otherwise the answer to send instead.
+async fn posted(
+    c: &Console,
+    name: &str,
+    parts: Parts,
+    csrf: &str,
+    allowed: impl Fn(Which) -> bool,
+) -> Result<(Admin, Which), Response> {
+    let who = admin_post(c, &parts, csrf).await?;
+    match Which::parse(name).filter(|w| allowed(*w)) {
+        Some(which) => Ok((who, which)),
+        None => Err(super::not_found(parts).await),
+    }
+}
+
 /// `POST /admin/sync/{worker}/dry-run`: the plan as a table; nothing changes.
 pub async fn dry_run(
     State(c): State<Arc<Console>>,
@@ -217,12 +233,9 @@ pub async fn dry_run(
     parts: Parts,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let who = match admin_post(&c, &parts, &form.csrf).await {
-        Ok(a) => a,
+    let (who, which) = match posted(&c, &name, parts, &form.csrf, |_| true).await {
+        Ok(p) => p,
         Err(res) => return res,
-    };
-    let Some(which) = Which::parse(&name) else {
-        return super::not_found(parts).await;
     };
     let t = who.lang.t();
     let result = run(&c.app, which, true).await;
@@ -272,12 +285,9 @@ pub async fn run_now(
     parts: Parts,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let who = match admin_post(&c, &parts, &form.csrf).await {
-        Ok(a) => a,
+    let (who, which) = match posted(&c, &name, parts, &form.csrf, |w| w.enabled(&c.app)).await {
+        Ok(p) => p,
         Err(res) => return res,
-    };
-    let Some(which) = Which::parse(&name).filter(|w| w.enabled(&c.app)) else {
-        return super::not_found(parts).await;
     };
     let app = c.app.clone();
     let task = tokio::spawn(async move { run(&app, which, false).await });

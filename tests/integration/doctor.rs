@@ -318,14 +318,7 @@ async fn readyz_shows_the_last_credential_check_without_failing_readiness() {
         failing.contains("graph.roles") && failing.contains("graph.users"),
         "{failing}"
     );
-    let metrics = client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("pbxgate_credential_check{id=\"graph.roles\"} 0"),
         "{metrics}"

@@ -528,14 +528,7 @@ async fn websocket_echo_through_the_proxy_closes_cleanly() {
     }
     // Both relays end once the sockets close.
     for _ in 0..50 {
-        let text = client()
-            .get(gw.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = gw.metrics().await;
         if text.contains("pbxgate_websockets_open 0") {
             return;
         }
@@ -578,14 +571,7 @@ async fn upstream_down_gives_a_502_page_and_readyz_503() {
     let res = client().get(gw.url("/healthz")).send().await.unwrap();
     assert_eq!(res.status(), 200, "liveness does not depend on 3CX");
 
-    let metrics = client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(metrics.contains("pbxgate_upstream_errors_total{kind=\"connect\"} 1"));
     assert!(metrics.contains("class=\"passthrough\",status=\"502\""));
 }
@@ -620,14 +606,7 @@ async fn metrics_count_routes_and_are_restricted_by_address() {
         .unwrap();
     assert_eq!(res.status(), 200);
     client().get(gw.url("/webclient/x")).send().await.unwrap();
-    let text = client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics().await;
     for needle in [
         "pbxgate_http_requests_total{class=\"passthrough\",status=\"200\"} 1",
         "pbxgate_http_requests_total{class=\"session\",status=\"200\"} 1",

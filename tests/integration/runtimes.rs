@@ -32,14 +32,7 @@ async fn keep_alive_connections_are_spread_evenly_over_the_serving_runtimes() {
         res.bytes().await.unwrap();
         held.push(c);
     }
-    let text = client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics().await;
     let conns = per_runtime(&text, "pbxgate_serving_connections_total");
     let requests = per_runtime(&text, "pbxgate_serving_requests_total");
     assert_eq!(

@@ -309,6 +309,18 @@ impl TestGateway {
         }
     }
 
+    /// The gateway's `/metrics` text (from loopback, which the default allow list admits).
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         let scheme = if self.app.config.server.tls_cert.is_some() {
             "https"
