@@ -64,6 +64,12 @@ pub struct ServerConfig {
     /// itself (not on plain HTTP, where the load balancer in front decides). 0 turns it off.
     #[serde(default = "default_hsts_max_age")]
     pub hsts_max_age: HumanDuration,
+    /// Pins each serving thread to a CPU of its own, as nginx's `worker_cpu_affinity`,
+    /// when there is one serving thread per CPU the process may run on. Not where fewer
+    /// threads than CPUs serve (a container's CPU quota below its CPU set): there every
+    /// replica would crowd onto the same first CPUs.
+    #[serde(default = "default_pin_threads")]
+    pub pin_threads: bool,
 }
 
 /// One listening address and how it serves. Written as a table in `[server] listen`, or as
@@ -288,6 +294,9 @@ fn default_header_read_timeout() -> HumanDuration {
 fn default_max_connections_per_client() -> u32 {
     256
 }
+fn default_pin_threads() -> bool {
+    true
+}
 fn default_hsts_max_age() -> HumanDuration {
     HumanDuration::secs(365 * 24 * 3600)
 }
@@ -322,6 +331,7 @@ service_password = "s"
         assert_eq!(c.header_read_timeout.get().as_secs(), 10);
         assert_eq!(c.max_connections, None);
         assert_eq!(c.max_connections_per_client, 256);
+        assert!(c.pin_threads);
         assert_eq!(c.hsts_max_age.get().as_secs(), 365 * 24 * 3600);
         assert_eq!(
             with("hsts_max_age = \"0s\"")

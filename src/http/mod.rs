@@ -8,6 +8,7 @@
 mod conns;
 mod observe;
 mod ops;
+mod pin;
 mod routes;
 mod serve;
 mod spread;
