@@ -501,32 +501,34 @@ async fn relay(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUp
 
 /// Removes hop-by-hop headers, including any that `Connection` names.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if let header::Entry::Occupied(connection) = h.entry(header::CONNECTION) {
-        // `close` names no header; `keep-alive` and `upgrade` name hop-by-hop headers that
-        // go anyway: the usual `Connection` values allocate nothing here.
-        let mut named = Vec::new();
-        for value in connection.remove_entry_mult().1 {
-            let tokens = value.to_str().unwrap_or_default().split(',').map(str::trim);
-            named.extend(
-                tokens
-                    .filter(|t| {
-                        !["close", "keep-alive", "upgrade"]
-                            .iter()
-                            .any(|k| t.eq_ignore_ascii_case(k))
-                    })
-                    .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()),
-            );
-        }
-        for name in named {
-            h.remove(name);
-        }
+    strip_hop_by_hop_and(h, |_| false);
+}
+
+/// [`strip_hop_by_hop`], and the headers `also` matches, in the same pass over the headers.
+fn strip_hop_by_hop_and(h: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
+    // `close` names no header; `keep-alive` and `upgrade` name hop-by-hop headers that go
+    // anyway: the usual `Connection` values allocate nothing here.
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or_default().split(','))
+        .map(str::trim)
+        .filter(|t| {
+            !["close", "keep-alive", "upgrade"]
+                .iter()
+                .any(|k| t.eq_ignore_ascii_case(k))
+        })
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in named {
+        h.remove(name);
     }
-    remove_matching(h, is_hop_by_hop);
+    remove_matching(h, |n| is_hop_by_hop(n) || also(n));
 }
 
 /// Removes the headers whose names match: a pass over the (few) headers a message has
 /// instead of a hash lookup for every name, and no allocation.
-fn remove_matching(h: &mut HeaderMap, matching: fn(&HeaderName) -> bool) {
+fn remove_matching(h: &mut HeaderMap, matching: impl Fn(&HeaderName) -> bool) {
     while let Some(name) = h.keys().find(|k| matching(k)).cloned() {
         h.remove(name);
     }
@@ -538,14 +540,14 @@ fn prepare_request_headers(
     forwarded_host: &HeaderValue,
     websocket: bool,
 ) {
-    strip_hop_by_hop(h);
+    // The client sets Host from the upstream URI, as nginx's default `proxy_set_header`.
+    strip_hop_by_hop_and(h, |n| {
+        is_forwarding(n) || is_override(n) || n == header::HOST
+    });
     if websocket {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
-    remove_matching(h, |n| is_forwarding(n) || is_override(n));
-    // The client sets Host from the upstream URI, as nginx's default `proxy_set_header`.
-    h.remove(header::HOST);
     // Room for the five below at once (a request may have come with only `Host`).
     h.reserve(5);
     let c = fwd.client;
@@ -569,10 +571,18 @@ fn is_own_cookie(name: &[u8], session_cookie: &str) -> bool {
 
 /// Rewrites `Cookie` without pbxgate's own cookies (and as one header, as HTTP/1.1 wants).
 /// Works on bytes, so 3CX's cookies reach it as the browser sent them, UTF-8 or not.
+/// One `Cookie` header without pbxgate's cookies (3CX's own, on passthrough paths) goes on
+/// as it came, without being rebuilt.
 fn strip_cookie(h: &mut HeaderMap, session_cookie: &str) {
     let header::Entry::Occupied(mut cookies) = h.entry(header::COOKIE) else {
         return;
     };
+    let mut values = cookies.iter();
+    if let (Some(only), None) = (values.next(), values.next())
+        && !split_pairs(only.as_bytes()).any(|(k, _)| is_own_cookie(k, session_cookie))
+    {
+        return;
+    }
     let mut kept = Vec::new();
     for value in cookies.iter() {
         for (k, v) in
@@ -766,6 +776,14 @@ mod tests {
         let mut h = headers(&[("cookie", "__Host-pbxgate=SECRET")]);
         strip_cookie(&mut h, "__Host-pbxgate");
         assert!(!h.contains_key("cookie"));
+        // One header without ours goes on byte for byte; two are joined into one.
+        let mut h = headers(&[("cookie", " a=1 ;; b=2")]);
+        strip_cookie(&mut h, "__Host-pbxgate");
+        assert_eq!(h.get("cookie").unwrap(), " a=1 ;; b=2");
+        let mut h = headers(&[("cookie", "a=1"), ("cookie", "b=2")]);
+        strip_cookie(&mut h, "__Host-pbxgate");
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h.get("cookie").unwrap(), "a=1; b=2");
     }
 
     #[test]

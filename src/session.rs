@@ -460,9 +460,7 @@ fn looks_like_id(id: &str) -> bool {
 }
 
 fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    cookie_pairs(headers)
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+    pbxgate_wire::cookie::find(headers, name)
 }
 
 #[cfg(test)]

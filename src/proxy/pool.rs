@@ -119,9 +119,8 @@ impl Pool {
         mut req: Request<UpstreamBody>,
     ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + '_ {
         async move {
-            if !req.headers().contains_key(header::HOST) {
-                req.headers_mut().insert(header::HOST, self.host.clone());
-            }
+            // 3CX's host, never the client's (which the proxy has removed).
+            req.headers_mut().insert(header::HOST, self.host.clone());
             while let Some(mut sender) = self.take() {
                 match sender.try_send_request(req).await {
                     Ok(res) => return Ok(self.pooled(res, sender)),
